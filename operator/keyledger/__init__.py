@@ -1,0 +1,3 @@
+"""keyledger: a Kubernetes operator that manages per-tenant encryption keys in external KMSes."""
+
+__version__ = "0.1.0"

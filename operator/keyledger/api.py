@@ -1,0 +1,19 @@
+"""Names of keyledger's Kubernetes API: group, version, kinds, annotations."""
+
+GROUP = "keyledger.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+ENCRYPTION_KEYS = "encryptionkeys"
+KEY_PROVIDERS = "keyproviders"
+CLUSTER_KEY_PROVIDERS = "clusterkeyproviders"
+
+FINALIZER = "keyledger.io/finalizer"
+# kopf's own bookkeeping lives under a separate prefix so that it never
+# collides with the user-facing keyledger.io/* annotations.
+KOPF_ANNOTATION_PREFIX = "operator.keyledger.io"
+
+ROTATE_REQUESTED_AT = "keyledger.io/rotate-requested-at"
+ROLLBACK_REQUESTED_AT = "keyledger.io/rollback-requested-at"
+COMPROMISED_REQUESTED_AT = "keyledger.io/compromised-requested-at"
+COMPROMISE_REASON = "keyledger.io/compromise-reason"

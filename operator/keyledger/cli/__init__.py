@@ -1,0 +1,1 @@
+"""The `keyledger` / `kubectl keyledger` command."""

@@ -1,0 +1,66 @@
+"""`keyledger run|migrate|versions`: run the operator, migrate the ledger, read it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from keyledger.settings import get_settings
+
+
+def _run(extra: Sequence[str]) -> int:
+    from kopf.cli import main as kopf_main  # noqa: PLC0415  # kopf only for this subcommand
+
+    args = ["run", "-m", "keyledger.main", *extra]
+    kopf_main(args=args, standalone_mode=False)
+    return 0
+
+
+def _migrate(revision: str) -> int:
+    from keyledger.store.engine import upgrade_database  # noqa: PLC0415
+
+    upgrade_database(get_settings().ledger_url(), revision)
+    print(f"ledger migrated to {revision}")
+    return 0
+
+
+def _versions(tenant: str, key_name: str) -> int:
+    from keyledger.operations.keys import to_version  # noqa: PLC0415
+    from keyledger.store.engine import make_engine, make_session_factory  # noqa: PLC0415
+    from keyledger.store.repository import KeyLedger  # noqa: PLC0415
+
+    sessions = make_session_factory(make_engine(get_settings().ledger_url()))
+    with sessions() as session:
+        rows = [to_version(r) for r in KeyLedger(session).versions(tenant, key_name)]
+    if not rows:
+        print(f"no versions of {tenant}/{key_name} in the ledger", file=sys.stderr)
+        return 1
+    for row in rows:
+        print(json.dumps({"version": row.version, "status": row.status.value,
+                          "keyId": str(row.id), "kmsKeyRef": row.kms_key_id,
+                          "activatedAt": row.activated_at and row.activated_at.isoformat()}))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="keyledger", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the operator (extra arguments go to kopf run)")
+    run.add_argument("kopf_args", nargs=argparse.REMAINDER)
+    migrate = commands.add_parser("migrate", help="upgrade the ledger schema")
+    migrate.add_argument("revision", nargs="?", default="head")
+    versions = commands.add_parser("versions", help="list a key's versions from the ledger")
+    versions.add_argument("tenant")
+    versions.add_argument("key_name")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run(args.kopf_args)
+    if args.command == "migrate":
+        return _migrate(args.revision)
+    return _versions(args.tenant, args.key_name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""keyledger's error types.
+
+Every error a user can cause says which field is wrong and how to fix it.
+Messages never carry key material, credentials or provider request ids:
+providers sanitize before raising (see `keyledger.providers.sanitize`).
+`keyledger.handlers.errors` is the one place that maps these to kopf's
+temporary/permanent errors.
+"""
+
+from __future__ import annotations
+
+
+class KeyledgerError(Exception):
+    """Base of all keyledger errors. `reason` is a constant CamelCase word for conditions."""
+
+    reason = "Error"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.reason
+
+
+class InvalidSpec(KeyledgerError):
+    """The resource's spec cannot work as written; retrying will not help until it changes."""
+
+    reason = "InvalidSpec"
+
+
+class ProviderNotReady(KeyledgerError):
+    """The referenced provider is missing, not Ready, or not allowed; wait and retry."""
+
+    reason = "ProviderNotReady"
+
+
+class ProviderError(KeyledgerError):
+    """A KMS call failed. `retryable` says whether waiting can help."""
+
+    reason = "ProviderError"
+    retryable = True
+
+
+class ProviderUnavailable(ProviderError):
+    reason = "ProviderUnavailable"
+
+
+class ProviderThrottled(ProviderError):
+    reason = "ProviderThrottled"
+
+
+class ProviderAccessDenied(ProviderError):
+    reason = "ProviderAccessDenied"
+    retryable = False
+
+
+class KmsKeyNotFound(ProviderError):
+    reason = "KmsKeyNotFound"
+    retryable = False
+
+
+class LedgerConflict(KeyledgerError):
+    """The ledger refused a write (e.g. a second ACTIVE version); re-read and retry."""
+
+    reason = "LedgerConflict"

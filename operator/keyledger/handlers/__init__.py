@@ -1,0 +1,1 @@
+"""kopf handlers: decorators and argument plumbing only; the work is in `operations`."""

@@ -1,0 +1,39 @@
+"""Applies an operation's outcome to the resource: status patch and Events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from keyledger.errors import KeyledgerError
+from keyledger.lifecycle.conditions import READY, Condition, merge_conditions
+from keyledger.operations.outcome import Outcome
+
+
+def apply_outcome(outcome: Outcome, body: kopf.Body, patch: kopf.Patch) -> None:
+    status: dict[str, Any] = dict(outcome.status)
+    status["conditions"] = _conditions(body, outcome.conditions)
+    status["observedGeneration"] = body.metadata.get("generation")
+    patch.status.update(status)
+    for event in outcome.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def report_failure(error: KeyledgerError, body: kopf.Body, patch: kopf.Patch) -> None:
+    """Ready=False with the error's constant reason and its (sanitized) message."""
+    condition = Condition(READY, False, error.reason, error.message)
+    patch.status["conditions"] = _conditions(body, [condition])
+    patch.status["observedGeneration"] = body.metadata.get("generation")
+    kopf.event(body, type="Warning", reason=error.reason, message=error.message)
+
+
+def _conditions(body: kopf.Body, updates: Iterable[Condition]) -> list[dict[str, Any]]:
+    return merge_conditions(
+        body.status.get("conditions"),
+        updates,
+        generation=body.metadata.get("generation"),
+        now=datetime.now(UTC),
+    )

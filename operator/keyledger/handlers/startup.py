@@ -1,0 +1,38 @@
+"""Operator start-up and shutdown: kopf settings and the shared runtime."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from keyledger.api import FINALIZER, KOPF_ANNOTATION_PREFIX
+from keyledger.kube import load_kubernetes_config, read_secret
+from keyledger.runtime import build_runtime
+from keyledger.settings import get_settings
+
+
+@kopf.on.startup()
+def start_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=KOPF_ANNOTATION_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=KOPF_ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    # Events are posted explicitly with domain reasons; only warnings from logs join them.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.execution.max_workers = 8
+    load_kubernetes_config()
+    memo.runtime = build_runtime(get_settings(), read_secret)
+
+
+@kopf.on.cleanup()
+def stop_operator(memo: kopf.Memo, **_: Any) -> None:
+    runtime = getattr(memo, "runtime", None)
+    if runtime is not None:
+        runtime.close()

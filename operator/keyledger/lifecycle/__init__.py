@@ -1,0 +1,1 @@
+"""Pure key-lifecycle logic: no kopf, no SDKs, no I/O."""

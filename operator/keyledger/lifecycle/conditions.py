@@ -1,0 +1,64 @@
+"""Kubernetes-style status conditions, built and merged without I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+READY = "Ready"
+ROTATING = "Rotating"
+ROLLBACK_AVAILABLE = "RollbackAvailable"
+EXPIRING = "Expiring"
+DRIFTED = "Drifted"
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: bool
+    reason: str
+    message: str
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def merge_conditions(
+    existing: Sequence[dict[str, Any]] | None,
+    updates: Iterable[Condition],
+    *,
+    generation: int | None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Apply `updates` to `existing`, keeping lastTransitionTime while a status holds.
+
+    Conditions not named in `updates` are kept as they are.
+    """
+    merged = {c["type"]: dict(c) for c in existing or ()}
+    for update in updates:
+        status = "True" if update.status else "False"
+        previous = merged.get(update.type)
+        transition = (
+            previous["lastTransitionTime"]
+            if previous and previous.get("status") == status and "lastTransitionTime" in previous
+            else rfc3339(now)
+        )
+        entry: dict[str, Any] = {
+            "type": update.type,
+            "status": status,
+            "reason": update.reason,
+            "message": update.message,
+            "lastTransitionTime": transition,
+        }
+        if generation is not None:
+            entry["observedGeneration"] = generation
+        merged[update.type] = entry
+    return sorted(merged.values(), key=lambda c: _ORDER.get(c["type"], len(_ORDER)))
+
+
+_ORDER = {
+    name: i for i, name in enumerate((READY, ROTATING, ROLLBACK_AVAILABLE, EXPIRING, DRIFTED))
+}

@@ -1,0 +1,102 @@
+"""Which provider an EncryptionKey may use: resolution of `spec.providerRef`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from keyledger.errors import InvalidSpec, ProviderNotReady
+from keyledger.lifecycle.spec import ProviderKind, ProviderRef
+from keyledger.providers.registry import BACKEND_FIELDS
+
+
+@dataclass(frozen=True)
+class ProviderView:
+    """A KeyProvider or ClusterKeyProvider as last seen by the operator."""
+
+    kind: ProviderKind
+    namespace: str | None
+    name: str
+    backend: str
+    options: Mapping[str, Any]
+    credentials_ref: Mapping[str, str] | None = None
+    allowed_tenants: tuple[str, ...] = ()
+    ready: bool = False
+    ready_message: str = ""
+    spec_generation: int | None = field(default=None, compare=False)
+
+    @property
+    def label(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind.value} {where}{self.name} ({self.backend})"
+
+    @classmethod
+    def from_resource(
+        cls,
+        kind: ProviderKind,
+        namespace: str | None,
+        name: str,
+        spec: Mapping[str, Any],
+        status: Mapping[str, Any],
+    ) -> ProviderView:
+        backends = [f for f in BACKEND_FIELDS if spec.get(f) is not None]
+        if len(backends) != 1:
+            raise InvalidSpec(
+                f"{kind.value} {name}: set exactly one backend in spec "
+                f"({', '.join(BACKEND_FIELDS)}); found {len(backends)}"
+            )
+        ready = next((c for c in status.get("conditions") or () if c.get("type") == "Ready"), None)
+        return cls(
+            kind=kind,
+            namespace=namespace,
+            name=name,
+            backend=backends[0],
+            options=dict(spec[backends[0]]),
+            credentials_ref=spec.get("credentialsRef"),
+            allowed_tenants=tuple(spec.get("allowedTenants") or ()),
+            ready=bool(ready and ready.get("status") == "True"),
+            ready_message=str(ready.get("message", "")) if ready else "not checked yet",
+        )
+
+    def allows(self, tenant: str) -> bool:
+        # A namespaced KeyProvider serves its own namespace; a cluster one lists tenants
+        # (no list means every tenant).
+        return (
+            self.kind is ProviderKind.NAMESPACED
+            or not self.allowed_tenants
+            or (tenant in self.allowed_tenants)
+        )
+
+
+def resolve_provider(
+    ref: ProviderRef,
+    *,
+    key_namespace: str,
+    tenant: str,
+    cluster_providers: Mapping[str, ProviderView],
+    namespaced_providers: Mapping[tuple[str, str], ProviderView],
+) -> ProviderView:
+    """The provider `ref` names, if it exists, is Ready and serves `tenant`."""
+    if ref.kind is ProviderKind.CLUSTER:
+        found = cluster_providers.get(ref.name)
+        where = f"ClusterKeyProvider {ref.name!r}"
+    else:
+        found = namespaced_providers.get((key_namespace, ref.name))
+        where = f"KeyProvider {ref.name!r} in namespace {key_namespace!r}"
+    if found is None:
+        raise ProviderNotReady(
+            f"spec.providerRef: {where} does not exist; create it or fix spec.providerRef.name",
+            reason="ProviderNotFound",
+        )
+    if not found.allows(tenant):
+        raise ProviderNotReady(
+            f"spec.tenant: {where} does not serve tenant {tenant!r}; add it to the provider's "
+            "spec.allowedTenants or use another provider",
+            reason="ProviderNotAllowed",
+        )
+    if not found.ready:
+        raise ProviderNotReady(
+            f"{where} is not Ready: {found.ready_message}", reason="ProviderNotReady"
+        )
+    return found

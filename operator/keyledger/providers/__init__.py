@@ -1,0 +1,1 @@
+"""KMS backends behind one Protocol (`base.KeyBackend`) and a registry of constructors."""

@@ -1,0 +1,203 @@
+"""The `local` backend: software AES keys in a file. FOR DEMOS AND TESTS ONLY.
+
+Key material sits in a JSON file on the operator's disk (mode 0600), outside
+the ledger database. Nothing here protects it the way a KMS or HSM does, so the
+backend announces itself in every Ready message and log line it causes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import secrets
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from filelock import FileLock
+
+from keyledger.domain import KmsProvider
+from keyledger.errors import InvalidSpec, KmsKeyNotFound, ProviderError
+from keyledger.providers.base import (
+    BackendConfig,
+    DataKey,
+    KeyVersionRequest,
+    KmsKey,
+    KmsKeyState,
+)
+from keyledger.providers.registry import register_backend
+from keyledger.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEV_ONLY_NOTICE = "local backend: software keys in a file, NOT FOR PRODUCTION"
+_KEYSTORE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_REF_PREFIX = "local:"
+
+
+class LocalBackend:
+    provider = KmsProvider.LOCAL_SOFTWARE
+    region: str | None = None
+
+    def __init__(self, keystore: Path) -> None:
+        self.path = keystore
+        self.endpoint: str | None = f"file://{keystore}"
+        self._lock = FileLock(str(keystore) + ".lock")
+
+    # -- the KeyBackend protocol ------------------------------------------------
+
+    def check(self) -> None:
+        with self._keystore():
+            pass
+
+    def create_key_version(self, request: KeyVersionRequest) -> KmsKey:
+        with self._keystore() as keys:
+            for key_id, entry in keys.items():
+                if entry["marker"] == request.marker:
+                    return self._describe_entry(key_id, entry)
+            key_id = str(uuid.uuid4())
+            keys[key_id] = {
+                "marker": request.marker,
+                "material": base64.b64encode(AESGCM.generate_key(bit_length=256)).decode(),
+                "enabled": True,
+                "deletion_date": None,
+                "labels": dict(request.labels),
+                "created_at": datetime.now(UTC).isoformat(),
+            }
+            return self._describe_entry(key_id, keys[key_id])
+
+    def find_key_version(self, marker: str) -> KmsKey | None:
+        with self._keystore() as keys:
+            for key_id, entry in keys.items():
+                if entry["marker"] == marker:
+                    return self._describe_entry(key_id, entry)
+        return None
+
+    def describe(self, ref: str) -> KmsKey:
+        with self._keystore() as keys:
+            entry = keys.get(self._key_id(ref))
+            if entry is None:
+                return KmsKey(ref=ref, state=KmsKeyState.MISSING)
+            return self._describe_entry(self._key_id(ref), entry)
+
+    def make_primary(self, ref: str, request: KeyVersionRequest) -> None:
+        # The ledger pins the active version; a file has no "primary" pointer.
+        self._entry_exists(ref)
+
+    def disable(self, ref: str) -> None:
+        self._set(ref, enabled=False)
+
+    def enable(self, ref: str) -> None:
+        self._set(ref, enabled=True)
+
+    def schedule_deletion(self, ref: str, window_days: int) -> datetime:
+        when = datetime.now(UTC) + timedelta(days=window_days)
+        self._set(ref, enabled=False, deletion_date=when.isoformat())
+        return when
+
+    def generate_data_key(self, ref: str) -> DataKey:
+        plaintext = AESGCM.generate_key(bit_length=256)
+        nonce = secrets.token_bytes(12)
+        wrapped = nonce + AESGCM(self._usable_material(ref)).encrypt(nonce, plaintext, None)
+        return DataKey(plaintext=plaintext, wrapped=wrapped)
+
+    def unwrap_data_key(self, ref: str, wrapped: bytes) -> bytes:
+        try:
+            return AESGCM(self._usable_material(ref)).decrypt(wrapped[:12], wrapped[12:], None)
+        except ValueError as exc:  # InvalidTag and friends: never echo the bytes
+            raise ProviderError(f"cannot unwrap data key with {ref}: not wrapped by it") from exc
+
+    def close(self) -> None:
+        pass
+
+    # -- internals ----------------------------------------------------------------
+
+    @contextmanager
+    def _keystore(self) -> Iterator[dict[str, dict[str, Any]]]:
+        """The keystore's entries, locked; written back when the block ends."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with self._lock:
+                keys: dict[str, dict[str, Any]] = {}
+                if self.path.exists():
+                    keys = json.loads(self.path.read_text())["keys"]
+                before = json.dumps(keys, sort_keys=True)
+                yield keys
+                if json.dumps(keys, sort_keys=True) != before:
+                    self._write(keys)
+        except OSError as exc:
+            raise ProviderError(
+                f"local keystore {self.path} is not usable: {exc.strerror}",
+                reason="KeystoreUnavailable",
+            ) from exc
+
+    def _write(self, keys: dict[str, dict[str, Any]]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"notice": DEV_ONLY_NOTICE, "keys": keys}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+
+    def _key_id(self, ref: str) -> str:
+        prefix = f"{_REF_PREFIX}{self.path.stem}/"
+        if not ref.startswith(prefix):
+            raise KmsKeyNotFound(f"{ref} is not a key of local keystore {self.path.stem!r}")
+        return ref[len(prefix) :]
+
+    def _ref(self, key_id: str) -> str:
+        return f"{_REF_PREFIX}{self.path.stem}/{key_id}"
+
+    def _describe_entry(self, key_id: str, entry: dict[str, Any]) -> KmsKey:
+        deletion = entry.get("deletion_date")
+        if deletion is not None:
+            state = KmsKeyState.PENDING_DELETION
+        elif entry["enabled"]:
+            state = KmsKeyState.ENABLED
+        else:
+            state = KmsKeyState.DISABLED
+        return KmsKey(
+            ref=self._ref(key_id),
+            state=state,
+            deletion_date=datetime.fromisoformat(deletion) if deletion else None,
+        )
+
+    def _entry_exists(self, ref: str) -> None:
+        if self.describe(ref).state is KmsKeyState.MISSING:
+            raise KmsKeyNotFound(f"{ref} does not exist in local keystore {self.path.stem!r}")
+
+    def _set(self, ref: str, **changes: Any) -> None:
+        with self._keystore() as keys:
+            entry = keys.get(self._key_id(ref))
+            if entry is None:
+                raise KmsKeyNotFound(f"{ref} does not exist in local keystore {self.path.stem!r}")
+            entry.update(changes)
+
+    def _usable_material(self, ref: str) -> bytes:
+        with self._keystore() as keys:
+            entry = keys.get(self._key_id(ref))
+        if entry is None:
+            raise KmsKeyNotFound(f"{ref} does not exist in local keystore {self.path.stem!r}")
+        if not entry["enabled"] or entry.get("deletion_date"):
+            raise ProviderError(f"{ref} is disabled", reason="KmsKeyDisabled")
+        return base64.b64decode(entry["material"])
+
+
+@register_backend("local")
+def open_local_backend(config: BackendConfig, settings: Settings) -> LocalBackend:
+    name = str(config.options.get("keystore", "default"))
+    if not _KEYSTORE_NAME.match(name):
+        raise InvalidSpec(
+            f"provider {config.provider_name!r}: spec.local.keystore {name!r} must be a "
+            "lowercase DNS label (letters, digits, '-'); it names a file, not a path",
+        )
+    log.warning("provider %s uses the %s", config.provider_name, DEV_ONLY_NOTICE)
+    return LocalBackend(settings.keystore_dir() / f"{name}.json")

@@ -1,0 +1,45 @@
+"""Operator settings, read once from the environment (prefix KEYLEDGER_)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "keyledger"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KEYLEDGER_", extra="ignore")
+
+    # Ledger database. Unset means the embedded SQLite file under data_dir:
+    # fine for a demo, not for more than one operator replica.
+    database_url: SecretStr | None = None
+    # Run `alembic upgrade head` when the operator starts.
+    migrate_on_start: bool = True
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    # Where the dev-only `local` backend keeps its software keys; one JSON file
+    # per `local.keystore` name. Never inside the database.
+    local_keystore_dir: Path | None = None
+    # Namespace the operator runs in: ClusterKeyProvider credentialsRef Secrets
+    # without a namespace are read from here.
+    operator_namespace: str = "keyledger-system"
+    # Who the ledger names as the actor of operator-driven transitions.
+    actor: str = "keyledger-operator"
+
+    def ledger_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.data_dir / 'ledger.db'}"
+
+    def keystore_dir(self) -> Path:
+        return self.local_keystore_dir or self.data_dir / "local-keystores"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

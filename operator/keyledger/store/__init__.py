@@ -1,0 +1,1 @@
+"""The ledger: references to keys (never key material) and their audit trail."""

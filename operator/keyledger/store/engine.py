@@ -1,0 +1,117 @@
+"""Engines, sessions and schema migrations for the ledger database.
+
+PostgreSQL (psycopg 3) in production, SQLite as the embedded default. The
+schema is only ever built by the Alembic migrations in the repository's
+top-level `migrations/` directory, never by `create_all`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR_ENV = "KEYLEDGER_MIGRATIONS_DIR"
+# operator/keyledger/store/engine.py -> <repo>/migrations
+_REPO_MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
+
+_SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def default_sqlite_url() -> str:
+    """The embedded ledger: `$XDG_DATA_HOME/keyledger/ledger.db`."""
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    database = Path(data_home) / "keyledger" / "ledger.db"
+    return URL.create("sqlite+pysqlite", database=str(database)).render_as_string()
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse a database URL, sending every PostgreSQL URL to psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def make_engine(url: str | URL, **engine_options: Any) -> Engine:
+    """An engine for the ledger; on SQLite, one that enforces what PostgreSQL does."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        _create_sqlite_parent_dir(parsed)
+        engine = create_engine(parsed, **engine_options)
+        _configure_sqlite(engine)
+    else:
+        engine = create_engine(parsed, pool_pre_ping=True, **engine_options)
+    log.debug("ledger engine for %s", engine.url.render_as_string(hide_password=True))
+    return engine
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def upgrade_database(url: str | URL, revision: str = "head") -> None:
+    """Migrate the ledger at `url` up to `revision`."""
+    command.upgrade(_alembic_config(url), revision)
+
+
+def downgrade_database(url: str | URL, revision: str) -> None:
+    """Migrate the ledger at `url` down to `revision` ("base" removes the schema)."""
+    command.downgrade(_alembic_config(url), revision)
+
+
+def migrations_dir() -> Path:
+    configured = os.environ.get(MIGRATIONS_DIR_ENV)
+    directory = Path(configured) if configured else _REPO_MIGRATIONS_DIR
+    if not (directory / "env.py").is_file():
+        raise RuntimeError(
+            f"no Alembic migrations at {directory}: set {MIGRATIONS_DIR_ENV} to the "
+            "keyledger `migrations/` directory"
+        )
+    return directory
+
+
+def _alembic_config(url: str | URL) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    # The ini layer interpolates "%": escape it, or a percent-encoded password breaks.
+    rendered = normalize_url(url).render_as_string(hide_password=False)
+    config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+    return config
+
+
+def _create_sqlite_parent_dir(url: URL) -> None:
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the sqlite3 driver: left to itself it begins no
+        # transaction before DDL or SELECT, so migrations would not be atomic
+        # and reads not isolated. SQLAlchemy emits BEGIN below instead.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            # Pragmas outside any transaction: foreign_keys is a no-op inside one.
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")

@@ -1,0 +1,180 @@
+"""SQLAlchemy models of the ledger.
+
+`encryption_keys` follows the original specification's schema: one row per key
+*version*, holding only the KMS reference. `key_events` is the append-only
+audit trail of every transition.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    Uuid,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from keyledger.domain import KeyEventType, KeyStatus, KeyType, KmsProvider
+from keyledger.store.types import JsonDocument, UtcDateTime
+
+# Deterministic constraint names so that migrations can drop what they create
+# on both databases.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _enum(enum_cls: type[Any], name: str) -> Enum:
+    # VARCHAR + CHECK rather than a native PostgreSQL enum: adding a value later
+    # is then an ordinary migration on both databases.
+    return Enum(
+        enum_cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=32,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+_ACTIVE = text("status = 'ACTIVE'")
+
+
+class EncryptionKeyRecord(Base):
+    """One version of a tenant's key: a reference into a KMS, never the key."""
+
+    __tablename__ = "encryption_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    correlation_id: Mapped[str | None] = mapped_column(String(255))
+    tenant_id: Mapped[str] = mapped_column(String(255))
+    key_name: Mapped[str] = mapped_column(String(255))
+    key_type: Mapped[KeyType] = mapped_column(_enum(KeyType, "key_type"))
+    # NULL only while PENDING: the row is written before the KMS call so that a
+    # crash between the two leaves a trace to resume from (see the check below).
+    kms_key_id: Mapped[str | None] = mapped_column(String(512), unique=True)
+    kms_provider: Mapped[KmsProvider] = mapped_column(_enum(KmsProvider, "kms_provider"))
+    kms_region: Mapped[str | None] = mapped_column(String(100))
+    kms_endpoint: Mapped[str | None] = mapped_column(String(512))
+    status: Mapped[KeyStatus] = mapped_column(
+        _enum(KeyStatus, "key_status"), server_default=KeyStatus.PENDING.value
+    )
+    # An integer, not the original VARCHAR: versions are ordered and compared.
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    activated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    rotated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    parent_key_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("encryption_keys.id", ondelete="RESTRICT")
+    )
+    can_rollback: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    rollback_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    key_algorithm: Mapped[str] = mapped_column(String(100), server_default="AES-256-GCM")
+    key_purpose: Mapped[str | None] = mapped_column(Text)
+    compliance_tags: Mapped[dict[str, str] | None] = mapped_column(JsonDocument)
+    authorized_services: Mapped[list[str] | None] = mapped_column(JsonDocument)
+    access_policy: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    created_by: Mapped[str | None] = mapped_column(String(255))
+    rotated_by: Mapped[str | None] = mapped_column(String(255))
+    # The EncryptionKey that manages this key (beyond the original schema): two
+    # resources must never drive the same (tenant, key name). Cleared when the
+    # resource is deleted with its rows retained, so a new one can take over.
+    resource_uid: Mapped[str | None] = mapped_column(String(64))
+    resource_name: Mapped[str | None] = mapped_column(String(512))
+
+    __table_args__ = (
+        CheckConstraint(
+            "status = 'PENDING' OR kms_key_id IS NOT NULL", name="kms_key_id_once_created"
+        ),
+        CheckConstraint("version >= 1", name="version_positive"),
+        # Exactly one ACTIVE version per (tenant, key name), enforced by the database.
+        Index(
+            "uq_encryption_keys_one_active",
+            "tenant_id",
+            "key_name",
+            unique=True,
+            postgresql_where=_ACTIVE,
+            sqlite_where=_ACTIVE,
+        ),
+        Index(
+            "uq_encryption_keys_tenant_key_version", "tenant_id", "key_name", "version", unique=True
+        ),
+        # The client's hot query: the ACTIVE key of a tenant by type.
+        Index(
+            "ix_encryption_keys_active_by_type",
+            "tenant_id",
+            "key_type",
+            postgresql_where=_ACTIVE,
+            sqlite_where=_ACTIVE,
+        ),
+        # Timers: versions whose expiry or rollback window comes due.
+        Index(
+            "ix_encryption_keys_due_expiry",
+            "expires_at",
+            postgresql_where=text("status IN ('ACTIVE', 'INACTIVE')"),
+            sqlite_where=text("status IN ('ACTIVE', 'INACTIVE')"),
+        ),
+        Index(
+            "ix_encryption_keys_due_rollback_close",
+            "rollback_expires_at",
+            postgresql_where=text("can_rollback"),
+            sqlite_where=text("can_rollback"),
+        ),
+        Index("ix_encryption_keys_parent_key_id", "parent_key_id"),
+    )
+
+
+class KeyEventRecord(Base):
+    """An audit row: one transition of one key version, who caused it and why.
+
+    Append-only: the migration installs triggers that refuse UPDATE and DELETE.
+    """
+
+    __tablename__ = "key_events"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    key_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("encryption_keys.id", ondelete="RESTRICT")
+    )
+    tenant_id: Mapped[str] = mapped_column(String(255))
+    key_name: Mapped[str] = mapped_column(String(255))
+    version: Mapped[int | None] = mapped_column(Integer)
+    event_type: Mapped[KeyEventType] = mapped_column(_enum(KeyEventType, "key_event_type"))
+    from_status: Mapped[KeyStatus | None] = mapped_column(_enum(KeyStatus, "key_event_from_status"))
+    to_status: Mapped[KeyStatus | None] = mapped_column(_enum(KeyStatus, "key_event_to_status"))
+    actor: Mapped[str] = mapped_column(String(255))
+    correlation_id: Mapped[str | None] = mapped_column(String(255))
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+
+    __table_args__ = (
+        Index("ix_key_events_tenant_occurred", "tenant_id", "occurred_at"),
+        Index("ix_key_events_key_id", "key_id"),
+    )

@@ -1,0 +1,208 @@
+"""Ledger reads and writes. Repositories take a session; callers own the transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from keyledger.domain import KeyEventType, KeyStatus, KeyType, KmsProvider
+from keyledger.store.models import EncryptionKeyRecord, KeyEventRecord
+
+
+@dataclass(frozen=True)
+class Transition:
+    """Who or what caused a change, for the audit row."""
+
+    actor: str
+    correlation_id: str | None = None
+    reason: str | None = None
+
+
+class KeyLedger:
+    """The versions of tenants' keys and their audit trail."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # -- reads --------------------------------------------------------------------
+
+    def versions(
+        self, tenant: str, key_name: str, limit: int | None = None
+    ) -> Sequence[EncryptionKeyRecord]:
+        """All versions of a key, newest first."""
+        query = (
+            select(EncryptionKeyRecord)
+            .where(
+                EncryptionKeyRecord.tenant_id == tenant, EncryptionKeyRecord.key_name == key_name
+            )
+            .order_by(EncryptionKeyRecord.version.desc())
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        return self.session.scalars(query).all()
+
+    def latest(self, tenant: str, key_name: str) -> EncryptionKeyRecord | None:
+        found = self.versions(tenant, key_name, limit=1)
+        return found[0] if found else None
+
+    def active(self, tenant: str, key_name: str) -> EncryptionKeyRecord | None:
+        return self.session.scalars(
+            select(EncryptionKeyRecord).where(
+                EncryptionKeyRecord.tenant_id == tenant,
+                EncryptionKeyRecord.key_name == key_name,
+                EncryptionKeyRecord.status == KeyStatus.ACTIVE,
+            )
+        ).one_or_none()
+
+    def active_by_type(self, tenant: str, key_type: KeyType) -> Sequence[EncryptionKeyRecord]:
+        return self.session.scalars(
+            select(EncryptionKeyRecord).where(
+                EncryptionKeyRecord.tenant_id == tenant,
+                EncryptionKeyRecord.key_type == key_type,
+                EncryptionKeyRecord.status == KeyStatus.ACTIVE,
+            )
+        ).all()
+
+    def get(self, key_id: uuid.UUID) -> EncryptionKeyRecord | None:
+        return self.session.get(EncryptionKeyRecord, key_id)
+
+    def events(self, key_id: uuid.UUID) -> Sequence[KeyEventRecord]:
+        return self.session.scalars(
+            select(KeyEventRecord)
+            .where(KeyEventRecord.key_id == key_id)
+            .order_by(KeyEventRecord.id)
+        ).all()
+
+    # -- writes -------------------------------------------------------------------
+
+    def add_pending(
+        self,
+        *,
+        tenant: str,
+        key_name: str,
+        key_type: KeyType,
+        version: int,
+        provider: KmsProvider,
+        region: str | None,
+        endpoint: str | None,
+        algorithm: str,
+        purpose: str | None,
+        compliance_tags: dict[str, str],
+        authorized_services: list[str],
+        access_policy: dict[str, Any],
+        parent: EncryptionKeyRecord | None,
+        resource_uid: str,
+        resource_name: str,
+        now: datetime,
+        why: Transition,
+    ) -> EncryptionKeyRecord:
+        record = EncryptionKeyRecord(
+            id=uuid.uuid4(),
+            created_at=now,
+            updated_at=now,
+            correlation_id=why.correlation_id,
+            tenant_id=tenant,
+            key_name=key_name,
+            key_type=key_type,
+            kms_key_id=None,
+            kms_provider=provider,
+            kms_region=region,
+            kms_endpoint=endpoint,
+            status=KeyStatus.PENDING,
+            version=version,
+            parent_key_id=parent.id if parent else None,
+            can_rollback=False,
+            key_algorithm=algorithm,
+            key_purpose=purpose,
+            compliance_tags=compliance_tags,
+            authorized_services=authorized_services,
+            access_policy=access_policy,
+            created_by=why.actor,
+            resource_uid=resource_uid,
+            resource_name=resource_name,
+        )
+        self.session.add(record)
+        self.session.flush()
+        self.record_event(
+            record,
+            KeyEventType.CREATED,
+            from_status=None,
+            to_status=KeyStatus.PENDING,
+            now=now,
+            why=why,
+        )
+        return record
+
+    def activate(
+        self,
+        record: EncryptionKeyRecord,
+        *,
+        kms_key_id: str,
+        expires_at: datetime | None,
+        now: datetime,
+        why: Transition,
+    ) -> None:
+        before = record.status
+        record.kms_key_id = kms_key_id
+        record.status = KeyStatus.ACTIVE
+        record.activated_at = now
+        record.expires_at = expires_at
+        record.updated_at = now
+        self.session.flush()
+        self.record_event(
+            record,
+            KeyEventType.ACTIVATED,
+            from_status=before,
+            to_status=KeyStatus.ACTIVE,
+            now=now,
+            why=why,
+        )
+
+    def release(self, tenant: str, key_name: str, *, now: datetime) -> None:
+        """Forget which resource manages the key; the rows themselves stay for audit."""
+        for record in self.versions(tenant, key_name):
+            record.resource_uid = None
+            record.resource_name = None
+            record.updated_at = now
+
+    def claim(
+        self, tenant: str, key_name: str, *, resource_uid: str, resource_name: str, now: datetime
+    ) -> None:
+        for record in self.versions(tenant, key_name):
+            record.resource_uid = resource_uid
+            record.resource_name = resource_name
+            record.updated_at = now
+
+    def record_event(
+        self,
+        record: EncryptionKeyRecord,
+        event_type: KeyEventType,
+        *,
+        from_status: KeyStatus | None,
+        to_status: KeyStatus | None,
+        now: datetime,
+        why: Transition,
+        details: dict[str, Any] | None = None,
+    ) -> KeyEventRecord:
+        event = KeyEventRecord(
+            occurred_at=now,
+            key_id=record.id,
+            tenant_id=record.tenant_id,
+            key_name=record.key_name,
+            version=record.version,
+            event_type=event_type,
+            from_status=from_status,
+            to_status=to_status,
+            actor=why.actor,
+            correlation_id=why.correlation_id,
+            reason=why.reason,
+            details=details,
+        )
+        self.session.add(event)
+        return event

@@ -1,0 +1,1 @@
+"""Tests against real servers: the control plane, PostgreSQL, KMS emulators."""
