@@ -1,1 +1,5 @@
-pytest_plugins = ["tests.fixtures_controlplane", "tests.fixtures_postgres"]
+pytest_plugins = [
+    "tests.fixtures_controlplane",
+    "tests.fixtures_postgres",
+    "tests.fixtures_operator",
+]

@@ -47,16 +47,17 @@ def _versions(tenant: str, key_name: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="keyledger", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run the operator (extra arguments go to kopf run)")
-    run.add_argument("kopf_args", nargs=argparse.REMAINDER)
+    commands.add_parser("run", help="run the operator (further arguments go to `kopf run`)")
     migrate = commands.add_parser("migrate", help="upgrade the ledger schema")
     migrate.add_argument("revision", nargs="?", default="head")
     versions = commands.add_parser("versions", help="list a key's versions from the ledger")
     versions.add_argument("tenant")
     versions.add_argument("key_name")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        # Everything after `run` belongs to kopf, options included.
+        return _run(argv[1:])
     args = parser.parse_args(argv)
-    if args.command == "run":
-        return _run(args.kopf_args)
     if args.command == "migrate":
         return _migrate(args.revision)
     return _versions(args.tenant, args.key_name)

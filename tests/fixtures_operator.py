@@ -1,0 +1,173 @@
+"""pytest plugin: CRDs installed, the operator running as its ServiceAccount, a local provider.
+
+One operator per test process, on PostgreSQL, against the real control plane.
+Tests isolate themselves by namespace and tenant, never by restarting it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy.orm import Session, sessionmaker
+
+from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
+from tests.harness.controlplane import ControlPlane, kubectl, service_account_kubeconfig
+from tests.harness.operator import REPO_ROOT, OperatorProcess
+from tests.harness.postgres import PostgresServer, create_database
+
+LOCAL_PROVIDER = "local-dev"
+
+
+@pytest.fixture(scope="session")
+def crds(control_plane: ControlPlane) -> ControlPlane:
+    """CRDs, the operator's namespace and RBAC, applied as an administrator would."""
+    for path in ("crds", "manifests/namespace.yaml", "manifests/rbac.yaml"):
+        kubectl(control_plane, "apply", "--server-side", "-f", str(REPO_ROOT / path))
+    kubectl(control_plane, "wait", "--for=condition=Established", "--timeout=60s",
+            "crd/encryptionkeys.keyledger.io", "crd/keyproviders.keyledger.io",
+            "crd/clusterkeyproviders.keyledger.io")
+    return control_plane
+
+
+@pytest.fixture(scope="session")
+def operator_database(postgres_server: PostgresServer) -> str:
+    url = create_database(postgres_server, f"keyledger_operator_{uuid.uuid4().hex[:8]}")
+    upgrade_database(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def ledger_sessions(operator_database: str) -> sessionmaker[Session]:
+    """Read access to the ledger the operator writes, to assert on its rows."""
+    return make_session_factory(make_engine(operator_database))
+
+
+@pytest.fixture(scope="session")
+def operator(crds: ControlPlane, operator_database: str,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    state = tmp_path_factory.mktemp("operator")
+    kubeconfig = service_account_kubeconfig(crds, "keyledger-system", "keyledger-operator",
+                                            state / "kubeconfig")
+    process = OperatorProcess(kubeconfig=kubeconfig, database_url=operator_database,
+                              data_dir=state / "data", log_path=state / "operator.log")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        print(f"\noperator log: {process.log_path}")
+
+
+@pytest.fixture(scope="session")
+def local_provider(operator: OperatorProcess, crds: ControlPlane) -> str:
+    """A ready ClusterKeyProvider on the dev-only local backend, open to every tenant."""
+    apply(crds, {
+        "apiVersion": "keyledger.io/v1alpha1", "kind": "ClusterKeyProvider",
+        "metadata": {"name": LOCAL_PROVIDER}, "spec": {"local": {"keystore": "tests"}},
+    })
+    wait_condition(crds, "ckp", LOCAL_PROVIDER, "Ready", namespace=None, operator=operator)
+    return LOCAL_PROVIDER
+
+
+@pytest.fixture
+def namespace(crds: ControlPlane) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    kubectl(crds, "create", "namespace", name)
+    yield name
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"tenant-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def make_key(crds: ControlPlane, namespace: str, tenant: str, local_provider: str
+             ) -> Callable[..., dict[str, Any]]:
+    """Apply an EncryptionKey in the test's namespace; returns the manifest applied."""
+    def make(name: str = "phi-primary", **spec: Any) -> dict[str, Any]:
+        manifest = encryption_key(name, namespace, tenant=tenant, provider=local_provider,
+                                  **spec)
+        apply(crds, manifest)
+        return manifest
+    return make
+
+
+# -- helpers the tests share --------------------------------------------------------
+
+
+def encryption_key(name: str, namespace: str, *, tenant: str, provider: str,
+                   **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "tenant": tenant, "keyType": "PHI_DATA",
+        "providerRef": {"kind": "ClusterKeyProvider", "name": provider},
+        "purpose": "PHI columns of the records service",
+        "complianceTags": {"hipaa": "true"}, "authorizedServices": ["records-api"],
+    }
+    body.update(spec)
+    return {"apiVersion": "keyledger.io/v1alpha1", "kind": "EncryptionKey",
+            "metadata": {"name": name, "namespace": namespace}, "spec": body}
+
+
+def apply(cp: ControlPlane, manifest: dict[str, Any], *, check: bool = True
+          ) -> Any:
+    return kubectl(cp, "apply", "-f", "-", input=yaml.safe_dump(manifest), check=check)
+
+
+def get(cp: ControlPlane, kind: str, name: str, namespace: str | None) -> dict[str, Any]:
+    args = ["get", kind, name, "-o", "json"]
+    if namespace:
+        args += ["-n", namespace]
+    result: dict[str, Any] = json.loads(kubectl(cp, *args).stdout)
+    return result
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for entry in obj.get("status", {}).get("conditions", []):
+        if entry["type"] == type_:
+            return dict(entry)
+    return None
+
+
+def wait_condition(cp: ControlPlane, kind: str, name: str, type_: str, *,
+                   namespace: str | None, operator: OperatorProcess, status: str = "True",
+                   reason: str | None = None, timeout: float = 60) -> dict[str, Any]:
+    """Poll until the condition has `status` (and `reason`); returns the object."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        last = get(cp, kind, name, namespace)
+        found = condition(last, type_)
+        if found and found["status"] == status and (reason is None or found["reason"] == reason):
+            return last
+        operator.assert_running()
+        time.sleep(0.3)
+    raise AssertionError(
+        f"{kind}/{name} never reached {type_}={status} ({reason}); last status: "
+        f"{json.dumps(last.get('status'), indent=1)}\noperator log:\n{operator.log_tail()}"
+    )
+
+
+def events_for(cp: ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
+    out = kubectl(cp, "get", "events", "-n", namespace, "-o", "json",
+                  "--field-selector", f"involvedObject.name={name}").stdout
+    items: list[dict[str, Any]] = json.loads(out)["items"]
+    return items
+
+
+def wait_for_event(cp: ControlPlane, namespace: str, name: str, reason: str,
+                   timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in events_for(cp, namespace, name):
+            if event["reason"] == reason:
+                return event
+        time.sleep(0.3)
+    raise AssertionError(f"no {reason} event for {name}: "
+                         f"{[e['reason'] for e in events_for(cp, namespace, name)]}")

@@ -1,0 +1,369 @@
+"""The Alembic migrations, on SQLite and on a real PostgreSQL.
+
+They go up and down cleanly, build exactly the schema the models describe, and
+the database itself enforces the ledger's rules: one ACTIVE version per
+(tenant, key name), no ACTIVE row without a KMS key id, an append-only audit
+trail, timestamps in UTC.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, Engine, inspect, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from keyledger.domain import KeyEventType, KeyStatus, KeyType, KmsProvider
+from keyledger.store.engine import (
+    downgrade_database,
+    make_engine,
+    make_session_factory,
+    upgrade_database,
+)
+from keyledger.store.models import Base, EncryptionKeyRecord, KeyEventRecord
+from tests.harness.postgres import PostgresServer, create_database, drop_database
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HEAD = "0001"
+LEDGER_TABLES = {"encryption_keys", "key_events"}
+APPEND_ONLY = "key_events is append-only"
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+postgresql_only = pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
+
+
+@pytest.fixture
+def engine_for() -> Iterator[Any]:
+    """make_engine, with every engine disposed at the end of the test."""
+    engines: list[Engine] = []
+
+    def _make(url: str) -> Engine:
+        engines.append(make_engine(url))
+        return engines[-1]
+
+    yield _make
+    for engine in engines:
+        engine.dispose()
+
+
+@pytest.fixture
+def session(ledger_engine: Engine) -> Iterator[Session]:
+    with make_session_factory(ledger_engine)() as session:
+        yield session
+
+
+def key_version(
+    *,
+    tenant_id: str = "tenant-a",
+    key_name: str = "patients",
+    version: int = 1,
+    status: KeyStatus = KeyStatus.ACTIVE,
+    kms_key_id: str | None = "",
+    parent: EncryptionKeyRecord | None = None,
+) -> EncryptionKeyRecord:
+    if kms_key_id == "":
+        kms_key_id = f"arn:aws:kms:eu-west-1:111122223333:key/{uuid.uuid4()}"
+    return EncryptionKeyRecord(
+        id=uuid.uuid4(),
+        created_at=NOW,
+        updated_at=NOW,
+        tenant_id=tenant_id,
+        key_name=key_name,
+        key_type=KeyType.PHI_DATA,
+        kms_key_id=kms_key_id,
+        kms_provider=KmsProvider.AWS_KMS,
+        status=status,
+        version=version,
+        parent_key_id=None if parent is None else parent.id,
+    )
+
+
+def key_event(key: EncryptionKeyRecord) -> KeyEventRecord:
+    return KeyEventRecord(
+        occurred_at=NOW,
+        key_id=key.id,
+        tenant_id=key.tenant_id,
+        key_name=key.key_name,
+        version=key.version,
+        event_type=KeyEventType.CREATED,
+        to_status=key.status,
+        actor="system:serviceaccount:keyledger:operator",
+    )
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def schema_objects(connection: Connection) -> set[tuple[str, str]]:
+    """Every table, index, sequence, view, trigger and function in the ledger's schema."""
+    if connection.dialect.name == "sqlite":
+        rows = connection.execute(
+            text("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
+        )
+        return {(kind, name) for kind, name in rows}
+    relations = connection.execute(
+        text(
+            "SELECT relkind::text, relname FROM pg_class "
+            "WHERE relnamespace = current_schema()::regnamespace"
+        )
+    )
+    functions = connection.execute(
+        text("SELECT 'function', proname FROM pg_proc WHERE pronamespace = current_schema()::regnamespace")
+    )
+    return {(kind, name) for kind, name in [*relations, *functions]}
+
+
+# --- up and down -------------------------------------------------------------
+
+
+def test_upgrade_downgrade_upgrade_leaves_nothing_behind(
+    empty_database_url: str, engine_for: Any
+) -> None:
+    engine = engine_for(empty_database_url)
+    with engine.connect() as connection:
+        untouched = schema_objects(connection)
+
+    upgrade_database(empty_database_url)
+    assert current_revision(engine) == HEAD
+    assert set(inspect(engine).get_table_names()) == LEDGER_TABLES | {"alembic_version"}
+    # Downgrade with data in place: a version chain and its (undeletable) events.
+    with make_session_factory(engine).begin() as session:
+        first = key_version(status=KeyStatus.ROTATED)
+        session.add(first)
+        session.flush()
+        second = key_version(version=2, parent=first)
+        session.add(second)
+        session.flush()
+        session.add_all([key_event(first), key_event(second)])
+
+    downgrade_database(empty_database_url, "base")
+    engine.dispose()  # PostgreSQL caches reflection per connection; start afresh
+    assert current_revision(engine) is None
+    assert inspect(engine).get_table_names() == ["alembic_version"]
+    with engine.connect() as connection:
+        left = schema_objects(connection) - untouched
+    version_table = (
+        {("table", "alembic_version")}
+        if engine.dialect.name == "sqlite"
+        else {("r", "alembic_version"), ("i", "alembic_version_pkc")}
+    )
+    assert left == version_table
+
+    upgrade_database(empty_database_url)
+    engine.dispose()
+    assert current_revision(engine) == HEAD
+    assert set(inspect(engine).get_table_names()) == LEDGER_TABLES | {"alembic_version"}
+
+
+def test_alembic_command_line_from_the_repository_root(
+    empty_database_url: str, engine_for: Any
+) -> None:
+    url = make_url(empty_database_url)
+    # The plain postgresql:// spelling is what people paste; it must reach psycopg 3.
+    plain = url.set(drivername=url.get_backend_name()).render_as_string(hide_password=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", "alembic.ini", "upgrade", "head"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "KEYLEDGER_DATABASE_URL": plain},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert current_revision(engine_for(empty_database_url)) == HEAD
+
+
+# --- the migration builds what the models describe ----------------------------
+
+
+def test_migrated_schema_matches_the_models(ledger_engine: Engine) -> None:
+    with ledger_engine.connect() as connection:
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "compare_server_default": True}
+        )
+        assert compare_metadata(context, Base.metadata) == []
+
+
+@pytest.fixture
+def reference_url(
+    ledger_url: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[str]:
+    """A second database of the same kind, built from the models with create_all.
+
+    Only as the yardstick for what compare_metadata cannot see (CHECK constraints,
+    partial-index predicates): tests never run against a create_all schema.
+    """
+    if make_url(ledger_url).get_backend_name() == "sqlite":
+        yield f"sqlite+pysqlite:///{tmp_path / 'reference.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"keyledger_reference_{uuid.uuid4().hex[:12]}"
+    url = create_database(server, name)
+    try:
+        yield url
+    finally:
+        drop_database(server, name)
+
+
+def reflected_rules(engine: Engine) -> dict[str, dict[str, Any]]:
+    """What the database reports for each ledger table, in its own normal form."""
+    inspector = inspect(engine)
+    where = f"{engine.dialect.name}_where"
+    rules: dict[str, dict[str, Any]] = {}
+    for table in sorted(LEDGER_TABLES):
+        rules[table] = {
+            "columns": {
+                column["name"]: (str(column["type"]), column["nullable"], column["default"])
+                for column in inspector.get_columns(table)
+            },
+            "primary_key": inspector.get_pk_constraint(table),
+            "foreign_keys": sorted(
+                (fk["name"] or "", tuple(fk["constrained_columns"]), fk["referred_table"],
+                 tuple(fk["referred_columns"]), tuple(sorted(fk["options"].items())))
+                for fk in inspector.get_foreign_keys(table)
+            ),
+            "unique": {
+                uq["name"]: tuple(uq["column_names"])
+                for uq in inspector.get_unique_constraints(table)
+            },
+            "checks": {ck["name"]: ck["sqltext"] for ck in inspector.get_check_constraints(table)},
+            "indexes": {
+                ix["name"]: (
+                    tuple(ix["column_names"]),
+                    bool(ix["unique"]),
+                    str(ix.get("dialect_options", {}).get(where)),
+                )
+                for ix in inspector.get_indexes(table)
+            },
+        }
+    return rules
+
+
+def test_migrated_constraints_and_partial_indexes_match_the_models(
+    ledger_engine: Engine, reference_url: str, engine_for: Any
+) -> None:
+    reference = engine_for(reference_url)
+    Base.metadata.create_all(reference)
+    migrated = reflected_rules(ledger_engine)
+    assert migrated == reflected_rules(reference)
+    # The yardstick itself must see what matters, or the comparison proves nothing.
+    one_active = migrated["encryption_keys"]["indexes"]["uq_encryption_keys_one_active"]
+    assert one_active[1] is True
+    assert "ACTIVE" in one_active[2]
+    assert "ck_encryption_keys_kms_key_id_once_created" in migrated["encryption_keys"]["checks"]
+
+
+# --- the database enforces the ledger's rules ---------------------------------
+
+
+def test_one_active_version_per_tenant_and_key_name(session: Session) -> None:
+    session.add(key_version(version=1))
+    session.commit()
+
+    session.add(key_version(version=2))
+    with pytest.raises(IntegrityError, match=r"uq_encryption_keys_one_active|failed: encryption_keys\.tenant_id, encryption_keys\.key_name\n"):
+        session.commit()
+    session.rollback()
+
+    # ACTIVE for another key name or another tenant; any number of ROTATED versions.
+    session.add_all(
+        [
+            key_version(key_name="invoices"),
+            key_version(tenant_id="tenant-b"),
+            *(key_version(version=v, status=KeyStatus.ROTATED) for v in (2, 3, 4)),
+        ]
+    )
+    session.commit()
+    active = session.scalars(
+        select(EncryptionKeyRecord.version).where(
+            EncryptionKeyRecord.tenant_id == "tenant-a",
+            EncryptionKeyRecord.key_name == "patients",
+            EncryptionKeyRecord.status == KeyStatus.ACTIVE,
+        )
+    ).all()
+    assert active == [1]
+
+
+def test_only_a_pending_version_may_lack_a_kms_key_id(session: Session) -> None:
+    session.add(key_version(status=KeyStatus.PENDING, kms_key_id=None))
+    session.commit()
+
+    session.add(key_version(version=2, kms_key_id=None))
+    with pytest.raises(IntegrityError, match="kms_key_id_once_created"):
+        session.commit()
+
+
+def test_foreign_keys_are_enforced(session: Session) -> None:
+    orphan = key_version()  # never inserted
+    session.add(key_event(orphan))
+    with pytest.raises(IntegrityError, match="(?i)foreign key"):
+        session.commit()
+
+
+def test_key_events_refuse_update_and_delete(ledger_engine: Engine, session: Session) -> None:
+    key = key_version()
+    session.add(key)
+    session.flush()
+    session.add(key_event(key))
+    session.commit()
+
+    for statement in (
+        "UPDATE key_events SET actor = 'someone-else'",
+        "DELETE FROM key_events",
+    ):
+        with pytest.raises(IntegrityError, match=APPEND_ONLY), ledger_engine.begin() as conn:
+            conn.execute(text(statement))
+
+    with ledger_engine.connect() as connection:
+        actors = connection.execute(text("SELECT actor FROM key_events")).scalars().all()
+    assert actors == ["system:serviceaccount:keyledger:operator"]
+    # Appending is what the table is for.
+    session.add(key_event(key))
+    session.commit()
+
+
+@pytest.mark.postgres
+@postgresql_only
+def test_key_events_refuse_truncate_on_postgresql(ledger_engine: Engine) -> None:
+    with pytest.raises(IntegrityError, match=APPEND_ONLY), ledger_engine.begin() as connection:
+        connection.execute(text("TRUNCATE key_events"))
+
+
+def test_timestamps_read_back_as_timezone_aware_utc(ledger_engine: Engine) -> None:
+    india = timezone(timedelta(hours=5, minutes=30))
+    written = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=india)
+    key = key_version()
+    key.activated_at = written
+    event = key_event(key)
+    event.occurred_at = written
+    factory = make_session_factory(ledger_engine)
+    with factory.begin() as session:
+        session.add(key)
+        session.flush()
+        session.add(event)
+
+    with factory() as session:
+        stored = session.get_one(EncryptionKeyRecord, key.id)
+        occurred = session.scalars(select(KeyEventRecord.occurred_at)).one()
+    for value in (stored.activated_at, stored.created_at, occurred):
+        assert value is not None
+        assert value.utcoffset() == timedelta(0)
+    assert stored.activated_at == written
+    assert stored.activated_at is not None
+    assert stored.activated_at.hour == 4  # 09:30 +05:30 is 04:00 UTC
+    assert occurred == written
