@@ -13,18 +13,33 @@ import yaml
 
 GROUP = "keyledger.io"
 VERSION = "v1alpha1"
-DURATION = {"type": "string", "pattern": "^([0-9]+[smhd])+$",
-            "description": "A duration: a number and a unit s, m, h or d, e.g. 90d, 12h, 1h30m."}
-DNS_LABEL = {"type": "string", "minLength": 1, "maxLength": 63,
-             "pattern": "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"}
-KEY_TYPES = ["PHI_DATA", "PII_DATA", "FINANCIAL", "CLINICAL", "AUDIT_LOG", "BACKUP",
-             "COMMUNICATION"]
+DURATION = {
+    "type": "string",
+    "pattern": "^([0-9]+[smhd])+$",
+    "description": "A duration: a number and a unit s, m, h or d, e.g. 90d, 12h, 1h30m.",
+}
+DNS_LABEL = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 63,
+    "pattern": "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$",
+}
+KEY_TYPES = [
+    "PHI_DATA",
+    "PII_DATA",
+    "FINANCIAL",
+    "CLINICAL",
+    "AUDIT_LOG",
+    "BACKUP",
+    "COMMUNICATION",
+]
 PHASES = ["PENDING", "ACTIVE", "INACTIVE", "ROTATED", "EXPIRED", "COMPROMISED"]
 BACKENDS = ["awsKms", "azureKeyVault", "vault", "gcpKms", "pkcs11", "local"]
 
 
-def obj(properties: dict[str, Any], required: list[str] | None = None, **extra: Any
-        ) -> dict[str, Any]:
+def obj(
+    properties: dict[str, Any], required: list[str] | None = None, **extra: Any
+) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
         schema["required"] = required
@@ -37,9 +52,12 @@ def string(description: str, **extra: Any) -> dict[str, Any]:
 
 
 def immutable(field: str, why: str) -> dict[str, Any]:
-    return {"rule": f"self.{field} == oldSelf.{field}",
-            "message": f"{field} is immutable: {why}", "fieldPath": f".{field}",
-            "reason": "FieldValueForbidden"}
+    return {
+        "rule": f"self.{field} == oldSelf.{field}",
+        "message": f"{field} is immutable: {why}",
+        "fieldPath": f".{field}",
+        "reason": "FieldValueForbidden",
+    }
 
 
 CONDITION = obj(
@@ -53,136 +71,228 @@ CONDITION = obj(
     },
     ["type", "status"],
 )
-CONDITIONS = {"type": "array", "items": CONDITION, "x-kubernetes-list-type": "map",
-              "x-kubernetes-list-map-keys": ["type"]}
+CONDITIONS = {
+    "type": "array",
+    "items": CONDITION,
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["type"],
+}
 
-VERSION_ENTRY = obj({
-    "version": {"type": "integer"},
-    "phase": {"type": "string", "enum": PHASES},
-    "keyId": {"type": "string"},
-    "kmsKeyRef": {"type": "string"},
-    "activatedAt": {"type": "string", "format": "date-time"},
-    "rotatedAt": {"type": "string", "format": "date-time"},
-    "expiresAt": {"type": "string", "format": "date-time"},
-    "rollbackExpiresAt": {"type": "string", "format": "date-time"},
-})
+VERSION_ENTRY = obj(
+    {
+        "version": {"type": "integer"},
+        "phase": {"type": "string", "enum": PHASES},
+        "keyId": {"type": "string"},
+        "kmsKeyRef": {"type": "string"},
+        "activatedAt": {"type": "string", "format": "date-time"},
+        "rotatedAt": {"type": "string", "format": "date-time"},
+        "expiresAt": {"type": "string", "format": "date-time"},
+        "rollbackExpiresAt": {"type": "string", "format": "date-time"},
+    }
+)
 
 ENCRYPTION_KEY_SPEC = obj(
     {
         "tenant": {**DNS_LABEL, "description": "Tenant that owns the key. Immutable."},
-        "keyName": string("Key name, unique per tenant; defaults to metadata.name. Immutable.",
-                          minLength=1, maxLength=200, pattern="^[A-Za-z0-9_.-]+$"),
+        "keyName": string(
+            "Key name, unique per tenant; defaults to metadata.name. Immutable.",
+            minLength=1,
+            maxLength=200,
+            pattern="^[A-Za-z0-9_.-]+$",
+        ),
         "keyType": string("What the key protects. Immutable.", enum=KEY_TYPES),
         "providerRef": obj(
             {
-                "kind": string("ClusterKeyProvider, or KeyProvider in this namespace.",
-                               enum=["ClusterKeyProvider", "KeyProvider"]),
-                "name": {**DNS_LABEL, "maxLength": 253,
-                         "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
+                "kind": string(
+                    "ClusterKeyProvider, or KeyProvider in this namespace.",
+                    enum=["ClusterKeyProvider", "KeyProvider"],
+                ),
+                "name": {
+                    **DNS_LABEL,
+                    "maxLength": 253,
+                    "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+                },
             },
             ["kind", "name"],
             description="The provider (KMS) that holds the key. Immutable.",
         ),
-        "algorithm": string("Data-encryption algorithm.", enum=["AES-256-GCM"],
-                            default="AES-256-GCM"),
-        "purpose": string("What the key is for, recorded in the ledger.", maxLength=1024),
-        "complianceTags": {"type": "object", "additionalProperties": {"type": "string"},
-                           "maxProperties": 32},
-        "authorizedServices": {"type": "array", "items": {"type": "string", "maxLength": 253},
-                               "maxItems": 64},
-        "accessPolicy": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
-                         "description": "Free-form policy document, recorded in the ledger."},
-        "state": string("Desired state: Inactive stops new encryption with the key.",
-                        enum=["Active", "Inactive"], default="Active"),
-        "rotation": obj({"period": DURATION},
-                        description="Scheduled rotation; absent means manual rotation only."),
-        "rollback": obj({"window": DURATION},
-                        description="How long the previous version can be made primary again "
-                                    "(default 7d)."),
-        "expiry": obj(
-            {"after": DURATION, "at": {"type": "string", "format": "date-time"},
-             "warnBefore": DURATION},
-            description="When versions expire: `after` activation, or `at` a fixed time.",
-            **{"x-kubernetes-validations": [{
-                "rule": "!(has(self.after) && has(self.at))",
-                "message": "set either expiry.after or expiry.at, not both"}]},
+        "algorithm": string(
+            "Data-encryption algorithm.", enum=["AES-256-GCM"], default="AES-256-GCM"
         ),
-        "deletionPolicy": string("What deleting the resource does to the KMS key.",
-                                 enum=["Retain", "Disable", "ScheduleDeletion"],
-                                 default="Retain"),
-        "deletionWindowDays": {"type": "integer", "minimum": 7, "maximum": 30, "default": 30,
-                               "description": "Days before scheduled deletion happens."},
-        "adopt": obj({"kmsKeyId": string("Existing KMS key to take over.", minLength=1)},
-                     ["kmsKeyId"]),
+        "purpose": string("What the key is for, recorded in the ledger.", maxLength=1024),
+        "complianceTags": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "maxProperties": 32,
+        },
+        "authorizedServices": {
+            "type": "array",
+            "items": {"type": "string", "maxLength": 253},
+            "maxItems": 64,
+        },
+        "accessPolicy": {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+            "description": "Free-form policy document, recorded in the ledger.",
+        },
+        "state": string(
+            "Desired state: Inactive stops new encryption with the key.",
+            enum=["Active", "Inactive"],
+            default="Active",
+        ),
+        "rotation": obj(
+            {"period": DURATION},
+            description="Scheduled rotation; absent means manual rotation only.",
+        ),
+        "rollback": obj(
+            {"window": DURATION},
+            description="How long the previous version can be made primary again (default 7d).",
+        ),
+        "expiry": obj(
+            {
+                "after": DURATION,
+                "at": {"type": "string", "format": "date-time"},
+                "warnBefore": DURATION,
+            },
+            description="When versions expire: `after` activation, or `at` a fixed time.",
+            **{
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "!(has(self.after) && has(self.at))",
+                        "message": "set either expiry.after or expiry.at, not both",
+                    }
+                ]
+            },
+        ),
+        "deletionPolicy": string(
+            "What deleting the resource does to the KMS key.",
+            enum=["Retain", "Disable", "ScheduleDeletion"],
+            default="Retain",
+        ),
+        "deletionWindowDays": {
+            "type": "integer",
+            "minimum": 7,
+            "maximum": 30,
+            "default": 30,
+            "description": "Days before scheduled deletion happens.",
+        },
+        "adopt": obj(
+            {"kmsKeyId": string("Existing KMS key to take over.", minLength=1)}, ["kmsKeyId"]
+        ),
     },
     ["tenant", "keyType", "providerRef"],
-    **{"x-kubernetes-validations": [
-        immutable("tenant", "create a new EncryptionKey for another tenant"),
-        immutable("keyType", "create a new EncryptionKey for another key type"),
-        immutable("providerRef", "keys cannot move between providers; create a new "
-                                 "EncryptionKey"),
-        {"rule": "has(self.keyName) == has(oldSelf.keyName) && "
-                 "(!has(self.keyName) || self.keyName == oldSelf.keyName)",
-         "message": "keyName is immutable: create a new EncryptionKey for another key name",
-         "fieldPath": ".keyName", "reason": "FieldValueForbidden"},
-    ]},
+    **{
+        "x-kubernetes-validations": [
+            immutable("tenant", "create a new EncryptionKey for another tenant"),
+            immutable("keyType", "create a new EncryptionKey for another key type"),
+            immutable(
+                "providerRef", "keys cannot move between providers; create a new EncryptionKey"
+            ),
+            {
+                "rule": "has(self.keyName) == has(oldSelf.keyName) && "
+                "(!has(self.keyName) || self.keyName == oldSelf.keyName)",
+                "message": "keyName is immutable: create a new EncryptionKey for another key name",
+                "fieldPath": ".keyName",
+                "reason": "FieldValueForbidden",
+            },
+        ]
+    },
 )
 
-ENCRYPTION_KEY_STATUS = obj({
-    "phase": {"type": "string", "enum": PHASES},
-    "version": {"type": "integer"},
-    "keyId": {"type": "string"},
-    "kmsKeyRef": {"type": "string"},
-    "activatedAt": {"type": "string", "format": "date-time"},
-    "expiresAt": {"type": "string", "format": "date-time"},
-    "rotatedAt": {"type": "string", "format": "date-time"},
-    "lastUsedAt": {"type": "string", "format": "date-time"},
-    "nextRotationAt": {"type": "string", "format": "date-time"},
-    "rollbackExpiresAt": {"type": "string", "format": "date-time"},
-    "previousVersion": VERSION_ENTRY,
-    "versions": {"type": "array", "items": VERSION_ENTRY},
-    "conditions": CONDITIONS,
-    "observedGeneration": {"type": "integer", "format": "int64"},
-    "lastHandledRequests": {"type": "object", "additionalProperties": {"type": "string"}},
-})
+ENCRYPTION_KEY_STATUS = obj(
+    {
+        "phase": {"type": "string", "enum": PHASES},
+        "version": {"type": "integer"},
+        "keyId": {"type": "string"},
+        "kmsKeyRef": {"type": "string"},
+        "activatedAt": {"type": "string", "format": "date-time"},
+        "expiresAt": {"type": "string", "format": "date-time"},
+        "rotatedAt": {"type": "string", "format": "date-time"},
+        "lastUsedAt": {"type": "string", "format": "date-time"},
+        "nextRotationAt": {"type": "string", "format": "date-time"},
+        "rollbackExpiresAt": {"type": "string", "format": "date-time"},
+        "previousVersion": VERSION_ENTRY,
+        "versions": {"type": "array", "items": VERSION_ENTRY},
+        "conditions": CONDITIONS,
+        "observedGeneration": {"type": "integer", "format": "int64"},
+        "lastHandledRequests": {"type": "object", "additionalProperties": {"type": "string"}},
+    }
+)
 
-SECRET_REF = obj({"name": DNS_LABEL | {"maxLength": 253, "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"}},
-                 ["name"], description="Secret holding the backend's credentials.")
+SECRET_REF = obj(
+    {"name": DNS_LABEL | {"maxLength": 253, "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"}},
+    ["name"],
+    description="Secret holding the backend's credentials.",
+)
 BACKEND_SCHEMAS = {
-    "awsKms": obj({"region": string("AWS region.", minLength=1),
-                   "endpoint": string("KMS endpoint URL override.")}, ["region"]),
-    "azureKeyVault": obj({
-        "vaultUrl": string("https://<name>.vault.azure.net/", pattern="^https://"),
-        "keyType": string("RSA for standard vaults; oct-HSM on Managed HSM.",
-                          enum=["RSA", "RSA-HSM", "oct-HSM"], default="RSA"),
-    }, ["vaultUrl"]),
-    "vault": obj({
-        "address": string("Vault/OpenBao address.", pattern="^https?://"),
-        "mount": string("Transit mount path.", default="transit"),
-        "namespace": string("Vault Enterprise / OpenBao namespace."),
-        "auth": obj({
-            "method": string("token (from credentialsRef) or kubernetes.",
-                             enum=["token", "kubernetes"], default="token"),
-            "role": string("Role for kubernetes auth."),
-            "mountPath": string("Auth mount for kubernetes auth.", default="kubernetes"),
-        }),
-    }, ["address"]),
-    "gcpKms": obj({
-        "project": string("GCP project id.", minLength=1),
-        "location": string("KMS location, e.g. global or europe-west1.", minLength=1),
-        "keyRing": string("Key ring name; default: one per tenant."),
-        "endpoint": string("API endpoint override (host:port)."),
-        "insecure": {"type": "boolean", "default": False,
-                     "description": "Plaintext gRPC, for emulators only."},
-    }, ["project", "location"]),
-    "pkcs11": obj({
-        "modulePath": string("Path of the PKCS#11 module (.so) on the operator.",
-                             minLength=1),
-        "tokenLabel": string("Token label.", minLength=1),
-    }, ["modulePath", "tokenLabel"]),
-    "local": obj({"keystore": {**DNS_LABEL, "default": "default",
-                               "description": "Keystore file name. DEV ONLY: software keys."}},
-                 description="DEV ONLY: software keys in a file on the operator's disk."),
+    "awsKms": obj(
+        {
+            "region": string("AWS region.", minLength=1),
+            "endpoint": string("KMS endpoint URL override."),
+        },
+        ["region"],
+    ),
+    "azureKeyVault": obj(
+        {
+            "vaultUrl": string("https://<name>.vault.azure.net/", pattern="^https://"),
+            "keyType": string(
+                "RSA for standard vaults; oct-HSM on Managed HSM.",
+                enum=["RSA", "RSA-HSM", "oct-HSM"],
+                default="RSA",
+            ),
+        },
+        ["vaultUrl"],
+    ),
+    "vault": obj(
+        {
+            "address": string("Vault/OpenBao address.", pattern="^https?://"),
+            "mount": string("Transit mount path.", default="transit"),
+            "namespace": string("Vault Enterprise / OpenBao namespace."),
+            "auth": obj(
+                {
+                    "method": string(
+                        "token (from credentialsRef) or kubernetes.",
+                        enum=["token", "kubernetes"],
+                        default="token",
+                    ),
+                    "role": string("Role for kubernetes auth."),
+                    "mountPath": string("Auth mount for kubernetes auth.", default="kubernetes"),
+                }
+            ),
+        },
+        ["address"],
+    ),
+    "gcpKms": obj(
+        {
+            "project": string("GCP project id.", minLength=1),
+            "location": string("KMS location, e.g. global or europe-west1.", minLength=1),
+            "keyRing": string("Key ring name; default: one per tenant."),
+            "endpoint": string("API endpoint override (host:port)."),
+            "insecure": {
+                "type": "boolean",
+                "default": False,
+                "description": "Plaintext gRPC, for emulators only.",
+            },
+        },
+        ["project", "location"],
+    ),
+    "pkcs11": obj(
+        {
+            "modulePath": string("Path of the PKCS#11 module (.so) on the operator.", minLength=1),
+            "tokenLabel": string("Token label.", minLength=1),
+        },
+        ["modulePath", "tokenLabel"],
+    ),
+    "local": obj(
+        {
+            "keystore": {
+                **DNS_LABEL,
+                "default": "default",
+                "description": "Keystore file name. DEV ONLY: software keys.",
+            }
+        },
+        description="DEV ONLY: software keys in a file on the operator's disk.",
+    ),
 }
 ONE_BACKEND = {
     "rule": "[" + ", ".join(f"has(self.{b})" for b in BACKENDS) + "].filter(x, x).size() == 1",
@@ -194,45 +304,82 @@ def provider_spec(cluster: bool) -> dict[str, Any]:
     properties: dict[str, Any] = dict(BACKEND_SCHEMAS)
     credentials = SECRET_REF
     if cluster:
-        credentials = obj({**SECRET_REF["properties"], "namespace": DNS_LABEL}, ["name"],
-                          description="Secret with the credentials; namespace defaults to "
-                                      "the operator's.")
+        credentials = obj(
+            {**SECRET_REF["properties"], "namespace": DNS_LABEL},
+            ["name"],
+            description="Secret with the credentials; namespace defaults to the operator's.",
+        )
         properties["allowedTenants"] = {
-            "type": "array", "items": DNS_LABEL, "x-kubernetes-list-type": "set",
-            "description": "Tenants that may use this provider; empty means all."}
+            "type": "array",
+            "items": DNS_LABEL,
+            "x-kubernetes-list-type": "set",
+            "description": "Tenants that may use this provider; empty means all.",
+        }
     properties["credentialsRef"] = credentials
     return obj(properties, **{"x-kubernetes-validations": [ONE_BACKEND]})
 
 
-PROVIDER_STATUS = obj({"backend": {"type": "string"}, "conditions": CONDITIONS,
-                       "observedGeneration": {"type": "integer", "format": "int64"}})
+PROVIDER_STATUS = obj(
+    {
+        "backend": {"type": "string"},
+        "conditions": CONDITIONS,
+        "observedGeneration": {"type": "integer", "format": "int64"},
+    }
+)
 
-READY_COLUMN = {"name": "Ready", "type": "string",
-                "jsonPath": '.status.conditions[?(@.type=="Ready")].status'}
+READY_COLUMN = {
+    "name": "Ready",
+    "type": "string",
+    "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+}
 AGE_COLUMN = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
 
-def crd(kind: str, plural: str, short: str, scope: str, spec: dict[str, Any],
-        status: dict[str, Any], columns: list[dict[str, Any]]) -> dict[str, Any]:
+def crd(  # noqa: PLR0917  # mirrors the CRD's own fields, read side by side
+    kind: str,
+    plural: str,
+    short: str,
+    scope: str,
+    spec: dict[str, Any],
+    status: dict[str, Any],
+    columns: list[dict[str, Any]],
+) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": f"{plural}.{GROUP}"},
         "spec": {
             "group": GROUP,
-            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural,
-                      "singular": kind.lower(), "shortNames": [short],
-                      "categories": ["keyledger"]},
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": [short],
+                "categories": ["keyledger"],
+            },
             "scope": scope,
-            "versions": [{
-                "name": VERSION, "served": True, "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": columns,
-                "schema": {"openAPIV3Schema": obj(
-                    {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                     "metadata": {"type": "object"}, "spec": spec, "status": status},
-                    ["spec"])},
-            }],
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {
+                        "openAPIV3Schema": obj(
+                            {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                            ["spec"],
+                        )
+                    },
+                }
+            ],
         },
     }
 
@@ -241,14 +388,22 @@ def all_crds() -> dict[str, dict[str, Any]]:
     provider_columns = [
         {"name": "Backend", "type": "string", "jsonPath": ".status.backend"},
         READY_COLUMN,
-        {"name": "Message", "type": "string", "priority": 1,
-         "jsonPath": '.status.conditions[?(@.type=="Ready")].message'},
+        {
+            "name": "Message",
+            "type": "string",
+            "priority": 1,
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].message',
+        },
         AGE_COLUMN,
     ]
     return {
         "encryptionkeys.yaml": crd(
-            "EncryptionKey", "encryptionkeys", "ek", "Namespaced",
-            ENCRYPTION_KEY_SPEC, ENCRYPTION_KEY_STATUS,
+            "EncryptionKey",
+            "encryptionkeys",
+            "ek",
+            "Namespaced",
+            ENCRYPTION_KEY_SPEC,
+            ENCRYPTION_KEY_STATUS,
             [
                 {"name": "Tenant", "type": "string", "jsonPath": ".spec.tenant"},
                 {"name": "Type", "type": "string", "jsonPath": ".spec.keyType"},
@@ -257,17 +412,33 @@ def all_crds() -> dict[str, dict[str, Any]]:
                 {"name": "Version", "type": "integer", "jsonPath": ".status.version"},
                 READY_COLUMN,
                 {"name": "Next Rotation", "type": "date", "jsonPath": ".status.nextRotationAt"},
-                {"name": "Reason", "type": "string", "priority": 1,
-                 "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
+                {
+                    "name": "Reason",
+                    "type": "string",
+                    "priority": 1,
+                    "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+                },
                 AGE_COLUMN,
             ],
         ),
-        "keyproviders.yaml": crd("KeyProvider", "keyproviders", "kp", "Namespaced",
-                                 provider_spec(cluster=False), PROVIDER_STATUS,
-                                 provider_columns),
-        "clusterkeyproviders.yaml": crd("ClusterKeyProvider", "clusterkeyproviders", "ckp",
-                                        "Cluster", provider_spec(cluster=True),
-                                        PROVIDER_STATUS, provider_columns),
+        "keyproviders.yaml": crd(
+            "KeyProvider",
+            "keyproviders",
+            "kp",
+            "Namespaced",
+            provider_spec(cluster=False),
+            PROVIDER_STATUS,
+            provider_columns,
+        ),
+        "clusterkeyproviders.yaml": crd(
+            "ClusterKeyProvider",
+            "clusterkeyproviders",
+            "ckp",
+            "Cluster",
+            provider_spec(cluster=True),
+            PROVIDER_STATUS,
+            provider_columns,
+        ),
     }
 
 

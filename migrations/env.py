@@ -50,16 +50,22 @@ def run_migrations_offline() -> None:
 
 
 def _run_migrations(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=sqlite,
         # keyledger's SQLite engine emits a real BEGIN, so DDL is transactional
         # there too: a failed upgrade leaves the schema as it found it.
         transactional_ddl=True,
     )
     with context.begin_transaction():
         context.run_migrations()
+        if sqlite:
+            # Checked before COMMIT, since enforcement is off (see below).
+            violations = connection.execute(text("PRAGMA foreign_key_check")).all()
+            if violations:
+                raise RuntimeError(f"migration breaks foreign keys: {violations[:5]}")
 
 
 def run_migrations_online() -> None:
@@ -72,17 +78,11 @@ def run_migrations_online() -> None:
             # Batch operations rebuild SQLite tables (copy, drop, rename), which
             # enforced foreign keys would refuse or cascade. Switch enforcement
             # off around the migration (a no-op inside a transaction, hence on
-            # the raw connection before BEGIN) and verify the result instead.
+            # the raw connection before BEGIN) and check the result instead.
             raw_cursor = connection.connection.cursor()
             raw_cursor.execute("PRAGMA foreign_keys=OFF")
             try:
                 _run_migrations(connection)
-                violations = connection.execute(text("PRAGMA foreign_key_check")).all()
-                connection.rollback()
-                if violations:
-                    raise RuntimeError(
-                        f"migration left rows that break foreign keys: {violations[:5]}"
-                    )
             finally:
                 raw_cursor.execute("PRAGMA foreign_keys=ON")
                 raw_cursor.close()

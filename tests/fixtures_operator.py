@@ -29,9 +29,15 @@ def crds(control_plane: ControlPlane) -> ControlPlane:
     """CRDs, the operator's namespace and RBAC, applied as an administrator would."""
     for path in ("crds", "manifests/namespace.yaml", "manifests/rbac.yaml"):
         kubectl(control_plane, "apply", "--server-side", "-f", str(REPO_ROOT / path))
-    kubectl(control_plane, "wait", "--for=condition=Established", "--timeout=60s",
-            "crd/encryptionkeys.keyledger.io", "crd/keyproviders.keyledger.io",
-            "crd/clusterkeyproviders.keyledger.io")
+    kubectl(
+        control_plane,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/encryptionkeys.keyledger.io",
+        "crd/keyproviders.keyledger.io",
+        "crd/clusterkeyproviders.keyledger.io",
+    )
     return control_plane
 
 
@@ -49,13 +55,19 @@ def ledger_sessions(operator_database: str) -> sessionmaker[Session]:
 
 
 @pytest.fixture(scope="session")
-def operator(crds: ControlPlane, operator_database: str,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def operator(
+    crds: ControlPlane, operator_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
     state = tmp_path_factory.mktemp("operator")
-    kubeconfig = service_account_kubeconfig(crds, "keyledger-system", "keyledger-operator",
-                                            state / "kubeconfig")
-    process = OperatorProcess(kubeconfig=kubeconfig, database_url=operator_database,
-                              data_dir=state / "data", log_path=state / "operator.log")
+    kubeconfig = service_account_kubeconfig(
+        crds, "keyledger-system", "keyledger-operator", state / "kubeconfig"
+    )
+    process = OperatorProcess(
+        kubeconfig=kubeconfig,
+        database_url=operator_database,
+        data_dir=state / "data",
+        log_path=state / "operator.log",
+    )
     process.start()
     try:
         yield process
@@ -67,10 +79,15 @@ def operator(crds: ControlPlane, operator_database: str,
 @pytest.fixture(scope="session")
 def local_provider(operator: OperatorProcess, crds: ControlPlane) -> str:
     """A ready ClusterKeyProvider on the dev-only local backend, open to every tenant."""
-    apply(crds, {
-        "apiVersion": "keyledger.io/v1alpha1", "kind": "ClusterKeyProvider",
-        "metadata": {"name": LOCAL_PROVIDER}, "spec": {"local": {"keystore": "tests"}},
-    })
+    apply(
+        crds,
+        {
+            "apiVersion": "keyledger.io/v1alpha1",
+            "kind": "ClusterKeyProvider",
+            "metadata": {"name": LOCAL_PROVIDER},
+            "spec": {"local": {"keystore": "tests"}},
+        },
+    )
     wait_condition(crds, "ckp", LOCAL_PROVIDER, "Ready", namespace=None, operator=operator)
     return LOCAL_PROVIDER
 
@@ -88,35 +105,43 @@ def tenant() -> str:
 
 
 @pytest.fixture
-def make_key(crds: ControlPlane, namespace: str, tenant: str, local_provider: str
-             ) -> Callable[..., dict[str, Any]]:
+def make_key(
+    crds: ControlPlane, namespace: str, tenant: str, local_provider: str
+) -> Callable[..., dict[str, Any]]:
     """Apply an EncryptionKey in the test's namespace; returns the manifest applied."""
+
     def make(name: str = "phi-primary", **spec: Any) -> dict[str, Any]:
-        manifest = encryption_key(name, namespace, tenant=tenant, provider=local_provider,
-                                  **spec)
+        manifest = encryption_key(name, namespace, tenant=tenant, provider=local_provider, **spec)
         apply(crds, manifest)
         return manifest
+
     return make
 
 
 # -- helpers the tests share --------------------------------------------------------
 
 
-def encryption_key(name: str, namespace: str, *, tenant: str, provider: str,
-                   **spec: Any) -> dict[str, Any]:
+def encryption_key(
+    name: str, namespace: str, *, tenant: str, provider: str, **spec: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "tenant": tenant, "keyType": "PHI_DATA",
+        "tenant": tenant,
+        "keyType": "PHI_DATA",
         "providerRef": {"kind": "ClusterKeyProvider", "name": provider},
         "purpose": "PHI columns of the records service",
-        "complianceTags": {"hipaa": "true"}, "authorizedServices": ["records-api"],
+        "complianceTags": {"hipaa": "true"},
+        "authorizedServices": ["records-api"],
     }
     body.update(spec)
-    return {"apiVersion": "keyledger.io/v1alpha1", "kind": "EncryptionKey",
-            "metadata": {"name": name, "namespace": namespace}, "spec": body}
+    return {
+        "apiVersion": "keyledger.io/v1alpha1",
+        "kind": "EncryptionKey",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": body,
+    }
 
 
-def apply(cp: ControlPlane, manifest: dict[str, Any], *, check: bool = True
-          ) -> Any:
+def apply(cp: ControlPlane, manifest: dict[str, Any], *, check: bool = True) -> Any:
     return kubectl(cp, "apply", "-f", "-", input=yaml.safe_dump(manifest), check=check)
 
 
@@ -135,9 +160,18 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return None
 
 
-def wait_condition(cp: ControlPlane, kind: str, name: str, type_: str, *,
-                   namespace: str | None, operator: OperatorProcess, status: str = "True",
-                   reason: str | None = None, timeout: float = 60) -> dict[str, Any]:
+def wait_condition(
+    cp: ControlPlane,
+    kind: str,
+    name: str,
+    type_: str,
+    *,
+    namespace: str | None,
+    operator: OperatorProcess,
+    status: str = "True",
+    reason: str | None = None,
+    timeout: float = 60,
+) -> dict[str, Any]:
     """Poll until the condition has `status` (and `reason`); returns the object."""
     deadline = time.monotonic() + timeout
     last: dict[str, Any] = {}
@@ -155,19 +189,30 @@ def wait_condition(cp: ControlPlane, kind: str, name: str, type_: str, *,
 
 
 def events_for(cp: ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
-    out = kubectl(cp, "get", "events", "-n", namespace, "-o", "json",
-                  "--field-selector", f"involvedObject.name={name}").stdout
+    out = kubectl(
+        cp,
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "-o",
+        "json",
+        "--field-selector",
+        f"involvedObject.name={name}",
+    ).stdout
     items: list[dict[str, Any]] = json.loads(out)["items"]
     return items
 
 
-def wait_for_event(cp: ControlPlane, namespace: str, name: str, reason: str,
-                   timeout: float = 30) -> dict[str, Any]:
+def wait_for_event(
+    cp: ControlPlane, namespace: str, name: str, reason: str, timeout: float = 30
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for event in events_for(cp, namespace, name):
             if event["reason"] == reason:
                 return event
         time.sleep(0.3)
-    raise AssertionError(f"no {reason} event for {name}: "
-                         f"{[e['reason'] for e in events_for(cp, namespace, name)]}")
+    raise AssertionError(
+        f"no {reason} event for {name}: {[e['reason'] for e in events_for(cp, namespace, name)]}"
+    )

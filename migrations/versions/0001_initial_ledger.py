@@ -25,16 +25,37 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 KEY_TYPES = (
-    "PHI_DATA", "PII_DATA", "FINANCIAL", "CLINICAL", "AUDIT_LOG", "BACKUP", "COMMUNICATION",
+    "PHI_DATA",
+    "PII_DATA",
+    "FINANCIAL",
+    "CLINICAL",
+    "AUDIT_LOG",
+    "BACKUP",
+    "COMMUNICATION",
 )
 KEY_STATUSES = ("PENDING", "ACTIVE", "INACTIVE", "ROTATED", "EXPIRED", "COMPROMISED")
 KMS_PROVIDERS = (
-    "AWS_KMS", "AZURE_KV", "HASHICORP_VAULT", "GCP_KMS", "LOCAL_HSM", "LOCAL_SOFTWARE",
+    "AWS_KMS",
+    "AZURE_KV",
+    "HASHICORP_VAULT",
+    "GCP_KMS",
+    "LOCAL_HSM",
+    "LOCAL_SOFTWARE",
 )
 KEY_EVENT_TYPES = (
-    "CREATED", "ACTIVATED", "ROTATED", "ROLLED_BACK", "ROLLBACK_WINDOW_CLOSED", "EXPIRED",
-    "COMPROMISED", "DISABLED", "ENABLED", "DELETION_RETAINED", "DELETION_DISABLED",
-    "DELETION_SCHEDULED", "DRIFT_DETECTED",
+    "CREATED",
+    "ACTIVATED",
+    "ROTATED",
+    "ROLLED_BACK",
+    "ROLLBACK_WINDOW_CLOSED",
+    "EXPIRED",
+    "COMPROMISED",
+    "DISABLED",
+    "ENABLED",
+    "DELETION_RETAINED",
+    "DELETION_DISABLED",
+    "DELETION_SCHEDULED",
+    "DRIFT_DETECTED",
 )
 
 APPEND_ONLY_MESSAGE = "key_events is append-only"
@@ -56,10 +77,6 @@ def _one_of(column: str, values: Sequence[str], name: str) -> sa.CheckConstraint
     # What sa.Enum(native_enum=False, create_constraint=True) renders, spelled out.
     allowed = ", ".join(f"'{value}'" for value in values)
     return sa.CheckConstraint(f"{column} IN ({allowed})", name=op.f(name))
-
-
-def _partial(predicate: str) -> dict[str, sa.TextClause]:
-    return {"postgresql_where": sa.text(predicate), "sqlite_where": sa.text(predicate)}
 
 
 def upgrade() -> None:
@@ -85,9 +102,7 @@ def upgrade() -> None:
         sa.Column("parent_key_id", sa.Uuid(), nullable=True),
         sa.Column("can_rollback", sa.Boolean(), server_default=sa.text("true"), nullable=False),
         sa.Column("rollback_expires_at", _timestamp(), nullable=True),
-        sa.Column(
-            "key_algorithm", sa.String(100), server_default="AES-256-GCM", nullable=False
-        ),
+        sa.Column("key_algorithm", sa.String(100), server_default="AES-256-GCM", nullable=False),
         sa.Column("key_purpose", sa.Text(), nullable=True),
         sa.Column("compliance_tags", _json(), nullable=True),
         sa.Column("authorized_services", _json(), nullable=True),
@@ -118,7 +133,8 @@ def upgrade() -> None:
         "encryption_keys",
         ["tenant_id", "key_name"],
         unique=True,
-        **_partial(_ACTIVE),
+        postgresql_where=sa.text(_ACTIVE),
+        sqlite_where=sa.text(_ACTIVE),
     )
     op.create_index(
         "uq_encryption_keys_tenant_key_version",
@@ -130,16 +146,22 @@ def upgrade() -> None:
         "ix_encryption_keys_active_by_type",
         "encryption_keys",
         ["tenant_id", "key_type"],
-        **_partial(_ACTIVE),
+        postgresql_where=sa.text(_ACTIVE),
+        sqlite_where=sa.text(_ACTIVE),
     )
     op.create_index(
-        "ix_encryption_keys_due_expiry", "encryption_keys", ["expires_at"], **_partial(_DUE_EXPIRY)
+        "ix_encryption_keys_due_expiry",
+        "encryption_keys",
+        ["expires_at"],
+        postgresql_where=sa.text(_DUE_EXPIRY),
+        sqlite_where=sa.text(_DUE_EXPIRY),
     )
     op.create_index(
         "ix_encryption_keys_due_rollback_close",
         "encryption_keys",
         ["rollback_expires_at"],
-        **_partial(_ROLLBACK_OPEN),
+        postgresql_where=sa.text(_ROLLBACK_OPEN),
+        sqlite_where=sa.text(_ROLLBACK_OPEN),
     )
     op.create_index("ix_encryption_keys_parent_key_id", "encryption_keys", ["parent_key_id"])
 

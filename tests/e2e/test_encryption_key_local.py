@@ -22,19 +22,30 @@ from tests.harness.operator import OperatorProcess
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
 
 
-def _rows(sessions: sessionmaker[Session], tenant: str, key_name: str
-          ) -> list[EncryptionKeyRecord]:
+def _rows(sessions: sessionmaker[Session], tenant: str, key_name: str) -> list[EncryptionKeyRecord]:
     with sessions() as session:
         return list(KeyLedger(session).versions(tenant, key_name))
 
 
 def test_key_becomes_ready_with_one_active_ledger_row(
-    crds: ControlPlane, operator: OperatorProcess, make_key: Any, namespace: str, tenant: str,
+    crds: ControlPlane,
+    operator: OperatorProcess,
+    make_key: Any,
+    namespace: str,
+    tenant: str,
     ledger_sessions: sessionmaker[Session],
 ) -> None:
     make_key("phi-primary")
-    waited = kubectl(crds, "wait", "--for=condition=Ready", "ek/phi-primary", "-n", namespace,
-                     "--timeout=60s", check=False)
+    waited = kubectl(
+        crds,
+        "wait",
+        "--for=condition=Ready",
+        "ek/phi-primary",
+        "-n",
+        namespace,
+        "--timeout=60s",
+        check=False,
+    )
     assert waited.returncode == 0, f"{waited.stderr}\n{operator.log_tail()}"
 
     ek = get(crds, "ek", "phi-primary", namespace)
@@ -65,14 +76,24 @@ def test_key_becomes_ready_with_one_active_ledger_row(
 
     table = kubectl(crds, "get", "ek", "-n", namespace).stdout
     header, line = table.splitlines()[:2]
-    assert header.split()[:7] == ["NAME", "TENANT", "TYPE", "PROVIDER", "PHASE", "VERSION",
-                                  "READY"]
-    assert line.split()[:7] == ["phi-primary", tenant, "PHI_DATA", "local-dev", "ACTIVE", "1",
-                                "True"]
+    assert header.split()[:7] == ["NAME", "TENANT", "TYPE", "PROVIDER", "PHASE", "VERSION", "READY"]
+    assert line.split()[:7] == [
+        "phi-primary",
+        tenant,
+        "PHI_DATA",
+        "local-dev",
+        "ACTIVE",
+        "1",
+        "True",
+    ]
 
 
 def test_delete_runs_finalizer_and_keeps_ledger_rows(
-    crds: ControlPlane, operator: OperatorProcess, make_key: Any, namespace: str, tenant: str,
+    crds: ControlPlane,
+    operator: OperatorProcess,
+    make_key: Any,
+    namespace: str,
+    tenant: str,
     ledger_sessions: sessionmaker[Session],
 ) -> None:
     make_key("audit", keyType="AUDIT_LOG")
@@ -87,61 +108,122 @@ def test_delete_runs_finalizer_and_keeps_ledger_rows(
     assert rows[0].resource_uid is None  # released, so a new resource may take it over
     with ledger_sessions() as session:
         retained = session.scalars(
-            select(KeyEventRecord).where(KeyEventRecord.key_id == rows[0].id,
-                                         KeyEventRecord.event_type ==
-                                         KeyEventType.DELETION_RETAINED)
+            select(KeyEventRecord).where(
+                KeyEventRecord.key_id == rows[0].id,
+                KeyEventRecord.event_type == KeyEventType.DELETION_RETAINED,
+            )
         ).all()
     assert len(retained) == 1
 
 
 def test_missing_provider_waits_then_recovers(
-    crds: ControlPlane, operator: OperatorProcess, namespace: str, tenant: str,
+    crds: ControlPlane,
+    operator: OperatorProcess,
+    namespace: str,
+    tenant: str,
     ledger_sessions: sessionmaker[Session],
 ) -> None:
-    apply(crds, encryption_key("orphan", namespace, tenant=tenant, provider="later",
-                               providerRef={"kind": "KeyProvider", "name": "later"}))
-    ek = wait_condition(crds, "ek", "orphan", "Ready", namespace=namespace, operator=operator,
-                        status="False", reason="ProviderNotFound")
+    apply(
+        crds,
+        encryption_key(
+            "orphan",
+            namespace,
+            tenant=tenant,
+            provider="later",
+            providerRef={"kind": "KeyProvider", "name": "later"},
+        ),
+    )
+    ek = wait_condition(
+        crds,
+        "ek",
+        "orphan",
+        "Ready",
+        namespace=namespace,
+        operator=operator,
+        status="False",
+        reason="ProviderNotFound",
+    )
     ready = next(c for c in ek["status"]["conditions"] if c["type"] == "Ready")
     assert "KeyProvider 'later'" in ready["message"]
     assert "spec.providerRef" in ready["message"]
     assert _rows(ledger_sessions, tenant, "orphan") == []  # nothing half-created
 
-    apply(crds, {"apiVersion": "keyledger.io/v1alpha1", "kind": "KeyProvider",
-                 "metadata": {"name": "later", "namespace": namespace},
-                 "spec": {"local": {"keystore": "later"}}})
-    wait_condition(crds, "ek", "orphan", "Ready", namespace=namespace, operator=operator,
-                   timeout=90)
+    apply(
+        crds,
+        {
+            "apiVersion": "keyledger.io/v1alpha1",
+            "kind": "KeyProvider",
+            "metadata": {"name": "later", "namespace": namespace},
+            "spec": {"local": {"keystore": "later"}},
+        },
+    )
+    wait_condition(
+        crds, "ek", "orphan", "Ready", namespace=namespace, operator=operator, timeout=90
+    )
     assert [r.status for r in _rows(ledger_sessions, tenant, "orphan")] == [KeyStatus.ACTIVE]
 
 
 def test_provider_that_does_not_serve_the_tenant_is_refused(
-    crds: ControlPlane, operator: OperatorProcess, namespace: str, tenant: str,
+    crds: ControlPlane,
+    operator: OperatorProcess,
+    namespace: str,
+    tenant: str,
     ledger_sessions: sessionmaker[Session],
 ) -> None:
     name = f"only-{tenant}"
-    apply(crds, {"apiVersion": "keyledger.io/v1alpha1", "kind": "ClusterKeyProvider",
-                 "metadata": {"name": name},
-                 "spec": {"local": {"keystore": "restricted"}, "allowedTenants": ["someone"]}})
+    apply(
+        crds,
+        {
+            "apiVersion": "keyledger.io/v1alpha1",
+            "kind": "ClusterKeyProvider",
+            "metadata": {"name": name},
+            "spec": {"local": {"keystore": "restricted"}, "allowedTenants": ["someone"]},
+        },
+    )
     wait_condition(crds, "ckp", name, "Ready", namespace=None, operator=operator)
     apply(crds, encryption_key("denied", namespace, tenant=tenant, provider=name))
-    ek = wait_condition(crds, "ek", "denied", "Ready", namespace=namespace, operator=operator,
-                        status="False", reason="ProviderNotAllowed")
+    ek = wait_condition(
+        crds,
+        "ek",
+        "denied",
+        "Ready",
+        namespace=namespace,
+        operator=operator,
+        status="False",
+        reason="ProviderNotAllowed",
+    )
     message = next(c for c in ek["status"]["conditions"] if c["type"] == "Ready")["message"]
     assert tenant in message and "allowedTenants" in message
     assert _rows(ledger_sessions, tenant, "denied") == []
 
 
 def test_second_resource_for_the_same_key_name_is_refused(
-    crds: ControlPlane, operator: OperatorProcess, make_key: Any, namespace: str, tenant: str,
-    local_provider: str, ledger_sessions: sessionmaker[Session],
+    crds: ControlPlane,
+    operator: OperatorProcess,
+    make_key: Any,
+    namespace: str,
+    tenant: str,
+    local_provider: str,
+    ledger_sessions: sessionmaker[Session],
 ) -> None:
     make_key("first", keyName="shared_key")
     wait_condition(crds, "ek", "first", "Ready", namespace=namespace, operator=operator)
-    apply(crds, encryption_key("second", namespace, tenant=tenant, provider=local_provider,
-                               keyName="shared_key"))
-    ek = wait_condition(crds, "ek", "second", "Ready", namespace=namespace, operator=operator,
-                        status="False", reason="KeyNameTaken")
+    apply(
+        crds,
+        encryption_key(
+            "second", namespace, tenant=tenant, provider=local_provider, keyName="shared_key"
+        ),
+    )
+    ek = wait_condition(
+        crds,
+        "ek",
+        "second",
+        "Ready",
+        namespace=namespace,
+        operator=operator,
+        status="False",
+        reason="KeyNameTaken",
+    )
     message = next(c for c in ek["status"]["conditions"] if c["type"] == "Ready")["message"]
     assert f"{namespace}/first" in message and "spec.keyName" in message
     assert len(_rows(ledger_sessions, tenant, "shared_key")) == 1
@@ -158,7 +240,11 @@ def test_second_resource_for_the_same_key_name_is_refused(
     ],
 )
 def test_invalid_manifest_is_refused_naming_the_field(
-    crds: ControlPlane, namespace: str, tenant: str, change: dict[str, Any], expected: str,
+    crds: ControlPlane,
+    namespace: str,
+    tenant: str,
+    change: dict[str, Any],
+    expected: str,
 ) -> None:
     manifest = encryption_key("bad", namespace, tenant=tenant, provider="local-dev")
     for field, value in change.items():
@@ -182,7 +268,12 @@ def test_invalid_manifest_is_refused_naming_the_field(
     ],
 )
 def test_identity_fields_are_immutable(
-    crds: ControlPlane, namespace: str, tenant: str, field: str, value: Any, expected: str,
+    crds: ControlPlane,
+    namespace: str,
+    tenant: str,
+    field: str,
+    value: Any,
+    expected: str,
 ) -> None:
     manifest = encryption_key("fixed", namespace, tenant=tenant, provider="local-dev")
     apply(crds, manifest)

@@ -36,9 +36,19 @@ class OperatorProcess:
         }
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "keyledger.cli.main", "run", "--all-namespaces",
-             "--standalone", "--verbose"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            [
+                sys.executable,
+                "-m",
+                "keyledger.cli.main",
+                "run",
+                "--all-namespaces",
+                "--standalone",
+                "--verbose",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
         )
         log.close()
 

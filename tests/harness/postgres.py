@@ -227,11 +227,11 @@ def _initdb(bin_dir: Path, run_dir: Path) -> None:
     _run(
         [
             str(bin_dir / "initdb"),
-            "--pgdata", str(data_dir),
-            "--username", SERVER_USER,
-            "--auth", "trust",
-            "--encoding", "UTF8",
-            "--locale", "C",
+            f"--pgdata={data_dir}",
+            f"--username={SERVER_USER}",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
             "--no-sync",
         ],
         cwd=run_dir,
@@ -251,9 +251,7 @@ def _initdb(bin_dir: Path, run_dir: Path) -> None:
         conf.write("\n# keyledger test harness\n")
         conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
     # Trust, but only from this machine: the socket dir and 127.0.0.1.
-    (data_dir / "pg_hba.conf").write_text(
-        "local all all trust\nhost all all 127.0.0.1/32 trust\n"
-    )
+    (data_dir / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
 
 
 def _pg_ctl(server: PostgresServer, action: str, *options: str) -> None:
@@ -262,8 +260,8 @@ def _pg_ctl(server: PostgresServer, action: str, *options: str) -> None:
     _run(
         [
             str(server.bin_dir / "pg_ctl"),
-            "--pgdata", str(server.data_dir),
-            "--log", str(server.log_file),
+            f"--pgdata={server.data_dir}",
+            f"--log={server.log_file}",
             "--wait",
             *options,
             action,

@@ -38,9 +38,17 @@ def _versions(tenant: str, key_name: str) -> int:
         print(f"no versions of {tenant}/{key_name} in the ledger", file=sys.stderr)
         return 1
     for row in rows:
-        print(json.dumps({"version": row.version, "status": row.status.value,
-                          "keyId": str(row.id), "kmsKeyRef": row.kms_key_id,
-                          "activatedAt": row.activated_at and row.activated_at.isoformat()}))
+        print(
+            json.dumps(
+                {
+                    "version": row.version,
+                    "status": row.status.value,
+                    "keyId": str(row.id),
+                    "kmsKeyRef": row.kms_key_id,
+                    "activatedAt": row.activated_at and row.activated_at.isoformat(),
+                }
+            )
+        )
     return 0
 
 

@@ -9,7 +9,7 @@ import kopf
 
 from keyledger.api import ENCRYPTION_KEYS, GROUP, VERSION
 from keyledger.errors import InvalidSpec, KeyledgerError
-from keyledger.handlers.errors import to_kopf_error
+from keyledger.handlers.errors import UNEXPECTED_ERROR_BACKOFF, to_kopf_error
 from keyledger.handlers.reporting import apply_outcome, report_failure
 from keyledger.lifecycle.spec import KeySpec
 from keyledger.operations.keys import KeyResource
@@ -40,11 +40,16 @@ def _provider(key: KeyResource, indexes: dict[str, Any]) -> ProviderView:
     )
 
 
-@kopf.on.resume(GROUP, VERSION, ENCRYPTION_KEYS)
-@kopf.on.create(GROUP, VERSION, ENCRYPTION_KEYS)
-@kopf.on.update(GROUP, VERSION, ENCRYPTION_KEYS, field="spec")
+@kopf.on.resume(GROUP, VERSION, ENCRYPTION_KEYS, backoff=UNEXPECTED_ERROR_BACKOFF)
+@kopf.on.create(GROUP, VERSION, ENCRYPTION_KEYS, backoff=UNEXPECTED_ERROR_BACKOFF)
+@kopf.on.update(GROUP, VERSION, ENCRYPTION_KEYS, field="spec", backoff=UNEXPECTED_ERROR_BACKOFF)
 def reconcile_encryption_key(
-    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **indexes: Any
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    retry: int,
+    **indexes: Any,
 ) -> None:
     runtime: Runtime = memo.runtime
     correlation_id = str(uuid.uuid4())
@@ -57,13 +62,13 @@ def reconcile_encryption_key(
         )
     except KeyledgerError as error:
         report_failure(error, body, patch)
-        raise to_kopf_error(error) from error
+        raise to_kopf_error(error, retry) from error
     apply_outcome(outcome, body, patch)
 
 
-@kopf.on.delete(GROUP, VERSION, ENCRYPTION_KEYS)
+@kopf.on.delete(GROUP, VERSION, ENCRYPTION_KEYS, backoff=UNEXPECTED_ERROR_BACKOFF)
 def retire_encryption_key(
-    body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **indexes: Any
+    body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, retry: int, **indexes: Any
 ) -> None:
     runtime: Runtime = memo.runtime
     try:
@@ -80,6 +85,6 @@ def retire_encryption_key(
         outcome = runtime.keys.retire(key, backend, str(uuid.uuid4()))
     except KeyledgerError as error:
         kopf.event(body, type="Warning", reason=error.reason, message=error.message)
-        raise to_kopf_error(error) from error
+        raise to_kopf_error(error, retry) from error
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)

@@ -50,7 +50,8 @@ def make_engine(url: str | URL, **engine_options: Any) -> Engine:
         engine = create_engine(parsed, **engine_options)
         _configure_sqlite(engine)
     else:
-        engine = create_engine(parsed, pool_pre_ping=True, **engine_options)
+        engine_options.setdefault("pool_pre_ping", True)
+        engine = create_engine(parsed, **engine_options)
     log.debug("ledger engine for %s", engine.url.render_as_string(hide_password=True))
     return engine
 
@@ -114,4 +115,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        # IMMEDIATE takes the write lock up front. A deferred BEGIN that reads
+        # and then writes fails at once with "database is locked" when another
+        # writer committed in between (WAL snapshot), whatever the busy timeout;
+        # taking the lock first makes concurrent workers wait their turn instead.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,107 @@
+"""The ledger repository on both databases, schema built by the migrations."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+
+from keyledger.domain import KeyEventType, KeyStatus, KeyType, KmsProvider
+from keyledger.store.engine import make_session_factory
+from keyledger.store.models import EncryptionKeyRecord
+from keyledger.store.repository import KeyLedger, Transition
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+WHY = Transition(actor="test", correlation_id="corr-1")
+
+
+def _pending(
+    ledger: KeyLedger, tenant: str, key_name: str, version: int = 1
+) -> EncryptionKeyRecord:
+    return ledger.add_pending(
+        tenant=tenant,
+        key_name=key_name,
+        key_type=KeyType.PHI_DATA,
+        version=version,
+        provider=KmsProvider.LOCAL_SOFTWARE,
+        region=None,
+        endpoint=None,
+        algorithm="AES-256-GCM",
+        purpose="tests",
+        compliance_tags={"hipaa": "true"},
+        authorized_services=["records-api"],
+        access_policy={},
+        parent=None,
+        resource_uid="uid-1",
+        resource_name="ns/key",
+        now=NOW,
+        why=WHY,
+    )
+
+
+def test_pending_then_active_writes_audit_rows(ledger_engine: Engine) -> None:
+    sessions = make_session_factory(ledger_engine)
+    with sessions.begin() as session:
+        ledger = KeyLedger(session)
+        record = _pending(ledger, "acme", "phi")
+        ledger.activate(record, kms_key_id="kms-1", expires_at=None, now=NOW, why=WHY)
+    with sessions() as session:
+        ledger = KeyLedger(session)
+        active = ledger.active("acme", "phi")
+        assert active is not None and active.kms_key_id == "kms-1"
+        assert active.activated_at == NOW
+        assert [r.id for r in ledger.active_by_type("acme", KeyType.PHI_DATA)] == [active.id]
+        events = ledger.events(active.id)
+        assert [(e.event_type, e.from_status, e.to_status) for e in events] == [
+            (KeyEventType.CREATED, None, KeyStatus.PENDING),
+            (KeyEventType.ACTIVATED, KeyStatus.PENDING, KeyStatus.ACTIVE),
+        ]
+        assert {e.correlation_id for e in events} == {"corr-1"}
+
+
+def test_second_active_version_is_refused_by_the_database(ledger_engine: Engine) -> None:
+    sessions = make_session_factory(ledger_engine)
+    with sessions.begin() as session:
+        ledger = KeyLedger(session)
+        first = _pending(ledger, "acme", "phi", version=1)
+        ledger.activate(first, kms_key_id="kms-1", expires_at=None, now=NOW, why=WHY)
+    with pytest.raises(IntegrityError), sessions.begin() as session:
+        ledger = KeyLedger(session)
+        second = _pending(ledger, "acme", "phi", version=2)
+        ledger.activate(second, kms_key_id="kms-2", expires_at=None, now=NOW, why=WHY)
+
+
+def test_concurrent_writers_wait_instead_of_failing(ledger_engine: Engine) -> None:
+    """Operator workers read then write at the same time; none may see 'database is locked'."""
+    sessions = make_session_factory(ledger_engine)
+    errors: list[BaseException] = []
+
+    def create_and_activate(n: int) -> None:
+        try:
+            for round_ in range(5):
+                key_name = f"key-{n}-{round_}"
+                with sessions.begin() as session:
+                    ledger = KeyLedger(session)
+                    assert ledger.latest("acme", key_name) is None
+                    record = _pending(ledger, "acme", key_name)
+                with sessions.begin() as session:
+                    ledger = KeyLedger(session)
+                    found = ledger.get(record.id)
+                    assert found is not None
+                    ledger.activate(
+                        found, kms_key_id=f"kms-{key_name}", expires_at=None, now=NOW, why=WHY
+                    )
+        except BaseException as exc:  # collected and asserted on below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create_and_activate, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with sessions() as session:
+        assert len(KeyLedger(session).active_by_type("acme", KeyType.PHI_DATA)) == 40

@@ -1,0 +1,128 @@
+"""Pure lifecycle pieces: durations, spec reading, conditions, status."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keyledger.domain import KeyStatus
+from keyledger.errors import InvalidSpec
+from keyledger.lifecycle.conditions import READY, Condition, merge_conditions
+from keyledger.lifecycle.durations import format_duration, parse_duration
+from keyledger.lifecycle.spec import DeletionPolicy, KeySpec, ProviderKind
+from keyledger.lifecycle.status import VERSION_HISTORY_LIMIT, build_status
+from keyledger.lifecycle.versions import KeyVersion
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("5s", 5), ("90d", 90 * 86400), ("1h30m", 5400), ("12h", 43200), ("1d1s", 86401)],
+)
+def test_parse_duration(text: str, seconds: int) -> None:
+    assert parse_duration(text, "spec.rotation.period") == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "90", "d", "1w", "-5s", "1.5h", "0s", "90 d"])
+def test_bad_duration_names_the_field(text: str) -> None:
+    with pytest.raises(InvalidSpec, match=r"spec\.rotation\.period"):
+        parse_duration(text, "spec.rotation.period")
+
+
+@given(st.integers(min_value=1, max_value=10**8))
+def test_format_then_parse_round_trips(seconds: int) -> None:
+    delta = timedelta(seconds=seconds)
+    assert parse_duration(format_duration(delta), "x") == delta
+
+
+def _spec(**extra: object) -> KeySpec:
+    return KeySpec.from_resource(
+        "phi-primary",
+        {
+            "tenant": "acme",
+            "keyType": "PHI_DATA",
+            "providerRef": {"kind": "ClusterKeyProvider", "name": "aws"},
+            **extra,
+        },
+    )
+
+
+def test_spec_defaults() -> None:
+    spec = _spec()
+    assert spec.key_name == "phi-primary"
+    assert spec.provider_ref.kind is ProviderKind.CLUSTER
+    assert spec.deletion_policy is DeletionPolicy.RETAIN
+    assert spec.rollback_window == timedelta(days=7)
+    assert spec.rotation_period is None
+    assert spec.expiry_for(T0) is None
+
+
+def test_spec_expiry_after_and_at() -> None:
+    assert _spec(expiry={"after": "30d"}).expiry_for(T0) == T0 + timedelta(days=30)
+    fixed = _spec(expiry={"at": "2027-01-31T00:00:00Z"})
+    assert fixed.expiry_for(T0) == datetime(2027, 1, 31, tzinfo=UTC)
+
+
+def test_spec_without_timezone_is_refused() -> None:
+    with pytest.raises(InvalidSpec, match=r"spec\.expiry\.at.*timezone"):
+        _spec(expiry={"at": "2027-01-31T00:00:00"})
+
+
+def test_spec_missing_required_fields_says_which() -> None:
+    with pytest.raises(InvalidSpec, match="tenant"):
+        KeySpec.from_resource(
+            "x", {"keyType": "PHI_DATA", "providerRef": {"kind": "KeyProvider", "name": "p"}}
+        )
+
+
+def test_merge_keeps_transition_time_while_status_holds() -> None:
+    first = merge_conditions(
+        None, [Condition(READY, True, "KeyActive", "v1")], generation=1, now=T0
+    )
+    later = T0 + timedelta(hours=1)
+    same = merge_conditions(
+        first, [Condition(READY, True, "KeyActive", "v2")], generation=2, now=later
+    )
+    assert same[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert same[0]["message"] == "v2" and same[0]["observedGeneration"] == 2
+    flipped = merge_conditions(
+        same, [Condition(READY, False, "KeyExpired", "gone")], generation=2, now=later
+    )
+    assert flipped[0]["status"] == "False"
+    assert flipped[0]["lastTransitionTime"] == "2026-01-01T01:00:00Z"
+
+
+def _version(n: int, status: KeyStatus) -> KeyVersion:
+    return KeyVersion(
+        id=uuid.uuid4(),
+        version=n,
+        status=status,
+        kms_key_id=f"kms-{n}",
+        created_at=T0,
+        activated_at=T0,
+    )
+
+
+def test_status_reports_active_version_and_bounded_history() -> None:
+    versions = [_version(n, KeyStatus.ROTATED) for n in range(15, 1, -1)]
+    versions.insert(0, _version(16, KeyStatus.ACTIVE))
+    view = build_status(_spec(), versions, "ClusterKeyProvider aws (awsKms)")
+    assert view.fields["phase"] == "ACTIVE" and view.fields["version"] == 16
+    assert view.fields["previousVersion"]["version"] == 15
+    assert len(view.fields["versions"]) == VERSION_HISTORY_LIMIT
+    assert view.conditions == [
+        Condition(
+            READY, True, "KeyActive", "version 16 is ACTIVE in ClusterKeyProvider aws (awsKms)"
+        )
+    ]
+
+
+def test_status_of_pending_key_is_not_ready() -> None:
+    view = build_status(_spec(), [_version(1, KeyStatus.PENDING)], "p")
+    assert view.conditions[0].status is False
+    assert view.conditions[0].reason == "Creating"
