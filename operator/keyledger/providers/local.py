@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from filelock import FileLock
 
@@ -111,7 +112,7 @@ class LocalBackend:
     def unwrap_data_key(self, ref: str, wrapped: bytes) -> bytes:
         try:
             return AESGCM(self._usable_material(ref)).decrypt(wrapped[:12], wrapped[12:], None)
-        except ValueError as exc:  # InvalidTag and friends: never echo the bytes
+        except (InvalidTag, ValueError) as exc:  # never echo the bytes
             raise ProviderError(f"cannot unwrap data key with {ref}: not wrapped by it") from exc
 
     def close(self) -> None:

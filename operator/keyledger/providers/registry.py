@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 from keyledger.errors import InvalidSpec
@@ -27,8 +28,20 @@ def register_backend(field_name: str) -> Callable[[BackendFactory], BackendFacto
     return decorate
 
 
+# Where each built-in backend lives; imported only when a provider uses it, so
+# that an SDK is loaded (and must be installed) only for the backends in use.
+BUILTIN_BACKEND_MODULES = {
+    "local": "keyledger.providers.local",
+    "awsKms": "keyledger.providers.aws",
+    "vault": "keyledger.providers.vault",
+    "pkcs11": "keyledger.providers.pkcs11",
+    "gcpKms": "keyledger.providers.gcp",
+    "azureKeyVault": "keyledger.providers.azure",
+}
+
+
 def open_backend(config: BackendConfig, settings: Settings) -> KeyBackend:
-    _load_builtin_backends()
+    _load_builtin_backend(config.backend)
     factory = _FACTORIES.get(config.backend)
     if factory is None:
         supported = ", ".join(sorted(_FACTORIES)) or "none"
@@ -40,6 +53,13 @@ def open_backend(config: BackendConfig, settings: Settings) -> KeyBackend:
     return factory(config, settings)
 
 
-def _load_builtin_backends() -> None:
-    # Imported lazily so that a backend's SDK is loaded only when used.
-    from keyledger.providers import local  # noqa: F401, PLC0415
+def _load_builtin_backend(field_name: str) -> None:
+    module = BUILTIN_BACKEND_MODULES.get(field_name)
+    if module is None or field_name in _FACTORIES:
+        return
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return  # not built yet: open_backend reports "not supported"
+        raise

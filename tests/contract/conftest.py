@@ -1,0 +1,81 @@
+"""Discovers the backends under contract test and parametrizes the suite over them.
+
+Tests that need a capability (wrong credentials, an unreachable endpoint, a
+KMS-side primary) are parametrized only over targets that have it: nothing is
+skipped, a backend without credentials simply has no such case.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Iterator
+from contextlib import ExitStack
+from types import ModuleType
+
+import pytest
+
+from tests.contract import backends
+from tests.contract.target import ContractTarget
+
+CAPABILITIES = ("with_wrong_credentials", "unreachable", "primary_ref")
+
+
+def _backend_modules() -> dict[str, ModuleType]:
+    found = {}
+    for info in pkgutil.iter_modules(backends.__path__):
+        module = importlib.import_module(f"{backends.__name__}.{info.name}")
+        found[module.NAME] = module
+    return dict(sorted(found.items()))
+
+
+MODULES = _backend_modules()
+# What each backend can do, declared by its module so that parametrization needs no server.
+DECLARED = {name: set(getattr(m, "CAPABILITIES", ())) for name, m in MODULES.items()}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs(capability): run only on targets that have it")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "target_name" not in metafunc.fixturenames:
+        return
+    needed = {m.args[0] for m in metafunc.definition.iter_markers("needs")}
+    names = [n for n in MODULES if needed <= DECLARED[n]]
+    # No backend with the capability: no cases (deselected below), never a skip.
+    metafunc.parametrize("target_name", names or [_NO_TARGET], scope="session")
+
+
+_NO_TARGET = "no-backend-has-this-capability"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    dropped = [i for i in items if f"[{_NO_TARGET}]" in i.nodeid]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [i for i in items if i not in dropped]
+
+
+@pytest.fixture(scope="session")
+def _targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ContractTarget]]:
+    started: dict[str, ContractTarget] = {}
+    with ExitStack() as stack:
+
+        def start(name: str) -> ContractTarget:
+            if name not in started:
+                workdir = tmp_path_factory.mktemp(f"contract-{name}")
+                started[name] = stack.enter_context(MODULES[name].open_target(workdir))
+                missing = DECLARED[name] - {
+                    c for c in CAPABILITIES if getattr(started[name], c) is not None
+                }
+                assert not missing, f"{name} declares {missing} but its target lacks them"
+            return started[name]
+
+        yield start  # type: ignore[misc]
+
+
+@pytest.fixture
+def target(_targets: object, target_name: str) -> ContractTarget:
+    start = _targets
+    return start(target_name)  # type: ignore[operator,no-any-return]
