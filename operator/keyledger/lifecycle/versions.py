@@ -27,11 +27,28 @@ class KeyVersion:
     last_used_at: datetime | None = None
     can_rollback: bool = False
     rollback_expires_at: datetime | None = None
+    parent_id: uuid.UUID | None = None
 
 
 def current_version(versions: list[KeyVersion]) -> KeyVersion | None:
-    """The version a user thinks of as "the key": the ACTIVE one, else the newest."""
-    for candidate in versions:
+    """The version a user thinks of as "the key".
+
+    The ACTIVE one; else the INACTIVE one activated last (disabled by
+    spec.state, not one rolled back from); else the newest that is not PENDING.
+    """
+    settled = [v for v in versions if v.status is not KeyStatus.PENDING]
+    for candidate in settled:
         if candidate.status is KeyStatus.ACTIVE:
             return candidate
-    return max(versions, key=lambda v: v.version, default=None)
+    inactive = [v for v in settled if v.status is KeyStatus.INACTIVE and v.activated_at]
+    if inactive:
+        return max(inactive, key=lambda v: (v.activated_at, v.version))
+    return max(settled, key=lambda v: v.version, default=None)
+
+
+def pending_version(versions: list[KeyVersion]) -> KeyVersion | None:
+    return next((v for v in versions if v.status is KeyStatus.PENDING), None)
+
+
+def by_id(versions: list[KeyVersion], version_id: uuid.UUID | None) -> KeyVersion | None:
+    return next((v for v in versions if v.id == version_id), None)
