@@ -39,3 +39,13 @@ def read_secret(namespace: str, name: str) -> Mapping[str, str]:
             reason="CredentialsUnavailable",
         ) from None
     return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+
+def patch_status(plural: str, namespace: str, name: str, status: Mapping[str, object]) -> None:
+    """Merge-patch a keyledger resource's status (used where kopf's `patch` is not at hand)."""
+    from keyledger.api import GROUP, VERSION  # noqa: PLC0415
+
+    client.CustomObjectsApi().patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, plural, name, {"status": dict(status)},
+        _content_type="application/merge-patch+json",
+    )

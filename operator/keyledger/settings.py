@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,6 +31,12 @@ class Settings(BaseSettings):
     operator_namespace: str = "keyledger-system"
     # Who the ledger names as the actor of operator-driven transitions.
     actor: str = "keyledger-operator"
+    # How often each key's current version is compared with the KMS. Each key
+    # starts at a random point of the interval and jitters by 10%, so checks of
+    # many keys spread out instead of arriving together.
+    drift_interval: timedelta = timedelta(minutes=10)
+    # Prometheus metrics on this port (0: off).
+    metrics_port: int = 9090
 
     def ledger_url(self) -> str:
         if self.database_url is not None:

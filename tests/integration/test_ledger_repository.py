@@ -42,12 +42,18 @@ def _pending(
     )
 
 
+def _activate(ledger: KeyLedger, record: EncryptionKeyRecord, kms_key_id: str) -> None:
+    ledger.update_version(record, KeyEventType.ACTIVATED, to_status=KeyStatus.ACTIVE,
+                          fields={"kms_key_id": kms_key_id, "activated_at": NOW}, now=NOW,
+                          why=WHY)
+
+
 def test_pending_then_active_writes_audit_rows(ledger_engine: Engine) -> None:
     sessions = make_session_factory(ledger_engine)
     with sessions.begin() as session:
         ledger = KeyLedger(session)
         record = _pending(ledger, "acme", "phi")
-        ledger.activate(record, kms_key_id="kms-1", expires_at=None, now=NOW, why=WHY)
+        _activate(ledger, record, "kms-1")
     with sessions() as session:
         ledger = KeyLedger(session)
         active = ledger.active("acme", "phi")
@@ -67,11 +73,11 @@ def test_second_active_version_is_refused_by_the_database(ledger_engine: Engine)
     with sessions.begin() as session:
         ledger = KeyLedger(session)
         first = _pending(ledger, "acme", "phi", version=1)
-        ledger.activate(first, kms_key_id="kms-1", expires_at=None, now=NOW, why=WHY)
+        _activate(ledger, first, "kms-1")
     with pytest.raises(IntegrityError), sessions.begin() as session:
         ledger = KeyLedger(session)
         second = _pending(ledger, "acme", "phi", version=2)
-        ledger.activate(second, kms_key_id="kms-2", expires_at=None, now=NOW, why=WHY)
+        _activate(ledger, second, "kms-2")
 
 
 def test_concurrent_writers_wait_instead_of_failing(ledger_engine: Engine) -> None:
@@ -91,9 +97,7 @@ def test_concurrent_writers_wait_instead_of_failing(ledger_engine: Engine) -> No
                     ledger = KeyLedger(session)
                     found = ledger.get(record.id)
                     assert found is not None
-                    ledger.activate(
-                        found, kms_key_id=f"kms-{key_name}", expires_at=None, now=NOW, why=WHY
-                    )
+                    _activate(ledger, found, f"kms-{key_name}")
         except BaseException as exc:  # collected and asserted on below
             errors.append(exc)
 

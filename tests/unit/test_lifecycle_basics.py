@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -111,18 +112,19 @@ def _version(n: int, status: KeyStatus) -> KeyVersion:
 def test_status_reports_active_version_and_bounded_history() -> None:
     versions = [_version(n, KeyStatus.ROTATED) for n in range(15, 1, -1)]
     versions.insert(0, _version(16, KeyStatus.ACTIVE))
-    view = build_status(_spec(), versions, "ClusterKeyProvider aws (awsKms)")
+    versions[0] = replace(versions[0], parent_id=versions[1].id)
+    view = build_status(_spec(), versions, "ClusterKeyProvider aws (awsKms)", T0)
     assert view.fields["phase"] == "ACTIVE" and view.fields["version"] == 16
     assert view.fields["previousVersion"]["version"] == 15
     assert len(view.fields["versions"]) == VERSION_HISTORY_LIMIT
-    assert view.conditions == [
-        Condition(
-            READY, True, "KeyActive", "version 16 is ACTIVE in ClusterKeyProvider aws (awsKms)"
-        )
-    ]
+    assert view.conditions[0] == Condition(
+        READY, True, "KeyActive", "version 16 is ACTIVE in ClusterKeyProvider aws (awsKms)"
+    )
+    # Version 15 was never given a rollback window in this history.
+    assert view.conditions[2].reason == "RollbackWindowClosed"
 
 
 def test_status_of_pending_key_is_not_ready() -> None:
-    view = build_status(_spec(), [_version(1, KeyStatus.PENDING)], "p")
+    view = build_status(_spec(), [_version(1, KeyStatus.PENDING)], "p", T0)
     assert view.conditions[0].status is False
     assert view.conditions[0].reason == "Creating"

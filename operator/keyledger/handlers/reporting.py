@@ -13,11 +13,20 @@ from keyledger.lifecycle.conditions import READY, Condition, merge_conditions
 from keyledger.operations.outcome import Outcome
 
 
-def apply_outcome(outcome: Outcome, body: kopf.Body, patch: kopf.Patch) -> None:
+def status_patch(outcome: Outcome, body: kopf.Body) -> dict[str, Any]:
+    """The merge patch for `status`: the outcome's fields and its conditions merged in."""
     status: dict[str, Any] = dict(outcome.status)
     status["conditions"] = _conditions(body, outcome.conditions)
     status["observedGeneration"] = body.metadata.get("generation")
-    patch.status.update(status)
+    return status
+
+
+def apply_outcome(outcome: Outcome, body: kopf.Body, patch: kopf.Patch) -> None:
+    patch.status.update(status_patch(outcome, body))
+    post_events(outcome, body)
+
+
+def post_events(outcome: Outcome, body: kopf.Body) -> None:
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import kopf
+import prometheus_client
 
 from keyledger.api import FINALIZER, KOPF_ANNOTATION_PREFIX
 from keyledger.kube import load_kubernetes_config, read_secret
@@ -28,7 +29,10 @@ def start_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     settings.watching.client_timeout = 300
     settings.execution.max_workers = 8
     load_kubernetes_config()
-    memo.runtime = build_runtime(get_settings(), read_secret)
+    config = get_settings()
+    if config.metrics_port:
+        prometheus_client.start_http_server(config.metrics_port)
+    memo.runtime = build_runtime(config, read_secret)
 
 
 @kopf.on.cleanup()

@@ -1,4 +1,4 @@
-"""Builds an EncryptionKey's status from ledger versions and the spec."""
+"""Builds an EncryptionKey's status and conditions from ledger versions, spec and time."""
 
 from __future__ import annotations
 
@@ -7,12 +7,30 @@ from datetime import datetime
 from typing import Any
 
 from keyledger.domain import KeyStatus
-from keyledger.lifecycle.conditions import READY, Condition, rfc3339
+from keyledger.lifecycle.conditions import (
+    DRIFTED,
+    EXPIRING,
+    READY,
+    ROLLBACK_AVAILABLE,
+    ROTATING,
+    Condition,
+    rfc3339,
+)
+from keyledger.lifecycle.plan import rollback_refusal
+from keyledger.lifecycle.schedule import build_schedule
 from keyledger.lifecycle.spec import DesiredState, KeySpec
-from keyledger.lifecycle.versions import KeyVersion, current_version
+from keyledger.lifecycle.versions import KeyVersion, by_id, current_version, pending_version
 
 # Status keeps this many versions; the ledger keeps them all.
 VERSION_HISTORY_LIMIT = 10
+
+
+@dataclass(frozen=True)
+class Drift:
+    """What the last drift check saw of the current version in the KMS."""
+
+    drifted: bool
+    message: str
 
 
 @dataclass(frozen=True)
@@ -39,16 +57,34 @@ def _version_entry(version: KeyVersion) -> dict[str, Any]:
     return {k: v for k, v in entry.items() if v is not None}
 
 
-def build_status(spec: KeySpec, versions: list[KeyVersion], provider_label: str) -> KeyStatusView:
-    """Status fields and the Ready condition for `versions` (newest first)."""
+def build_status(
+    spec: KeySpec,
+    versions: list[KeyVersion],
+    provider_label: str,
+    now: datetime,
+    *,
+    drift: Drift | None = None,
+    handled_requests: dict[str, str] | None = None,
+) -> KeyStatusView:
+    """Status fields and conditions for `versions` (newest first).
+
+    Every field is always written (None clears it), so a merge patch never
+    leaves a stale value behind.
+    """
     current = current_version(versions)
+    pending = pending_version(versions)
+    fields: dict[str, Any] = {"lastHandledRequests": handled_requests or None}
     if current is None:
-        return KeyStatusView(
-            fields={"phase": KeyStatus.PENDING.value},
-            conditions=[Condition(READY, False, "Creating", "no version exists yet")],
-        )
-    previous = next((v for v in versions if v.version < current.version), None)
-    fields: dict[str, Any] = {
+        fields["phase"] = KeyStatus.PENDING.value
+        conditions = [
+            Condition(READY, False, "Creating", f"version 1 is being created in {provider_label}"),
+            Condition(ROTATING, False, "Idle", "no rotation in progress"),
+        ]
+        return KeyStatusView(fields=fields, conditions=conditions)
+    parent = by_id(versions, current.parent_id)
+    schedule = build_schedule(spec, current, versions)
+    window_open = parent is not None and rollback_refusal(current, parent, now) is None
+    fields.update({
         "phase": current.status.value,
         "version": current.version,
         "keyId": str(current.id),
@@ -57,30 +93,81 @@ def build_status(spec: KeySpec, versions: list[KeyVersion], provider_label: str)
         "expiresAt": _time(current.expires_at),
         "rotatedAt": _time(current.rotated_at),
         "lastUsedAt": _time(current.last_used_at),
-        "previousVersion": _version_entry(previous) if previous else None,
+        "nextRotationAt": _time(schedule.next_rotation_at),
+        "rollbackExpiresAt": _time(parent.rollback_expires_at) if window_open and parent else None,
+        "previousVersion": _version_entry(parent) if parent else None,
         "versions": [_version_entry(v) for v in versions[:VERSION_HISTORY_LIMIT]],
-    }
-    return KeyStatusView(fields=fields, conditions=[_ready(spec, current, provider_label)])
+    })
+    conditions = [
+        _ready(spec, current, provider_label, drift),
+        _rotating(pending),
+        _rollback_available(current, parent, now),
+        _expiring(current, schedule.expiring_from, now),
+    ]
+    if drift is not None:
+        conditions.append(
+            Condition(DRIFTED, drift.drifted, "KmsStateDiffers" if drift.drifted else "InSync",
+                      drift.message)
+        )
+    return KeyStatusView(fields=fields, conditions=conditions)
 
 
-def _ready(spec: KeySpec, current: KeyVersion, provider_label: str) -> Condition:
+def _ready(spec: KeySpec, current: KeyVersion, provider_label: str, drift: Drift | None
+           ) -> Condition:
+    number = current.version
+    if drift is not None and drift.drifted:
+        return Condition(READY, False, "Drifted", drift.message)
     if current.status is KeyStatus.ACTIVE and spec.state is DesiredState.ACTIVE:
+        return Condition(READY, True, "KeyActive", f"version {number} is ACTIVE in {provider_label}")
+    if current.status is KeyStatus.EXPIRED:
         return Condition(
-            READY,
-            True,
-            "KeyActive",
-            f"version {current.version} is ACTIVE in {provider_label}",
+            READY, False, "KeyExpired",
+            f"version {number} expired at {_time(current.expires_at)}; no new encryption. "
+            "Rotate it (annotate keyledger.io/rotate-requested-at) or set spec.rotation",
         )
-    if current.status is KeyStatus.PENDING:
+    if current.status is KeyStatus.COMPROMISED:
+        return Condition(READY, False, "KeyCompromised",
+                         f"version {number} is COMPROMISED; a replacement is being made")
+    if current.status is KeyStatus.INACTIVE or spec.state is DesiredState.INACTIVE:
         return Condition(
-            READY,
-            False,
-            "Creating",
-            f"version {current.version} is being created in {provider_label}",
+            READY, False, "KeyInactive",
+            f"spec.state is Inactive: version {number} encrypts nothing new; "
+            "data written under it still decrypts",
         )
-    return Condition(
-        READY,
-        False,
-        f"Key{current.status.value.capitalize()}",
-        f"version {current.version} is {current.status.value}",
-    )
+    return Condition(READY, False, f"Key{current.status.value.capitalize()}",
+                     f"version {number} is {current.status.value}")
+
+
+def _rotating(pending: KeyVersion | None) -> Condition:
+    if pending is None:
+        return Condition(ROTATING, False, "Idle", "no rotation in progress")
+    return Condition(ROTATING, True, "VersionPending",
+                     f"version {pending.version} is being created")
+
+
+def _rollback_available(current: KeyVersion, parent: KeyVersion | None, now: datetime
+                        ) -> Condition:
+    refusal = rollback_refusal(current, parent, now)
+    if refusal is None:
+        assert parent is not None
+        return Condition(
+            ROLLBACK_AVAILABLE, True, "WindowOpen",
+            f"version {parent.version} can be made primary again until "
+            f"{_time(parent.rollback_expires_at)}",
+        )
+    reason, message = refusal
+    return Condition(ROLLBACK_AVAILABLE, False, reason, message)
+
+
+def _expiring(current: KeyVersion, warn_from: datetime | None, now: datetime) -> Condition:
+    expires_at = current.expires_at
+    if expires_at is None:
+        return Condition(EXPIRING, False, "NoExpiry", "the current version does not expire")
+    if current.status is KeyStatus.EXPIRED or expires_at <= now:
+        return Condition(EXPIRING, False, "Expired",
+                         f"version {current.version} expired at {_time(expires_at)}")
+    if warn_from is not None and warn_from <= now:
+        return Condition(EXPIRING, True, "ExpiresSoon",
+                         f"version {current.version} expires at {_time(expires_at)}")
+    return Condition(EXPIRING, False, "NotYet",
+                     f"version {current.version} expires at {_time(expires_at)}")

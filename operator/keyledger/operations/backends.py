@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Callable, Mapping
 
+from keyledger.metrics import InstrumentedBackend
 from keyledger.operations.providers import ProviderView
 from keyledger.providers.base import BackendConfig, KeyBackend
 from keyledger.providers.registry import open_backend
@@ -37,7 +38,7 @@ class BackendCache:
             cached = self._open.get(slot)
             if cached is not None and cached[0] == fingerprint:
                 return cached[1]
-            backend = open_backend(
+            backend: KeyBackend = InstrumentedBackend(open_backend(
                 BackendConfig(
                     provider_name=provider.name,
                     backend=provider.backend,
@@ -45,7 +46,7 @@ class BackendCache:
                     credentials=credentials,
                 ),
                 self.settings,
-            )
+            ))
             if cached is not None:
                 cached[1].close()
             self._open[slot] = (fingerprint, backend)

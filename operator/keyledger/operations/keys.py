@@ -1,24 +1,56 @@
-"""Create, report and retire an EncryptionKey's versions."""
+"""Drives an EncryptionKey's versions: plan the next action, do it, report.
+
+Each KMS step happens outside a database transaction and is idempotent (the
+marker ties a KMS key to its ledger row); each ledger step is one transaction.
+After every action the ledger is read again and the planner asked again, so a
+crash at any point resumes from the ledger alone.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.domain import KeyEventType, KeyStatus
-from keyledger.errors import InvalidSpec, ProviderNotReady
+from keyledger.errors import InvalidSpec, LedgerConflict, ProviderNotReady
+from keyledger.failpoints import failpoint
+from keyledger.lifecycle.plan import (
+    Action,
+    CloseRollbackWindow,
+    Compromise,
+    CreateVersion,
+    Deactivate,
+    Expire,
+    FinishPending,
+    Reactivate,
+    RefuseRequest,
+    RequestKind,
+    Rollback,
+    plan_next,
+)
+from keyledger.lifecycle.requests import pending_requests
 from keyledger.lifecycle.spec import DeletionPolicy, KeySpec
-from keyledger.lifecycle.status import build_status
-from keyledger.lifecycle.versions import KeyVersion
+from keyledger.lifecycle.status import Drift, build_status
+from keyledger.lifecycle.transitions import NewVersion, RowChange, changes_for
+from keyledger.lifecycle.versions import KeyVersion, current_version
 from keyledger.operations.outcome import Outcome
-from keyledger.providers.base import KeyBackend, KeyVersionRequest, KmsKeyState, idempotency_marker
+from keyledger.providers.base import (
+    KeyBackend,
+    KeyVersionRequest,
+    KmsKeyState,
+    idempotency_marker,
+)
 from keyledger.store.models import EncryptionKeyRecord
 from keyledger.store.repository import KeyLedger, Transition
 
 Clock = Callable[[], datetime]
+# More than any real sequence needs (e.g. finish, compromise, replace, close window).
+MAX_ACTIONS_PER_PASS = 12
 
 
 def utcnow() -> datetime:
@@ -34,6 +66,7 @@ class KeyResource:
     name: str
     generation: int | None
     spec: KeySpec
+    annotations: Mapping[str, str]
 
     @property
     def qualified_name(self) -> str:
@@ -53,7 +86,15 @@ def to_version(record: EncryptionKeyRecord) -> KeyVersion:
         last_used_at=record.last_used_at,
         can_rollback=record.can_rollback,
         rollback_expires_at=record.rollback_expires_at,
+        parent_id=record.parent_key_id,
     )
+
+
+@dataclass(frozen=True)
+class LedgerView:
+    versions: list[KeyVersion]
+    handled: dict[RequestKind, set[str]]
+    last_handled: dict[str, str]
 
 
 class KeyOperations:
@@ -61,44 +102,60 @@ class KeyOperations:
         self.sessions = sessions
         self.actor = actor
         self.clock = clock
+        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
 
-    def reconcile(
-        self,
-        key: KeyResource,
-        backend: KeyBackend,
-        provider_label: str,
-        correlation_id: str | None = None,
-    ) -> Outcome:
-        """Make sure the key has an ACTIVE version; idempotent, resumable after a crash."""
+    def _lock(self, key: KeyResource) -> threading.Lock:
+        # Handlers and the schedule daemon may act on one key at once; one at a time.
+        with self._locks_guard:
+            return self._locks[key.uid]
+
+    # -- entry points -----------------------------------------------------------------
+
+    def reconcile(self, key: KeyResource, backend: KeyBackend, provider_label: str,
+                  correlation_id: str | None = None, drift: Drift | None = None) -> Outcome:
+        """Bring the key to where spec, requests and time say it should be."""
         outcome = Outcome()
         why = Transition(actor=self.actor, correlation_id=correlation_id)
-        pending = self._ensure_version_row(key, backend, why, outcome)
-        if pending is not None:
-            self._create_in_kms(key, pending, backend, why, outcome)
-        self._report(key, provider_label, outcome)
+        with self._lock(key):
+            self._claim(key, why, outcome)
+            for _ in range(MAX_ACTIONS_PER_PASS):
+                view = self._load(key)
+                requests = pending_requests(key.annotations, view.handled)
+                action = plan_next(key.spec, view.versions, requests, self.clock())
+                if action is None:
+                    break
+                self._execute(action, view.versions, key, backend, why, outcome)
+            self._report(key, provider_label, drift, outcome)
         return outcome
 
-    def status(self, key: KeyResource, provider_label: str) -> Outcome:
+    def check_drift(self, key: KeyResource, backend: KeyBackend, provider_label: str,
+                    was_drifted: bool, correlation_id: str | None = None) -> Outcome:
+        """Compare the current version with the KMS; report, never repair."""
         outcome = Outcome()
-        self._report(key, provider_label, outcome)
+        with self._lock(key):
+            view = self._load(key)
+            current = current_version(view.versions)
+            if current is None or current.kms_key_id is None:
+                self._report(key, provider_label, None, outcome)
+                return outcome
+            drift = _observe(current, backend.describe(current.kms_key_id).state)
+            if drift.drifted != was_drifted:
+                self._record_drift(key, current, drift, correlation_id, outcome)
+            self._report(key, provider_label, drift, outcome)
         return outcome
 
-    def retire(
-        self, key: KeyResource, backend: KeyBackend | None, correlation_id: str | None
-    ) -> Outcome:
+    def retire(self, key: KeyResource, backend: KeyBackend | None, correlation_id: str | None
+               ) -> Outcome:
         """Apply `spec.deletionPolicy` when the resource is deleted; ledger rows stay."""
         outcome = Outcome()
         spec = key.spec
-        why = Transition(
-            actor=self.actor,
-            correlation_id=correlation_id,
-            reason=f"EncryptionKey {key.qualified_name} deleted",
-        )
-        with self.sessions.begin() as session:
+        why = Transition(actor=self.actor, correlation_id=correlation_id,
+                         reason=f"EncryptionKey {key.qualified_name} deleted")
+        with self._lock(key), self.sessions.begin() as session:
             ledger = KeyLedger(session)
-            records = [
-                r for r in ledger.versions(spec.tenant, spec.key_name) if r.resource_uid == key.uid
-            ]
+            records = [r for r in ledger.versions(spec.tenant, spec.key_name)
+                       if r.resource_uid == key.uid]
             now = self.clock()
             live = [r for r in records if r.kms_key_id and r.status is not KeyStatus.COMPROMISED]
             if spec.deletion_policy is not DeletionPolicy.RETAIN and live and backend is None:
@@ -108,133 +165,196 @@ class KeyOperations:
                 )
             for record in live:
                 assert record.kms_key_id is not None
-                event = self._apply_deletion_policy(spec, backend, record.kms_key_id)
-                ledger.record_event(
-                    record,
-                    event,
-                    from_status=record.status,
-                    to_status=record.status,
-                    now=now,
-                    why=why,
-                )
+                event = _apply_deletion_policy(spec, backend, record.kms_key_id)
+                ledger.record_event(record, event, from_status=record.status,
+                                    to_status=record.status, now=now, why=why)
             ledger.release(spec.tenant, spec.key_name, now=now)
-        outcome.note(
-            "Deleted",
-            f"applied deletionPolicy {spec.deletion_policy.value} to "
-            f"{len(live)} version(s); ledger rows kept for audit",
-        )
+        outcome.note("Deleted", f"applied deletionPolicy {spec.deletion_policy.value} to "
+                                f"{len(live)} version(s); ledger rows kept for audit")
         return outcome
 
-    # -- steps ----------------------------------------------------------------------
+    # -- steps --------------------------------------------------------------------------
 
-    def _ensure_version_row(
-        self, key: KeyResource, backend: KeyBackend, why: Transition, outcome: Outcome
-    ) -> EncryptionKeyRecord | None:
-        """The PENDING version that still needs its KMS key, creating version 1 if none exists."""
+    def _claim(self, key: KeyResource, why: Transition, outcome: Outcome) -> None:
+        """Refuse a key name another resource manages; take over a released history."""
         spec = key.spec
         with self.sessions.begin() as session:
             ledger = KeyLedger(session)
             latest = ledger.latest(spec.tenant, spec.key_name)
-            now = self.clock()
-            if latest is not None and latest.resource_uid not in (None, key.uid):
+            if latest is None or latest.resource_uid == key.uid:
+                return
+            if latest.resource_uid is not None:
                 raise InvalidSpec(
                     f"spec.keyName: tenant {spec.tenant!r} already has a key "
                     f"{spec.key_name!r} managed by EncryptionKey {latest.resource_name}; "
                     "choose another spec.keyName",
                     reason="KeyNameTaken",
                 )
-            if latest is not None and latest.resource_uid is None:
-                ledger.claim(
-                    spec.tenant,
-                    spec.key_name,
-                    resource_uid=key.uid,
-                    resource_name=key.qualified_name,
-                    now=now,
-                )
-                outcome.note(
-                    "Adopted",
-                    f"took over the ledger history of {spec.tenant}/"
-                    f"{spec.key_name} (latest version {latest.version})",
-                )
-            if latest is None:
-                latest = ledger.add_pending(
-                    tenant=spec.tenant,
-                    key_name=spec.key_name,
-                    key_type=spec.key_type,
-                    version=1,
-                    provider=backend.provider,
-                    region=backend.region,
-                    endpoint=backend.endpoint,
-                    algorithm=spec.algorithm,
-                    purpose=spec.purpose,
-                    compliance_tags=dict(spec.compliance_tags),
-                    authorized_services=list(spec.authorized_services),
-                    access_policy=dict(spec.access_policy),
-                    parent=None,
-                    resource_uid=key.uid,
-                    resource_name=key.qualified_name,
-                    now=now,
-                    why=why,
-                )
-            return latest if latest.status is KeyStatus.PENDING else None
+            now = self.clock()
+            ledger.claim(spec.tenant, spec.key_name, resource_uid=key.uid,
+                         resource_name=key.qualified_name, now=now)
+            ledger.record_event(latest, KeyEventType.ADOPTED, from_status=latest.status,
+                                to_status=latest.status, now=now, why=why,
+                                details={"resource": key.qualified_name})
+        outcome.note("Adopted", f"took over the ledger history of {spec.tenant}/"
+                                f"{spec.key_name} (latest version {latest.version})")
 
-    def _create_in_kms(
-        self,
-        key: KeyResource,
-        pending: EncryptionKeyRecord,
-        backend: KeyBackend,
-        why: Transition,
-        outcome: Outcome,
-    ) -> None:
+    def _load(self, key: KeyResource) -> LedgerView:
+        with self.sessions() as session:
+            ledger = KeyLedger(session)
+            versions = [to_version(r) for r in ledger.versions(key.spec.tenant,
+                                                                 key.spec.key_name)]
+            history = ledger.request_history(key.spec.tenant, key.spec.key_name)
+        handled: dict[RequestKind, set[str]] = defaultdict(set)
+        last: dict[str, str] = {}
+        for kind, token in history:
+            handled[RequestKind(kind)].add(token)
+            last[kind] = token
+        return LedgerView(versions, dict(handled), last)
+
+    def _execute(self, action: Action, versions: list[KeyVersion], key: KeyResource,
+                 backend: KeyBackend, why: Transition, outcome: Outcome) -> None:
+        kms_key_id: str | None = None
+        match action:
+            case FinishPending(pending=pending):
+                request = _version_request(key, pending)
+                kms_key = backend.create_key_version(request)
+                failpoint("finish-pending.after-kms-create")
+                backend.make_primary(kms_key.ref, request)
+                failpoint("finish-pending.after-make-primary")
+                kms_key_id = kms_key.ref
+            case Rollback(target=target):
+                assert target.kms_key_id is not None
+                backend.make_primary(target.kms_key_id, _version_request(key, target))
+                failpoint("rollback.after-make-primary")
+            case Compromise(version=version) if version.kms_key_id is not None:
+                # Disable first: a leaked key stops working before anything else happens.
+                if backend.describe(version.kms_key_id).state is KmsKeyState.ENABLED:
+                    backend.disable(version.kms_key_id)
+                failpoint("compromise.after-kms-disable")
+        changes = changes_for(action, versions, key.spec, self.clock(), kms_key_id)
+        self._commit(key, backend, versions, changes, why)
+        failpoint(f"{type(action).__name__}.after-ledger")
+        _narrate(action, outcome)
+
+    def _commit(self, key: KeyResource, backend: KeyBackend, planned: list[KeyVersion],
+                changes: list[RowChange], why: Transition) -> None:
         spec = key.spec
-        request = KeyVersionRequest(
-            tenant=spec.tenant,
-            key_name=spec.key_name,
-            version=pending.version,
-            algorithm=spec.algorithm,
-            # The marker ties the KMS key to this ledger row: a retry after a crash
-            # finds the key it already made instead of making a second one.
-            marker=idempotency_marker(str(pending.id), pending.version),
-            labels={
-                "tenant": spec.tenant,
-                "key-name": spec.key_name,
-                "version": str(pending.version),
-            },
-        )
-        kms_key = backend.create_key_version(request)
-        backend.make_primary(kms_key.ref, request)
+        statuses = {v.id: v.status for v in planned}
         with self.sessions.begin() as session:
             ledger = KeyLedger(session)
-            record = ledger.get(pending.id)
-            if record is None or record.status is not KeyStatus.PENDING:
-                return  # another worker finished it meanwhile
             now = self.clock()
-            ledger.activate(
-                record, kms_key_id=kms_key.ref, expires_at=spec.expiry_for(now), now=now, why=why
-            )
-        outcome.note(
-            "Activated",
-            f"version {pending.version} created in "
-            f"{backend.provider.value} and ACTIVE: {kms_key.ref}",
-        )
+            for change in changes:
+                if isinstance(change, NewVersion):
+                    parent = ledger.get(change.parent_id) if change.parent_id else None
+                    ledger.add_pending(
+                        tenant=spec.tenant, key_name=spec.key_name, key_type=spec.key_type,
+                        version=change.version, provider=backend.provider,
+                        region=backend.region, endpoint=backend.endpoint,
+                        algorithm=spec.algorithm, purpose=spec.purpose,
+                        compliance_tags=dict(spec.compliance_tags),
+                        authorized_services=list(spec.authorized_services),
+                        access_policy=dict(spec.access_policy), parent=parent,
+                        resource_uid=key.uid, resource_name=key.qualified_name,
+                        now=now, why=why, details=change.details,
+                    )
+                    continue
+                record = ledger.get(change.version_id)
+                if record is None or record.status is not statuses[change.version_id]:
+                    # Someone else moved this version since we planned: plan again.
+                    raise LedgerConflict(f"version {change.version_id} changed while planning")
+                ledger.update_version(record, change.event, to_status=change.to_status,
+                                      fields=change.fields, now=now, why=why,
+                                      details=change.details)
 
-    def _report(self, key: KeyResource, provider_label: str, outcome: Outcome) -> None:
-        with self.sessions() as session:
-            records = KeyLedger(session).versions(key.spec.tenant, key.spec.key_name)
-            versions = [to_version(r) for r in records]
-        view = build_status(key.spec, versions, provider_label)
-        outcome.status.update(view.fields)
-        outcome.conditions.extend(view.conditions)
+    def _record_drift(self, key: KeyResource, current: KeyVersion, drift: Drift,
+                      correlation_id: str | None, outcome: Outcome) -> None:
+        why = Transition(actor=self.actor, correlation_id=correlation_id, reason=drift.message)
+        event = KeyEventType.DRIFT_DETECTED if drift.drifted else KeyEventType.DRIFT_RESOLVED
+        with self.sessions.begin() as session:
+            ledger = KeyLedger(session)
+            record = ledger.get(current.id)
+            assert record is not None
+            ledger.record_event(record, event, from_status=record.status,
+                                to_status=record.status, now=self.clock(), why=why)
+        if drift.drifted:
+            outcome.warn("DriftDetected", drift.message)
+        else:
+            outcome.note("DriftResolved", drift.message)
 
-    @staticmethod
-    def _apply_deletion_policy(spec: KeySpec, backend: KeyBackend | None, ref: str) -> KeyEventType:
-        if spec.deletion_policy is DeletionPolicy.RETAIN or backend is None:
-            return KeyEventType.DELETION_RETAINED
-        state = backend.describe(ref).state
-        if spec.deletion_policy is DeletionPolicy.DISABLE:
-            if state is KmsKeyState.ENABLED:
-                backend.disable(ref)
-            return KeyEventType.DELETION_DISABLED
-        if state is not KmsKeyState.PENDING_DELETION and state is not KmsKeyState.MISSING:
-            backend.schedule_deletion(ref, spec.deletion_window_days)
-        return KeyEventType.DELETION_SCHEDULED
+    def _report(self, key: KeyResource, provider_label: str, drift: Drift | None,
+                outcome: Outcome) -> None:
+        view = self._load(key)
+        status = build_status(key.spec, view.versions, provider_label, self.clock(),
+                              drift=drift, handled_requests=view.last_handled)
+        outcome.status.update(status.fields)
+        outcome.conditions.extend(status.conditions)
+
+
+def _version_request(key: KeyResource, version: KeyVersion) -> KeyVersionRequest:
+    spec = key.spec
+    return KeyVersionRequest(
+        tenant=spec.tenant,
+        key_name=spec.key_name,
+        version=version.version,
+        algorithm=spec.algorithm,
+        # The marker ties the KMS key to this ledger row: a retry after a crash
+        # finds the key it already made instead of making a second one.
+        marker=idempotency_marker(str(version.id), version.version),
+        labels={"tenant": spec.tenant, "key-name": spec.key_name,
+                "version": str(version.version)},
+    )
+
+
+# Ledger statuses whose KMS key should be usable.
+_EXPECT_ENABLED = frozenset({KeyStatus.ACTIVE, KeyStatus.INACTIVE, KeyStatus.ROTATED,
+                             KeyStatus.EXPIRED})
+
+
+def _observe(current: KeyVersion, state: KmsKeyState) -> Drift:
+    ref = current.kms_key_id
+    if current.status in _EXPECT_ENABLED and state is not KmsKeyState.ENABLED:
+        return Drift(True, f"version {current.version} is {current.status.value} in the ledger "
+                           f"but {state.value} in the KMS ({ref}); changed outside keyledger")
+    return Drift(False, f"version {current.version} matches the KMS ({state.value})")
+
+
+def _narrate(action: Action, outcome: Outcome) -> None:
+    match action:
+        case FinishPending(pending=pending) if pending.parent_id is None:
+            outcome.note("Activated", f"version {pending.version} created and ACTIVE")
+        case FinishPending(pending=pending):
+            outcome.note("Rotated", f"version {pending.version} is ACTIVE")
+        case CreateVersion(trigger=trigger, parent=parent) if parent is not None:
+            outcome.note("Rotating", f"rotating version {parent.version} ({trigger.value})")
+        case Rollback(current=current, target=target):
+            outcome.note("RolledBack", f"version {target.version} is primary again; "
+                                       f"version {current.version} is INACTIVE")
+        case RefuseRequest(kind=kind, reason=reason, message=message):
+            outcome.warn(reason, f"{kind.value} request refused: {message}")
+        case Compromise(version=version, reason=reason):
+            outcome.warn("KeyCompromised", f"version {version.version} disabled and marked "
+                                           f"COMPROMISED: {reason}")
+        case Expire(version=version):
+            outcome.warn("KeyExpired", f"version {version.version} expired")
+        case CloseRollbackWindow(version=version):
+            outcome.note("RollbackWindowClosed",
+                         f"version {version.version} can no longer be made primary")
+        case Deactivate(version=version):
+            outcome.note("Deactivated", f"version {version.version} is INACTIVE (spec.state)")
+        case Reactivate(version=version):
+            outcome.note("Reactivated", f"version {version.version} is ACTIVE again")
+
+
+def _apply_deletion_policy(spec: KeySpec, backend: KeyBackend | None, ref: str) -> KeyEventType:
+    if spec.deletion_policy is DeletionPolicy.RETAIN or backend is None:
+        return KeyEventType.DELETION_RETAINED
+    state = backend.describe(ref).state
+    if spec.deletion_policy is DeletionPolicy.DISABLE:
+        if state is KmsKeyState.ENABLED:
+            backend.disable(ref)
+        return KeyEventType.DELETION_DISABLED
+    if state is not KmsKeyState.PENDING_DELETION and state is not KmsKeyState.MISSING:
+        backend.schedule_deletion(ref, spec.deletion_window_days)
+    return KeyEventType.DELETION_SCHEDULED
+

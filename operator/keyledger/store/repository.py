@@ -79,6 +79,24 @@ class KeyLedger:
             .order_by(KeyEventRecord.id)
         ).all()
 
+    def request_history(self, tenant: str, key_name: str) -> list[tuple[str, str]]:
+        """(request kind, token) of every handled annotation request, oldest first."""
+        events = self.session.scalars(
+            select(KeyEventRecord)
+            .where(
+                KeyEventRecord.tenant_id == tenant,
+                KeyEventRecord.key_name == key_name,
+                KeyEventRecord.details.is_not(None),
+            )
+            .order_by(KeyEventRecord.id)
+        ).all()
+        history = []
+        for event in events:
+            details = event.details or {}
+            if details.get("request") and details.get("token"):
+                history.append((str(details["request"]), str(details["token"])))
+        return history
+
     # -- writes -------------------------------------------------------------------
 
     def add_pending(
@@ -101,6 +119,7 @@ class KeyLedger:
         resource_name: str,
         now: datetime,
         why: Transition,
+        details: dict[str, Any] | None = None,
     ) -> EncryptionKeyRecord:
         record = EncryptionKeyRecord(
             id=uuid.uuid4(),
@@ -136,32 +155,40 @@ class KeyLedger:
             to_status=KeyStatus.PENDING,
             now=now,
             why=why,
+            details=details,
         )
         return record
 
-    def activate(
+    def update_version(
         self,
         record: EncryptionKeyRecord,
+        event_type: KeyEventType,
         *,
-        kms_key_id: str,
-        expires_at: datetime | None,
+        to_status: KeyStatus | None,
+        fields: dict[str, Any],
         now: datetime,
         why: Transition,
+        details: dict[str, Any] | None = None,
     ) -> None:
+        """Change one version and write its audit row; flushed at once so that the
+        database checks (one ACTIVE per key) see each step in order."""
         before = record.status
-        record.kms_key_id = kms_key_id
-        record.status = KeyStatus.ACTIVE
-        record.activated_at = now
-        record.expires_at = expires_at
+        for name, value in fields.items():
+            setattr(record, name, value)
+        if to_status is not None:
+            record.status = to_status
+            if to_status is KeyStatus.ROTATED:
+                record.rotated_by = why.actor
         record.updated_at = now
         self.session.flush()
         self.record_event(
             record,
-            KeyEventType.ACTIVATED,
+            event_type,
             from_status=before,
-            to_status=KeyStatus.ACTIVE,
+            to_status=record.status,
             now=now,
             why=why,
+            details=details or None,
         )
 
     def release(self, tenant: str, key_name: str, *, now: datetime) -> None:

@@ -1,0 +1,45 @@
+"""Reading an EncryptionKey body and its provider, shared by handlers and the daemon."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from keyledger.lifecycle.conditions import DRIFTED
+from keyledger.lifecycle.spec import KeySpec
+from keyledger.lifecycle.status import Drift
+from keyledger.operations.keys import KeyResource
+from keyledger.operations.providers import ProviderView, resolve_provider
+
+
+def key_resource(body: kopf.Body) -> KeyResource:
+    return KeyResource(
+        uid=body.metadata.uid or "",
+        namespace=body.metadata.namespace or "",
+        name=body.metadata.name or "",
+        generation=body.metadata.get("generation"),
+        spec=KeySpec.from_resource(body.metadata.name or "", body.spec),
+        annotations=dict(body.metadata.annotations),
+    )
+
+
+def provider_for(key: KeyResource, indexes: dict[str, Any]) -> ProviderView:
+    """Resolve against the provider indexes kopf passes as handler kwargs."""
+    cluster: kopf.Index[str, ProviderView] = indexes["cluster_provider_index"]
+    namespaced: kopf.Index[tuple[str, str], ProviderView] = indexes["key_provider_index"]
+    return resolve_provider(
+        key.spec.provider_ref,
+        key_namespace=key.namespace,
+        tenant=key.spec.tenant,
+        cluster_providers={name: next(iter(store)) for name, store in cluster.items()},
+        namespaced_providers={ref: next(iter(store)) for ref, store in namespaced.items()},
+    )
+
+
+def last_drift(body: kopf.Body) -> Drift | None:
+    """The drift the last check reported, so other passes keep Ready honest until the next."""
+    for condition in body.status.get("conditions") or ():
+        if condition.get("type") == DRIFTED:
+            return Drift(condition.get("status") == "True", str(condition.get("message", "")))
+    return None
