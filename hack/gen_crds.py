@@ -335,7 +335,7 @@ READY_COLUMN = {
 AGE_COLUMN = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
 
-def crd(  # noqa: PLR0917  # mirrors the CRD's own fields, read side by side
+def crd(  # mirrors the CRD's own fields, read side by side
     kind: str,
     plural: str,
     short: str,

@@ -46,6 +46,11 @@ def patch_status(plural: str, namespace: str, name: str, status: Mapping[str, ob
     from keyledger.api import GROUP, VERSION  # noqa: PLC0415
 
     client.CustomObjectsApi().patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, plural, name, {"status": dict(status)},
+        GROUP,
+        VERSION,
+        namespace,
+        plural,
+        name,
+        {"status": dict(status)},
         _content_type="application/merge-patch+json",
     )

@@ -77,8 +77,9 @@ class InstrumentedBackend:
         self._call("enable", lambda: self.inner.enable(ref))
 
     def schedule_deletion(self, ref: str, window_days: int) -> datetime:
-        return self._call("schedule_deletion",
-                          lambda: self.inner.schedule_deletion(ref, window_days))
+        return self._call(
+            "schedule_deletion", lambda: self.inner.schedule_deletion(ref, window_days)
+        )
 
     def generate_data_key(self, ref: str) -> DataKey:
         return self._call("generate_data_key", lambda: self.inner.generate_data_key(ref))

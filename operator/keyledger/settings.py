@@ -6,8 +6,10 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from keyledger.lifecycle.durations import parse_duration
 
 
 def _default_data_dir() -> Path:
@@ -37,6 +39,14 @@ class Settings(BaseSettings):
     drift_interval: timedelta = timedelta(minutes=10)
     # Prometheus metrics on this port (0: off).
     metrics_port: int = 9090
+
+    @field_validator("drift_interval", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        # The same spelling as durations in specs: 10m, 30s, 1h.
+        if isinstance(value, str) and value and value[-1] in "smhd":
+            return parse_duration(value, "KEYLEDGER_DRIFT_INTERVAL")
+        return value
 
     def ledger_url(self) -> str:
         if self.database_url is not None:

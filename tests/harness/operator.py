@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 @dataclass
@@ -21,6 +30,9 @@ class OperatorProcess:
     database_url: str
     data_dir: Path
     log_path: Path
+    # kopf namespace patterns this operator serves (tests keep operators apart by prefix).
+    namespaces: tuple[str, ...] = ("t-*",)
+    metrics_port: int = 0
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
@@ -32,6 +44,8 @@ class OperatorProcess:
             "KEYLEDGER_DATA_DIR": str(self.data_dir),
             "KEYLEDGER_OPERATOR_NAMESPACE": "keyledger-system",
             "PYTHONUNBUFFERED": "1",
+            "KEYLEDGER_DRIFT_INTERVAL": "3s",
+            "KEYLEDGER_METRICS_PORT": str(self.metrics_port),
             **self.extra_env,
         }
         log = self.log_path.open("ab")
@@ -71,6 +85,21 @@ class OperatorProcess:
     def assert_running(self) -> None:
         if self.process is None or self.process.poll() is not None:
             raise AssertionError(f"operator exited; log tail:\n{self.log_tail()}")
+
+    @property
+    def keystore_dir(self) -> Path:
+        return self.data_dir / "local-keystores"
+
+    def metrics(self) -> dict[str, float]:
+        """The operator's Prometheus samples, by name with labels."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as reply:
+            text = reply.read().decode()
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -43,9 +43,14 @@ def _pending(
 
 
 def _activate(ledger: KeyLedger, record: EncryptionKeyRecord, kms_key_id: str) -> None:
-    ledger.update_version(record, KeyEventType.ACTIVATED, to_status=KeyStatus.ACTIVE,
-                          fields={"kms_key_id": kms_key_id, "activated_at": NOW}, now=NOW,
-                          why=WHY)
+    ledger.update_version(
+        record,
+        KeyEventType.ACTIVATED,
+        to_status=KeyStatus.ACTIVE,
+        fields={"kms_key_id": kms_key_id, "activated_at": NOW},
+        now=NOW,
+        why=WHY,
+    )
 
 
 def test_pending_then_active_writes_audit_rows(ledger_engine: Engine) -> None:

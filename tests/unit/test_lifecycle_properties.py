@@ -40,13 +40,17 @@ steps = st.lists(
     max_size=25,
 )
 specs = st.builds(
-    lambda rotation, window, expiry: KeySpec.from_resource("k", {
-        "tenant": "acme", "keyType": "PHI_DATA",
-        "providerRef": {"kind": "ClusterKeyProvider", "name": "p"},
-        **({"rotation": {"period": f"{rotation}s"}} if rotation else {}),
-        "rollback": {"window": f"{window}s"},
-        **({"expiry": {"after": f"{expiry}s", "warnBefore": "10s"}} if expiry else {}),
-    }),
+    lambda rotation, window, expiry: KeySpec.from_resource(
+        "k",
+        {
+            "tenant": "acme",
+            "keyType": "PHI_DATA",
+            "providerRef": {"kind": "ClusterKeyProvider", "name": "p"},
+            **({"rotation": {"period": f"{rotation}s"}} if rotation else {}),
+            "rollback": {"window": f"{window}s"},
+            **({"expiry": {"after": f"{expiry}s", "warnBefore": "10s"}} if expiry else {}),
+        },
+    ),
     st.one_of(st.none(), st.integers(min_value=30, max_value=300)),
     st.integers(min_value=1, max_value=200),
     st.one_of(st.none(), st.integers(min_value=50, max_value=600)),
@@ -65,8 +69,13 @@ def _assert_invariants(before: list[KeyVersion], after: list[KeyVersion]) -> Non
     assert len(numbers) == len(set(numbers)), "duplicate version numbers"
 
 
-def _settle(spec: KeySpec, versions: list[KeyVersion], requests: Requests, now: datetime,
-            kms_refs: itertools.count[int]) -> list[KeyVersion]:
+def _settle(
+    spec: KeySpec,
+    versions: list[KeyVersion],
+    requests: Requests,
+    now: datetime,
+    kms_refs: itertools.count[int],
+) -> list[KeyVersion]:
     """Run the planner until it has nothing to do, checking every change."""
     for _ in range(MAX_STEPS):
         action = plan_next(spec, versions, requests, now)
@@ -83,9 +92,11 @@ def _settle(spec: KeySpec, versions: list[KeyVersion], requests: Requests, now: 
             if isinstance(change, Change) and change.to_status is KeyStatus.ACTIVE:
                 old = by_id(versions, change.version_id)
                 assert old is not None and old.status is not KeyStatus.COMPROMISED
-        after = apply_in_memory(versions, changes, now)
-        _assert_invariants(versions, after)
-        versions = after
+        # Row by row, as the database sees them inside the transaction.
+        for change in changes:
+            after = apply_in_memory(versions, [change], now)
+            _assert_invariants(versions, after)
+            versions = after
         # A handled request is recorded with the change; the next plan must not see it.
         handled = {c.details.get("request") for c in changes if isinstance(c, Change)}
         if isinstance(action, CreateVersion) and action.request_token:
@@ -101,8 +112,9 @@ def _settle(spec: KeySpec, versions: list[KeyVersion], requests: Requests, now: 
 
 @settings(max_examples=300, deadline=None)
 @given(spec=specs, history=steps)
-def test_lifecycle_invariants_hold_for_any_history(spec: KeySpec, history: list[tuple[str, object]]
-                                                   ) -> None:
+def test_lifecycle_invariants_hold_for_any_history(
+    spec: KeySpec, history: list[tuple[str, object]]
+) -> None:
     now = T0
     kms_refs = itertools.count(1)
     versions = _settle(spec, [], Requests(), now, kms_refs)
@@ -132,11 +144,15 @@ def test_lifecycle_invariants_hold_for_any_history(spec: KeySpec, history: list[
 
 
 def test_compromised_version_is_never_rolled_back_to() -> None:
-    spec = KeySpec.from_resource("k", {
-        "tenant": "acme", "keyType": "PHI_DATA",
-        "providerRef": {"kind": "ClusterKeyProvider", "name": "p"},
-        "rollback": {"window": "1h"},
-    })
+    spec = KeySpec.from_resource(
+        "k",
+        {
+            "tenant": "acme",
+            "keyType": "PHI_DATA",
+            "providerRef": {"kind": "ClusterKeyProvider", "name": "p"},
+            "rollback": {"window": "1h"},
+        },
+    )
     refs = itertools.count(1)
     versions = _settle(spec, [], Requests(), T0, refs)
     versions = _settle(spec, versions, Requests(compromise="c1", compromise_reason="x"), T0, refs)
@@ -147,11 +163,15 @@ def test_compromised_version_is_never_rolled_back_to() -> None:
 
 
 def test_rollback_outside_the_window_is_refused() -> None:
-    spec = KeySpec.from_resource("k", {
-        "tenant": "acme", "keyType": "PHI_DATA",
-        "providerRef": {"kind": "ClusterKeyProvider", "name": "p"},
-        "rollback": {"window": "60s"},
-    })
+    spec = KeySpec.from_resource(
+        "k",
+        {
+            "tenant": "acme",
+            "keyType": "PHI_DATA",
+            "providerRef": {"kind": "ClusterKeyProvider", "name": "p"},
+            "rollback": {"window": "60s"},
+        },
+    )
     refs = itertools.count(1)
     versions = _settle(spec, [], Requests(), T0, refs)
     versions = _settle(spec, versions, Requests(rotate="r1"), T0, refs)

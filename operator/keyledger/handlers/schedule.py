@@ -30,22 +30,31 @@ from keyledger.runtime import Runtime
 POLL = timedelta(seconds=5)
 
 
-def _run_pass(runtime: Runtime, body: kopf.Body, indexes: dict[str, Any], drift_check: bool
-              ) -> Outcome:
+def _run_pass(
+    runtime: Runtime, body: kopf.Body, indexes: dict[str, Any], time_due: bool, drift_due: bool
+) -> Outcome:
+    """Scheduled transitions first (when due), then the drift check (when due)."""
     key = key_resource(body)
     provider = provider_for(key, indexes)
     backend = runtime.backends.open(provider)
     correlation_id = str(uuid.uuid4())
-    if drift_check:
-        previous = last_drift(body)
-        return runtime.keys.check_drift(key, backend, provider.label,
-                                        bool(previous and previous.drifted), correlation_id)
-    return runtime.keys.reconcile(key, backend, provider.label, correlation_id, last_drift(body))
+    previous = last_drift(body)
+    outcome = Outcome()
+    if time_due:
+        outcome = runtime.keys.reconcile(key, backend, provider.label, correlation_id, previous)
+    if drift_due:
+        checked = runtime.keys.check_drift(
+            key, backend, provider.label, bool(previous and previous.drifted), correlation_id
+        )
+        checked.events[:0] = outcome.events
+        outcome = checked
+    return outcome
 
 
 @kopf.daemon(GROUP, VERSION, ENCRYPTION_KEYS, cancellation_timeout=10)
-async def keep_key_schedule(body: kopf.Body, stopped: Any, memo: kopf.Memo,
-                            logger: kopf.Logger, **indexes: Any) -> None:
+async def keep_key_schedule(
+    body: kopf.Body, stopped: Any, memo: kopf.Memo, logger: kopf.Logger, **indexes: Any
+) -> None:
     runtime: Runtime = memo.runtime
     interval = runtime.settings.drift_interval
     jitter = random.Random()  # noqa: S311  # spreading load, not security
@@ -65,13 +74,19 @@ async def keep_key_schedule(body: kopf.Body, stopped: Any, memo: kopf.Memo,
             break
         now = datetime.now(UTC)
         drift_due = now >= next_drift
-        if not drift_due and not overdue(spec, body.status, last_pass, now):
+        time_due = overdue(spec, body.status, last_pass, now)
+        if not drift_due and not time_due:
             continue
         try:
-            outcome = await asyncio.to_thread(_run_pass, runtime, body, indexes, drift_due)
+            outcome = await asyncio.to_thread(
+                _run_pass, runtime, body, indexes, time_due, drift_due
+            )
             await asyncio.to_thread(
-                patch_status, ENCRYPTION_KEYS, body.metadata.namespace or "",
-                body.metadata.name or "", status_patch(outcome, body),
+                patch_status,
+                ENCRYPTION_KEYS,
+                body.metadata.namespace or "",
+                body.metadata.name or "",
+                status_patch(outcome, body),
             )
             post_events(outcome, body)
             failures = 0

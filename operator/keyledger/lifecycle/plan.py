@@ -105,13 +105,21 @@ class Reactivate:
 
 
 Action = (
-    CreateVersion | FinishPending | Rollback | RefuseRequest | Compromise | Expire
-    | CloseRollbackWindow | Deactivate | Reactivate
+    CreateVersion
+    | FinishPending
+    | Rollback
+    | RefuseRequest
+    | Compromise
+    | Expire
+    | CloseRollbackWindow
+    | Deactivate
+    | Reactivate
 )
 
 
-def plan_next(spec: KeySpec, versions: list[KeyVersion], requests: Requests, now: datetime
-              ) -> Action | None:
+def plan_next(
+    spec: KeySpec, versions: list[KeyVersion], requests: Requests, now: datetime
+) -> Action | None:
     """The single most urgent thing to do, or None when the key is where it should be."""
     pending = pending_version(versions)
     if pending is not None:
@@ -135,15 +143,19 @@ def _compromise(current: KeyVersion, requests: Requests) -> Action | None:
     if requests.compromise is None:
         return None
     if current.status is KeyStatus.COMPROMISED:
-        return RefuseRequest(RequestKind.COMPROMISE, requests.compromise, current,
-                             "AlreadyCompromised",
-                             f"version {current.version} is already COMPROMISED")
-    return Compromise(current, requests.compromise,
-                      requests.compromise_reason or "no reason given")
+        return RefuseRequest(
+            RequestKind.COMPROMISE,
+            requests.compromise,
+            current,
+            "AlreadyCompromised",
+            f"version {current.version} is already COMPROMISED",
+        )
+    return Compromise(current, requests.compromise, requests.compromise_reason or "no reason given")
 
 
-def _rollback(current: KeyVersion, versions: list[KeyVersion], requests: Requests,
-              now: datetime) -> Action | None:
+def _rollback(
+    current: KeyVersion, versions: list[KeyVersion], requests: Requests, now: datetime
+) -> Action | None:
     token = requests.rollback
     if token is None:
         return None
@@ -156,42 +168,59 @@ def _rollback(current: KeyVersion, versions: list[KeyVersion], requests: Request
     return Rollback(current, target, token)
 
 
-def rollback_refusal(current: KeyVersion, target: KeyVersion | None, now: datetime
-                     ) -> tuple[str, str] | None:
+def rollback_refusal(
+    current: KeyVersion, target: KeyVersion | None, now: datetime
+) -> tuple[str, str] | None:
     """Why `current` cannot roll back to `target` (its parent), or None if it can."""
     if current.status is not KeyStatus.ACTIVE:
-        return ("KeyNotActive",
-                f"version {current.version} is {current.status.value}; only an ACTIVE "
-                "version can be rolled back")
+        return (
+            "KeyNotActive",
+            f"version {current.version} is {current.status.value}; only an ACTIVE "
+            "version can be rolled back",
+        )
     if target is None:
-        return ("NoPreviousVersion",
-                f"version {current.version} has no previous version to roll back to")
+        return (
+            "NoPreviousVersion",
+            f"version {current.version} has no previous version to roll back to",
+        )
     if target.status is KeyStatus.COMPROMISED:
-        return ("PreviousVersionCompromised",
-                f"version {target.version} is COMPROMISED and can never be made primary again")
+        return (
+            "PreviousVersionCompromised",
+            f"version {target.version} is COMPROMISED and can never be made primary again",
+        )
     if target.status is not KeyStatus.ROTATED:
-        return ("PreviousVersionUnavailable",
-                f"version {target.version} is {target.status.value}; only a ROTATED version "
-                "can be made primary again")
-    if not target.can_rollback or target.rollback_expires_at is None or (
-        target.rollback_expires_at <= now
+        return (
+            "PreviousVersionUnavailable",
+            f"version {target.version} is {target.status.value}; only a ROTATED version "
+            "can be made primary again",
+        )
+    if (
+        not target.can_rollback
+        or target.rollback_expires_at is None
+        or (target.rollback_expires_at <= now)
     ):
         closed = target.rollback_expires_at
         when = f" at {closed.isoformat()}" if closed else ""
-        return ("RollbackWindowClosed",
-                f"the rollback window of version {target.version} closed{when}; "
-                "rotate to a new version instead")
+        return (
+            "RollbackWindowClosed",
+            f"the rollback window of version {target.version} closed{when}; "
+            "rotate to a new version instead",
+        )
     return None
 
 
-def _rotate_on_request(spec: KeySpec, current: KeyVersion, requests: Requests
-                       ) -> Action | None:
+def _rotate_on_request(spec: KeySpec, current: KeyVersion, requests: Requests) -> Action | None:
     token = requests.rotate
     if token is None:
         return None
     if spec.state is DesiredState.INACTIVE:
-        return RefuseRequest(RequestKind.ROTATE, token, current, "KeyInactive",
-                             "spec.state is Inactive; set it to Active to rotate")
+        return RefuseRequest(
+            RequestKind.ROTATE,
+            token,
+            current,
+            "KeyInactive",
+            "spec.state is Inactive; set it to Active to rotate",
+        )
     return CreateVersion(Trigger.REQUEST, current, token)
 
 
@@ -201,16 +230,20 @@ def _rotate_on_schedule(spec: KeySpec, current: KeyVersion, now: datetime) -> Ac
     due = rotation_due_at(spec, current)
     if due is None or due > now:
         return None
-    by_period = spec.rotation_period is not None and current.activated_at is not None and (
-        current.activated_at + spec.rotation_period <= now
+    by_period = (
+        spec.rotation_period is not None
+        and current.activated_at is not None
+        and (current.activated_at + spec.rotation_period <= now)
     )
     return CreateVersion(Trigger.SCHEDULE if by_period else Trigger.BEFORE_EXPIRY, current)
 
 
 def _expire(versions: list[KeyVersion], now: datetime) -> Action | None:
     for version in versions:
-        if version.status in EXPIRABLE and version.expires_at is not None and (
-            version.expires_at <= now
+        if (
+            version.status in EXPIRABLE
+            and version.expires_at is not None
+            and (version.expires_at <= now)
         ):
             return Expire(version)
     return None
@@ -221,8 +254,10 @@ def _replace_unusable(spec: KeySpec, current: KeyVersion) -> Action | None:
         return CreateVersion(Trigger.REPLACE_COMPROMISED, current)
     # An expired key is replaced automatically only where rotation is on; otherwise
     # it stays expired (Ready=False) until someone asks for a rotation.
-    if current.status is KeyStatus.EXPIRED and spec.rotation_period is not None and (
-        spec.state is DesiredState.ACTIVE
+    if (
+        current.status is KeyStatus.EXPIRED
+        and spec.rotation_period is not None
+        and (spec.state is DesiredState.ACTIVE)
     ):
         return CreateVersion(Trigger.REPLACE_EXPIRED, current)
     return None

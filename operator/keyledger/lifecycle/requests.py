@@ -19,8 +19,9 @@ ANNOTATIONS = {
 }
 
 
-def pending_requests(annotations: Mapping[str, str],
-                     handled: Mapping[RequestKind, Set[str]]) -> Requests:
+def pending_requests(
+    annotations: Mapping[str, str], handled: Mapping[RequestKind, Set[str]]
+) -> Requests:
     """The requests whose token the ledger has not recorded yet.
 
     The annotation's value is the token: re-applying the same YAML repeats the

@@ -66,8 +66,9 @@ def rollback_closes_at(versions: list[KeyVersion]) -> datetime | None:
     return min(open_windows, default=None)
 
 
-def build_schedule(spec: KeySpec, current: KeyVersion | None, versions: list[KeyVersion]
-                   ) -> Schedule:
+def build_schedule(
+    spec: KeySpec, current: KeyVersion | None, versions: list[KeyVersion]
+) -> Schedule:
     if current is None:
         return Schedule(None, None, None, rollback_closes_at(versions))
     usable = current.status in (KeyStatus.ACTIVE, KeyStatus.INACTIVE)

@@ -84,20 +84,24 @@ def build_status(
     parent = by_id(versions, current.parent_id)
     schedule = build_schedule(spec, current, versions)
     window_open = parent is not None and rollback_refusal(current, parent, now) is None
-    fields.update({
-        "phase": current.status.value,
-        "version": current.version,
-        "keyId": str(current.id),
-        "kmsKeyRef": current.kms_key_id,
-        "activatedAt": _time(current.activated_at),
-        "expiresAt": _time(current.expires_at),
-        "rotatedAt": _time(current.rotated_at),
-        "lastUsedAt": _time(current.last_used_at),
-        "nextRotationAt": _time(schedule.next_rotation_at),
-        "rollbackExpiresAt": _time(parent.rollback_expires_at) if window_open and parent else None,
-        "previousVersion": _version_entry(parent) if parent else None,
-        "versions": [_version_entry(v) for v in versions[:VERSION_HISTORY_LIMIT]],
-    })
+    fields.update(
+        {
+            "phase": current.status.value,
+            "version": current.version,
+            "keyId": str(current.id),
+            "kmsKeyRef": current.kms_key_id,
+            "activatedAt": _time(current.activated_at),
+            "expiresAt": _time(current.expires_at),
+            "rotatedAt": _time(current.rotated_at),
+            "lastUsedAt": _time(current.last_used_at),
+            "nextRotationAt": _time(schedule.next_rotation_at),
+            "rollbackExpiresAt": _time(parent.rollback_expires_at)
+            if window_open and parent
+            else None,
+            "previousVersion": _version_entry(parent) if parent else None,
+            "versions": [_version_entry(v) for v in versions[:VERSION_HISTORY_LIMIT]],
+        }
+    )
     conditions = [
         _ready(spec, current, provider_label, drift),
         _rotating(pending),
@@ -106,52 +110,73 @@ def build_status(
     ]
     if drift is not None:
         conditions.append(
-            Condition(DRIFTED, drift.drifted, "KmsStateDiffers" if drift.drifted else "InSync",
-                      drift.message)
+            Condition(
+                DRIFTED,
+                drift.drifted,
+                "KmsStateDiffers" if drift.drifted else "InSync",
+                drift.message,
+            )
         )
     return KeyStatusView(fields=fields, conditions=conditions)
 
 
-def _ready(spec: KeySpec, current: KeyVersion, provider_label: str, drift: Drift | None
-           ) -> Condition:
+def _ready(
+    spec: KeySpec, current: KeyVersion, provider_label: str, drift: Drift | None
+) -> Condition:
     number = current.version
     if drift is not None and drift.drifted:
         return Condition(READY, False, "Drifted", drift.message)
     if current.status is KeyStatus.ACTIVE and spec.state is DesiredState.ACTIVE:
-        return Condition(READY, True, "KeyActive", f"version {number} is ACTIVE in {provider_label}")
+        return Condition(
+            READY, True, "KeyActive", f"version {number} is ACTIVE in {provider_label}"
+        )
     if current.status is KeyStatus.EXPIRED:
         return Condition(
-            READY, False, "KeyExpired",
+            READY,
+            False,
+            "KeyExpired",
             f"version {number} expired at {_time(current.expires_at)}; no new encryption. "
             "Rotate it (annotate keyledger.io/rotate-requested-at) or set spec.rotation",
         )
     if current.status is KeyStatus.COMPROMISED:
-        return Condition(READY, False, "KeyCompromised",
-                         f"version {number} is COMPROMISED; a replacement is being made")
+        return Condition(
+            READY,
+            False,
+            "KeyCompromised",
+            f"version {number} is COMPROMISED; a replacement is being made",
+        )
     if current.status is KeyStatus.INACTIVE or spec.state is DesiredState.INACTIVE:
         return Condition(
-            READY, False, "KeyInactive",
+            READY,
+            False,
+            "KeyInactive",
             f"spec.state is Inactive: version {number} encrypts nothing new; "
             "data written under it still decrypts",
         )
-    return Condition(READY, False, f"Key{current.status.value.capitalize()}",
-                     f"version {number} is {current.status.value}")
+    return Condition(
+        READY,
+        False,
+        f"Key{current.status.value.capitalize()}",
+        f"version {number} is {current.status.value}",
+    )
 
 
 def _rotating(pending: KeyVersion | None) -> Condition:
     if pending is None:
         return Condition(ROTATING, False, "Idle", "no rotation in progress")
-    return Condition(ROTATING, True, "VersionPending",
-                     f"version {pending.version} is being created")
+    return Condition(
+        ROTATING, True, "VersionPending", f"version {pending.version} is being created"
+    )
 
 
-def _rollback_available(current: KeyVersion, parent: KeyVersion | None, now: datetime
-                        ) -> Condition:
+def _rollback_available(current: KeyVersion, parent: KeyVersion | None, now: datetime) -> Condition:
     refusal = rollback_refusal(current, parent, now)
     if refusal is None:
         assert parent is not None
         return Condition(
-            ROLLBACK_AVAILABLE, True, "WindowOpen",
+            ROLLBACK_AVAILABLE,
+            True,
+            "WindowOpen",
             f"version {parent.version} can be made primary again until "
             f"{_time(parent.rollback_expires_at)}",
         )
@@ -164,10 +189,16 @@ def _expiring(current: KeyVersion, warn_from: datetime | None, now: datetime) ->
     if expires_at is None:
         return Condition(EXPIRING, False, "NoExpiry", "the current version does not expire")
     if current.status is KeyStatus.EXPIRED or expires_at <= now:
-        return Condition(EXPIRING, False, "Expired",
-                         f"version {current.version} expired at {_time(expires_at)}")
+        return Condition(
+            EXPIRING, False, "Expired", f"version {current.version} expired at {_time(expires_at)}"
+        )
     if warn_from is not None and warn_from <= now:
-        return Condition(EXPIRING, True, "ExpiresSoon",
-                         f"version {current.version} expires at {_time(expires_at)}")
-    return Condition(EXPIRING, False, "NotYet",
-                     f"version {current.version} expires at {_time(expires_at)}")
+        return Condition(
+            EXPIRING,
+            True,
+            "ExpiresSoon",
+            f"version {current.version} expires at {_time(expires_at)}",
+        )
+    return Condition(
+        EXPIRING, False, "NotYet", f"version {current.version} expires at {_time(expires_at)}"
+    )

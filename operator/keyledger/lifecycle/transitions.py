@@ -58,8 +58,13 @@ def request_details(kind: RequestKind, token: str | None) -> dict[str, Any]:
     return {"request": kind.value, "token": token} if token is not None else {}
 
 
-def changes_for(action: Action, versions: list[KeyVersion], spec: KeySpec, now: datetime,
-                kms_key_id: str | None = None) -> list[RowChange]:
+def changes_for(
+    action: Action,
+    versions: list[KeyVersion],
+    spec: KeySpec,
+    now: datetime,
+    kms_key_id: str | None = None,
+) -> list[RowChange]:
     """The ledger changes of `action`. FinishPending needs the KMS ref it produced."""
     changes = _changes(action, versions, spec, now, kms_key_id)
     for change in changes:
@@ -70,8 +75,9 @@ def changes_for(action: Action, versions: list[KeyVersion], spec: KeySpec, now: 
     return changes
 
 
-def _changes(action: Action, versions: list[KeyVersion], spec: KeySpec, now: datetime,
-             kms_key_id: str | None) -> list[RowChange]:
+def _changes(
+    action: Action, versions: list[KeyVersion], spec: KeySpec, now: datetime, kms_key_id: str | None
+) -> list[RowChange]:
     match action:
         case CreateVersion(trigger=trigger, parent=parent, request_token=token):
             number = max((v.version for v in versions), default=0) + 1
@@ -80,47 +86,87 @@ def _changes(action: Action, versions: list[KeyVersion], spec: KeySpec, now: dat
         case FinishPending(pending=pending):
             if kms_key_id is None:
                 raise ValueError("FinishPending needs the KMS key it created")
-            changes: list[RowChange] = [Change(
-                pending.id, KeyEventType.ACTIVATED, KeyStatus.ACTIVE,
-                {"kms_key_id": kms_key_id, "activated_at": now,
-                 "expires_at": spec.expiry_for(now)},
-            )]
+            changes: list[RowChange] = []
             parent = by_id(versions, pending.parent_id)
+            # The old primary leaves ACTIVE first: one ACTIVE version at every moment.
             if parent is not None and parent.status is KeyStatus.ACTIVE:
-                changes.append(Change(
-                    parent.id, KeyEventType.ROTATED, KeyStatus.ROTATED,
-                    {"rotated_at": now, "can_rollback": True,
-                     "rollback_expires_at": now + spec.rollback_window},
-                    {"replaced_by_version": pending.version},
-                ))
+                changes.append(
+                    Change(
+                        parent.id,
+                        KeyEventType.ROTATED,
+                        KeyStatus.ROTATED,
+                        {
+                            "rotated_at": now,
+                            "can_rollback": True,
+                            "rollback_expires_at": now + spec.rollback_window,
+                        },
+                        {"replaced_by_version": pending.version},
+                    )
+                )
+            changes.append(
+                Change(
+                    pending.id,
+                    KeyEventType.ACTIVATED,
+                    KeyStatus.ACTIVE,
+                    {
+                        "kms_key_id": kms_key_id,
+                        "activated_at": now,
+                        "expires_at": spec.expiry_for(now),
+                    },
+                )
+            )
             return changes
         case Rollback(current=current, target=target, request_token=token):
             details = request_details(RequestKind.ROLLBACK, token)
             # The old primary leaves ACTIVE first: one ACTIVE version at every moment.
             return [
-                Change(current.id, KeyEventType.ROLLED_BACK, KeyStatus.INACTIVE,
-                       {}, {**details, "rolled_back_to": target.version}),
-                Change(target.id, KeyEventType.ROLLED_BACK, KeyStatus.ACTIVE,
-                       {"activated_at": now, "can_rollback": False,
-                        "rollback_expires_at": None},
-                       {**details, "rolled_back_from": current.version}),
+                Change(
+                    current.id,
+                    KeyEventType.ROLLED_BACK,
+                    KeyStatus.INACTIVE,
+                    {},
+                    {**details, "rolled_back_to": target.version},
+                ),
+                Change(
+                    target.id,
+                    KeyEventType.ROLLED_BACK,
+                    KeyStatus.ACTIVE,
+                    {"activated_at": now, "can_rollback": False, "rollback_expires_at": None},
+                    {**details, "rolled_back_from": current.version},
+                ),
             ]
-        case RefuseRequest(kind=kind, request_token=token, version=version, reason=reason,
-                           message=message):
-            return [Change(version.id, KeyEventType.REQUEST_REFUSED, None, {},
-                           {**request_details(kind, token), "reason": reason,
-                            "message": message})]
+        case RefuseRequest(
+            kind=kind, request_token=token, version=version, reason=reason, message=message
+        ):
+            return [
+                Change(
+                    version.id,
+                    KeyEventType.REQUEST_REFUSED,
+                    None,
+                    {},
+                    {**request_details(kind, token), "reason": reason, "message": message},
+                )
+            ]
         case Compromise(version=version, request_token=token, reason=reason):
-            return [Change(version.id, KeyEventType.COMPROMISED, KeyStatus.COMPROMISED,
-                           {"can_rollback": False, "rollback_expires_at": None},
-                           {**request_details(RequestKind.COMPROMISE, token),
-                            "reason": reason})]
+            return [
+                Change(
+                    version.id,
+                    KeyEventType.COMPROMISED,
+                    KeyStatus.COMPROMISED,
+                    {"can_rollback": False, "rollback_expires_at": None},
+                    {**request_details(RequestKind.COMPROMISE, token), "reason": reason},
+                )
+            ]
         case Expire(version=version):
-            return [Change(version.id, KeyEventType.EXPIRED, KeyStatus.EXPIRED,
-                           {"can_rollback": False})]
+            return [
+                Change(version.id, KeyEventType.EXPIRED, KeyStatus.EXPIRED, {"can_rollback": False})
+            ]
         case CloseRollbackWindow(version=version):
-            return [Change(version.id, KeyEventType.ROLLBACK_WINDOW_CLOSED, None,
-                           {"can_rollback": False})]
+            return [
+                Change(
+                    version.id, KeyEventType.ROLLBACK_WINDOW_CLOSED, None, {"can_rollback": False}
+                )
+            ]
         case Deactivate(version=version):
             return [Change(version.id, KeyEventType.DISABLED, KeyStatus.INACTIVE)]
         case Reactivate(version=version):
@@ -128,16 +174,22 @@ def _changes(action: Action, versions: list[KeyVersion], spec: KeySpec, now: dat
     raise AssertionError(f"unhandled action {action!r}")
 
 
-def apply_in_memory(versions: list[KeyVersion], changes: list[RowChange], now: datetime
-                    ) -> list[KeyVersion]:
+def apply_in_memory(
+    versions: list[KeyVersion], changes: list[RowChange], now: datetime
+) -> list[KeyVersion]:
     """`versions` after `changes`, newest first: the ledger's behaviour without a database."""
     result = {v.id: v for v in versions}
     for change in changes:
         if isinstance(change, NewVersion):
             new_id = uuid.uuid4()
-            result[new_id] = KeyVersion(id=new_id, version=change.version,
-                                        status=KeyStatus.PENDING, kms_key_id=None,
-                                        created_at=now, parent_id=change.parent_id)
+            result[new_id] = KeyVersion(
+                id=new_id,
+                version=change.version,
+                status=KeyStatus.PENDING,
+                kms_key_id=None,
+                created_at=now,
+                parent_id=change.parent_id,
+            )
             continue
         updated = replace(result[change.version_id], **change.fields)
         if change.to_status is not None:

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from keyledger.lifecycle.spec import KeySpec
 
 _EXPIRABLE_PHASES = frozenset({"ACTIVE", "INACTIVE", "ROTATED"})
+# Status times are written in whole seconds, truncated: the real moment lies
+# up to a second later, so wake a second after the written one, never before.
+STATUS_TIME_RESOLUTION = timedelta(seconds=1)
 
 
 def _parse(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return datetime.fromisoformat(value.replace("Z", "+00:00")) + STATUS_TIME_RESOLUTION
     except ValueError:
         return None
 

@@ -38,15 +38,17 @@ class BackendCache:
             cached = self._open.get(slot)
             if cached is not None and cached[0] == fingerprint:
                 return cached[1]
-            backend: KeyBackend = InstrumentedBackend(open_backend(
-                BackendConfig(
-                    provider_name=provider.name,
-                    backend=provider.backend,
-                    options=provider.options,
-                    credentials=credentials,
-                ),
-                self.settings,
-            ))
+            backend: KeyBackend = InstrumentedBackend(
+                open_backend(
+                    BackendConfig(
+                        provider_name=provider.name,
+                        backend=provider.backend,
+                        options=provider.options,
+                        credentials=credentials,
+                    ),
+                    self.settings,
+                )
+            )
             if cached is not None:
                 cached[1].close()
             self._open[slot] = (fingerprint, backend)

@@ -112,8 +112,14 @@ class KeyOperations:
 
     # -- entry points -----------------------------------------------------------------
 
-    def reconcile(self, key: KeyResource, backend: KeyBackend, provider_label: str,
-                  correlation_id: str | None = None, drift: Drift | None = None) -> Outcome:
+    def reconcile(
+        self,
+        key: KeyResource,
+        backend: KeyBackend,
+        provider_label: str,
+        correlation_id: str | None = None,
+        drift: Drift | None = None,
+    ) -> Outcome:
         """Bring the key to where spec, requests and time say it should be."""
         outcome = Outcome()
         why = Transition(actor=self.actor, correlation_id=correlation_id)
@@ -129,8 +135,14 @@ class KeyOperations:
             self._report(key, provider_label, drift, outcome)
         return outcome
 
-    def check_drift(self, key: KeyResource, backend: KeyBackend, provider_label: str,
-                    was_drifted: bool, correlation_id: str | None = None) -> Outcome:
+    def check_drift(
+        self,
+        key: KeyResource,
+        backend: KeyBackend,
+        provider_label: str,
+        was_drifted: bool,
+        correlation_id: str | None = None,
+    ) -> Outcome:
         """Compare the current version with the KMS; report, never repair."""
         outcome = Outcome()
         with self._lock(key):
@@ -145,17 +157,22 @@ class KeyOperations:
             self._report(key, provider_label, drift, outcome)
         return outcome
 
-    def retire(self, key: KeyResource, backend: KeyBackend | None, correlation_id: str | None
-               ) -> Outcome:
+    def retire(
+        self, key: KeyResource, backend: KeyBackend | None, correlation_id: str | None
+    ) -> Outcome:
         """Apply `spec.deletionPolicy` when the resource is deleted; ledger rows stay."""
         outcome = Outcome()
         spec = key.spec
-        why = Transition(actor=self.actor, correlation_id=correlation_id,
-                         reason=f"EncryptionKey {key.qualified_name} deleted")
+        why = Transition(
+            actor=self.actor,
+            correlation_id=correlation_id,
+            reason=f"EncryptionKey {key.qualified_name} deleted",
+        )
         with self._lock(key), self.sessions.begin() as session:
             ledger = KeyLedger(session)
-            records = [r for r in ledger.versions(spec.tenant, spec.key_name)
-                       if r.resource_uid == key.uid]
+            records = [
+                r for r in ledger.versions(spec.tenant, spec.key_name) if r.resource_uid == key.uid
+            ]
             now = self.clock()
             live = [r for r in records if r.kms_key_id and r.status is not KeyStatus.COMPROMISED]
             if spec.deletion_policy is not DeletionPolicy.RETAIN and live and backend is None:
@@ -166,11 +183,20 @@ class KeyOperations:
             for record in live:
                 assert record.kms_key_id is not None
                 event = _apply_deletion_policy(spec, backend, record.kms_key_id)
-                ledger.record_event(record, event, from_status=record.status,
-                                    to_status=record.status, now=now, why=why)
+                ledger.record_event(
+                    record,
+                    event,
+                    from_status=record.status,
+                    to_status=record.status,
+                    now=now,
+                    why=why,
+                )
             ledger.release(spec.tenant, spec.key_name, now=now)
-        outcome.note("Deleted", f"applied deletionPolicy {spec.deletion_policy.value} to "
-                                f"{len(live)} version(s); ledger rows kept for audit")
+        outcome.note(
+            "Deleted",
+            f"applied deletionPolicy {spec.deletion_policy.value} to "
+            f"{len(live)} version(s); ledger rows kept for audit",
+        )
         return outcome
 
     # -- steps --------------------------------------------------------------------------
@@ -191,19 +217,32 @@ class KeyOperations:
                     reason="KeyNameTaken",
                 )
             now = self.clock()
-            ledger.claim(spec.tenant, spec.key_name, resource_uid=key.uid,
-                         resource_name=key.qualified_name, now=now)
-            ledger.record_event(latest, KeyEventType.ADOPTED, from_status=latest.status,
-                                to_status=latest.status, now=now, why=why,
-                                details={"resource": key.qualified_name})
-        outcome.note("Adopted", f"took over the ledger history of {spec.tenant}/"
-                                f"{spec.key_name} (latest version {latest.version})")
+            ledger.claim(
+                spec.tenant,
+                spec.key_name,
+                resource_uid=key.uid,
+                resource_name=key.qualified_name,
+                now=now,
+            )
+            ledger.record_event(
+                latest,
+                KeyEventType.ADOPTED,
+                from_status=latest.status,
+                to_status=latest.status,
+                now=now,
+                why=why,
+                details={"resource": key.qualified_name},
+            )
+        outcome.note(
+            "Adopted",
+            f"took over the ledger history of {spec.tenant}/"
+            f"{spec.key_name} (latest version {latest.version})",
+        )
 
     def _load(self, key: KeyResource) -> LedgerView:
         with self.sessions() as session:
             ledger = KeyLedger(session)
-            versions = [to_version(r) for r in ledger.versions(key.spec.tenant,
-                                                                 key.spec.key_name)]
+            versions = [to_version(r) for r in ledger.versions(key.spec.tenant, key.spec.key_name)]
             history = ledger.request_history(key.spec.tenant, key.spec.key_name)
         handled: dict[RequestKind, set[str]] = defaultdict(set)
         last: dict[str, str] = {}
@@ -212,8 +251,15 @@ class KeyOperations:
             last[kind] = token
         return LedgerView(versions, dict(handled), last)
 
-    def _execute(self, action: Action, versions: list[KeyVersion], key: KeyResource,
-                 backend: KeyBackend, why: Transition, outcome: Outcome) -> None:
+    def _execute(
+        self,
+        action: Action,
+        versions: list[KeyVersion],
+        key: KeyResource,
+        backend: KeyBackend,
+        why: Transition,
+        outcome: Outcome,
+    ) -> None:
         kms_key_id: str | None = None
         match action:
             case FinishPending(pending=pending):
@@ -237,8 +283,14 @@ class KeyOperations:
         failpoint(f"{type(action).__name__}.after-ledger")
         _narrate(action, outcome)
 
-    def _commit(self, key: KeyResource, backend: KeyBackend, planned: list[KeyVersion],
-                changes: list[RowChange], why: Transition) -> None:
+    def _commit(
+        self,
+        key: KeyResource,
+        backend: KeyBackend,
+        planned: list[KeyVersion],
+        changes: list[RowChange],
+        why: Transition,
+    ) -> None:
         spec = key.spec
         statuses = {v.id: v.status for v in planned}
         with self.sessions.begin() as session:
@@ -248,45 +300,79 @@ class KeyOperations:
                 if isinstance(change, NewVersion):
                     parent = ledger.get(change.parent_id) if change.parent_id else None
                     ledger.add_pending(
-                        tenant=spec.tenant, key_name=spec.key_name, key_type=spec.key_type,
-                        version=change.version, provider=backend.provider,
-                        region=backend.region, endpoint=backend.endpoint,
-                        algorithm=spec.algorithm, purpose=spec.purpose,
+                        tenant=spec.tenant,
+                        key_name=spec.key_name,
+                        key_type=spec.key_type,
+                        version=change.version,
+                        provider=backend.provider,
+                        region=backend.region,
+                        endpoint=backend.endpoint,
+                        algorithm=spec.algorithm,
+                        purpose=spec.purpose,
                         compliance_tags=dict(spec.compliance_tags),
                         authorized_services=list(spec.authorized_services),
-                        access_policy=dict(spec.access_policy), parent=parent,
-                        resource_uid=key.uid, resource_name=key.qualified_name,
-                        now=now, why=why, details=change.details,
+                        access_policy=dict(spec.access_policy),
+                        parent=parent,
+                        resource_uid=key.uid,
+                        resource_name=key.qualified_name,
+                        now=now,
+                        why=why,
+                        details=change.details,
                     )
                     continue
                 record = ledger.get(change.version_id)
                 if record is None or record.status is not statuses[change.version_id]:
                     # Someone else moved this version since we planned: plan again.
                     raise LedgerConflict(f"version {change.version_id} changed while planning")
-                ledger.update_version(record, change.event, to_status=change.to_status,
-                                      fields=change.fields, now=now, why=why,
-                                      details=change.details)
+                ledger.update_version(
+                    record,
+                    change.event,
+                    to_status=change.to_status,
+                    fields=change.fields,
+                    now=now,
+                    why=why,
+                    details=change.details,
+                )
 
-    def _record_drift(self, key: KeyResource, current: KeyVersion, drift: Drift,
-                      correlation_id: str | None, outcome: Outcome) -> None:
+    def _record_drift(
+        self,
+        key: KeyResource,
+        current: KeyVersion,
+        drift: Drift,
+        correlation_id: str | None,
+        outcome: Outcome,
+    ) -> None:
         why = Transition(actor=self.actor, correlation_id=correlation_id, reason=drift.message)
         event = KeyEventType.DRIFT_DETECTED if drift.drifted else KeyEventType.DRIFT_RESOLVED
         with self.sessions.begin() as session:
             ledger = KeyLedger(session)
             record = ledger.get(current.id)
             assert record is not None
-            ledger.record_event(record, event, from_status=record.status,
-                                to_status=record.status, now=self.clock(), why=why)
+            ledger.record_event(
+                record,
+                event,
+                from_status=record.status,
+                to_status=record.status,
+                now=self.clock(),
+                why=why,
+            )
         if drift.drifted:
             outcome.warn("DriftDetected", drift.message)
         else:
             outcome.note("DriftResolved", drift.message)
 
-    def _report(self, key: KeyResource, provider_label: str, drift: Drift | None,
-                outcome: Outcome) -> None:
+    def _report(
+        self, key: KeyResource, provider_label: str, drift: Drift | None, outcome: Outcome
+    ) -> None:
         view = self._load(key)
-        status = build_status(key.spec, view.versions, provider_label, self.clock(),
-                              drift=drift, handled_requests=view.last_handled)
+        status = build_status(
+            key.spec,
+            view.versions,
+            provider_label,
+            self.clock(),
+            drift=drift,
+            handled_requests=view.last_handled,
+        )
         outcome.status.update(status.fields)
         outcome.conditions.extend(status.conditions)
 
@@ -301,21 +387,24 @@ def _version_request(key: KeyResource, version: KeyVersion) -> KeyVersionRequest
         # The marker ties the KMS key to this ledger row: a retry after a crash
         # finds the key it already made instead of making a second one.
         marker=idempotency_marker(str(version.id), version.version),
-        labels={"tenant": spec.tenant, "key-name": spec.key_name,
-                "version": str(version.version)},
+        labels={"tenant": spec.tenant, "key-name": spec.key_name, "version": str(version.version)},
     )
 
 
 # Ledger statuses whose KMS key should be usable.
-_EXPECT_ENABLED = frozenset({KeyStatus.ACTIVE, KeyStatus.INACTIVE, KeyStatus.ROTATED,
-                             KeyStatus.EXPIRED})
+_EXPECT_ENABLED = frozenset(
+    {KeyStatus.ACTIVE, KeyStatus.INACTIVE, KeyStatus.ROTATED, KeyStatus.EXPIRED}
+)
 
 
 def _observe(current: KeyVersion, state: KmsKeyState) -> Drift:
     ref = current.kms_key_id
     if current.status in _EXPECT_ENABLED and state is not KmsKeyState.ENABLED:
-        return Drift(True, f"version {current.version} is {current.status.value} in the ledger "
-                           f"but {state.value} in the KMS ({ref}); changed outside keyledger")
+        return Drift(
+            True,
+            f"version {current.version} is {current.status.value} in the ledger "
+            f"but {state.value} in the KMS ({ref}); changed outside keyledger",
+        )
     return Drift(False, f"version {current.version} matches the KMS ({state.value})")
 
 
@@ -328,18 +417,23 @@ def _narrate(action: Action, outcome: Outcome) -> None:
         case CreateVersion(trigger=trigger, parent=parent) if parent is not None:
             outcome.note("Rotating", f"rotating version {parent.version} ({trigger.value})")
         case Rollback(current=current, target=target):
-            outcome.note("RolledBack", f"version {target.version} is primary again; "
-                                       f"version {current.version} is INACTIVE")
+            outcome.note(
+                "RolledBack",
+                f"version {target.version} is primary again; version {current.version} is INACTIVE",
+            )
         case RefuseRequest(kind=kind, reason=reason, message=message):
             outcome.warn(reason, f"{kind.value} request refused: {message}")
         case Compromise(version=version, reason=reason):
-            outcome.warn("KeyCompromised", f"version {version.version} disabled and marked "
-                                           f"COMPROMISED: {reason}")
+            outcome.warn(
+                "KeyCompromised",
+                f"version {version.version} disabled and marked COMPROMISED: {reason}",
+            )
         case Expire(version=version):
             outcome.warn("KeyExpired", f"version {version.version} expired")
         case CloseRollbackWindow(version=version):
-            outcome.note("RollbackWindowClosed",
-                         f"version {version.version} can no longer be made primary")
+            outcome.note(
+                "RollbackWindowClosed", f"version {version.version} can no longer be made primary"
+            )
         case Deactivate(version=version):
             outcome.note("Deactivated", f"version {version.version} is INACTIVE (spec.state)")
         case Reactivate(version=version):
@@ -357,4 +451,3 @@ def _apply_deletion_policy(spec: KeySpec, backend: KeyBackend | None, ref: str) 
     if state is not KmsKeyState.PENDING_DELETION and state is not KmsKeyState.MISSING:
         backend.schedule_deletion(ref, spec.deletion_window_days)
     return KeyEventType.DELETION_SCHEDULED
-

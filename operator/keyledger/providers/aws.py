@@ -6,11 +6,8 @@ for ENCRYPT_DECRYPT); its ref is the key ARN. The alias
 re-pointed on rotate and rollback: AWS's own rotation keeps one ARN and cannot
 be undone, so it is not used. Tags record tenant, key name, version and the
 idempotency marker, and a second alias derived from the marker
-(`alias/keyledger-marker/<marker>`) finds a version with one DescribeKey.
-
-Alias names allow only letters, digits, `/`, `_` and `-`. Tenants (DNS labels),
-key names and markers never contain `/` but may contain `.`, so `.` becomes `/`:
-`phi.v2` -> `alias/keyledger/acme/phi/v2`. The mapping is one-to-one.
+(`alias/keyledger-marker/<marker>`) finds a version with one DescribeKey
+(naming rules: `aws_names`).
 
 The operator's IAM identity needs exactly `REQUIRED_IAM_ACTIONS` (the test
 server grants only these, so the contract suite proves the list is enough).
@@ -19,8 +16,6 @@ server grants only these, so the contract suite proves the list is enough).
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -35,6 +30,13 @@ from keyledger.providers.aws_errors import (
     DATA_KEY_NOT_WRAPPED_BY_KEY,
     KEY_DISABLED,
     kms_errors,
+)
+from keyledger.providers.aws_names import (
+    MARKER_TAG,
+    key_id,
+    marker_alias,
+    primary_alias,
+    version_tags,
 )
 from keyledger.providers.base import (
     BackendConfig,
@@ -67,13 +69,8 @@ REQUIRED_IAM_ACTIONS = (
     "kms:GenerateDataKey",
     "kms:Decrypt",
 )
-PRIMARY_ALIAS_PREFIX = "alias/keyledger/"
-MARKER_ALIAS_PREFIX = "alias/keyledger-marker/"
-TAG_PREFIX = "keyledger.io/"
-MARKER_TAG = f"{TAG_PREFIX}marker"
 # AWS accepts 7-30 days for ScheduleKeyDeletion; the CRD enforces the same bounds.
 DELETION_WINDOW_DAYS = range(7, 31)
-MAX_ALIAS_LENGTH = 256
 
 # Short timeouts and few retries: a handler must fail fast and retry later
 # rather than hang a kopf worker on an unreachable endpoint.
@@ -83,7 +80,6 @@ SDK_CONFIG = Config(
     retries={"max_attempts": 3, "mode": "standard"},
     user_agent_extra="keyledger",
 )
-_ALIAS_SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
 _KEY_STATES = {
     "Enabled": KmsKeyState.ENABLED,
     "Updating": KmsKeyState.ENABLED,  # a multi-Region key changing primary: still usable
@@ -92,43 +88,6 @@ _KEY_STATES = {
     "PendingReplicaDeletion": KmsKeyState.PENDING_DELETION,
     # PendingImport, Creating, Unavailable and states AWS adds later: not usable.
 }
-
-
-def primary_alias(tenant: str, key_name: str) -> str:
-    """The alias that names a tenant's current version of `key_name`."""
-    alias = (
-        f"{PRIMARY_ALIAS_PREFIX}{_alias_segment(tenant, 'spec.tenant')}/"
-        f"{_alias_segment(key_name, 'spec.keyName')}"
-    )
-    if len(alias) > MAX_ALIAS_LENGTH:
-        raise InvalidSpec(
-            f"spec.tenant and spec.keyName make the AWS KMS alias {alias[:60]}… longer than "
-            f"{MAX_ALIAS_LENGTH} characters: shorten spec.keyName",
-        )
-    return alias
-
-
-def marker_alias(marker: str) -> str:
-    """The alias that names the version created for an idempotency marker."""
-    return f"{MARKER_ALIAS_PREFIX}{_alias_segment(marker, 'idempotency marker')}"
-
-
-def _alias_segment(value: str, field: str) -> str:
-    if not _ALIAS_SEGMENT.match(value):
-        raise InvalidSpec(
-            f"{field} {value!r} cannot be part of an AWS KMS alias: use only letters, "
-            "digits, '_', '-' and '.'",
-        )
-    return value.replace(".", "/")
-
-
-def _key_id(ref: str) -> str:
-    """The bare key id of a key ARN.
-
-    DisableKey, EnableKey and ScheduleKeyDeletion take it on AWS as well as the
-    ARN (they work in the key's own account only); moto accepts only the id.
-    """
-    return ref.rsplit(":key/", 1)[-1]
 
 
 class AwsKmsBackend:
@@ -181,7 +140,7 @@ class AwsKmsBackend:
                 Description=f"keyledger {request.tenant}/{request.key_name} v{request.version}",
                 KeySpec="SYMMETRIC_DEFAULT",
                 KeyUsage="ENCRYPT_DECRYPT",
-                Tags=[{"TagKey": k, "TagValue": v} for k, v in self._tags(request).items()],
+                Tags=[{"TagKey": k, "TagValue": v} for k, v in version_tags(request).items()],
             )["KeyMetadata"]
         # A crash here leaves a key without its marker alias: find_key_version's
         # tag scan finds it on the retry, so no second key is made.
@@ -227,11 +186,11 @@ class AwsKmsBackend:
 
     def disable(self, ref: str) -> None:
         with self._errors(ref):
-            self._kms.disable_key(KeyId=_key_id(ref))
+            self._kms.disable_key(KeyId=key_id(ref))
 
     def enable(self, ref: str) -> None:
         with self._errors(ref):
-            self._kms.enable_key(KeyId=_key_id(ref))
+            self._kms.enable_key(KeyId=key_id(ref))
 
     def schedule_deletion(self, ref: str, window_days: int) -> datetime:
         if window_days not in DELETION_WINDOW_DAYS:
@@ -242,7 +201,7 @@ class AwsKmsBackend:
             )
         with self._errors(ref):
             scheduled = self._kms.schedule_key_deletion(
-                KeyId=_key_id(ref), PendingWindowInDays=window_days
+                KeyId=key_id(ref), PendingWindowInDays=window_days
             )
         return scheduled["DeletionDate"].astimezone(UTC)
 
@@ -264,7 +223,7 @@ class AwsKmsBackend:
         self._require_usable(ref)
         with self._errors(ref):
             unwrapped = self._kms.decrypt(KeyId=ref, CiphertextBlob=wrapped)
-        if _key_id(unwrapped.get("KeyId", "")) != _key_id(ref):
+        if key_id(unwrapped.get("KeyId", "")) != key_id(ref):
             raise ProviderError(
                 f"{self._where}: the data key was not wrapped by {ref}",
                 reason=DATA_KEY_NOT_WRAPPED_BY_KEY,
@@ -278,16 +237,6 @@ class AwsKmsBackend:
 
     def _errors(self, target: str | None = None) -> AbstractContextManager[None]:
         return kms_errors(where=self._where, target=target, secrets=self._secrets)
-
-    @staticmethod
-    def _tags(request: KeyVersionRequest) -> Mapping[str, str]:
-        return {
-            **request.labels,
-            f"{TAG_PREFIX}tenant": request.tenant,
-            f"{TAG_PREFIX}key-name": request.key_name,
-            f"{TAG_PREFIX}version": str(request.version),
-            MARKER_TAG: request.marker,
-        }
 
     def _create_alias(self, alias: str, ref: str) -> bool:
         """Create `alias` -> `ref`; False when the alias already exists."""

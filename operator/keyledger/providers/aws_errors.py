@@ -2,21 +2,23 @@
 
 The kind of failure comes from botocore: the `Error.Code` of a `ClientError`, or
 the class of a `BotoCoreError` (connection, timeout, missing credentials). AWS
-KMS itself answers with its own codes (`AccessDeniedException`,
+KMS answers with its own codes (`AccessDeniedException`,
 `UnrecognizedClientException`, `InvalidSignatureException`); the generic AWS
 forms (`AccessDenied`, `InvalidClientTokenId`, `SignatureDoesNotMatch`) come
 from moto and from proxies in front of KMS, so both are listed.
 
 Messages are built from the kind plus the scrubbed SDK message, never from the
 raw exception: its text and `response` carry request ids and can echo the
-request. Callers raise the result `from None` so that the SDK exception, with
-its response, is not chained into logs.
+request. `kms_errors` raises the result `from None` so that the SDK exception,
+with its response, is not chained into logs.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -37,59 +39,116 @@ from keyledger.errors import (
 )
 from keyledger.providers.sanitize import sanitize
 
-# The credentials are not valid for this endpoint (unknown, wrong secret, expired).
-UNAUTHENTICATED = frozenset(
-    {
-        "UnrecognizedClientException",
-        "InvalidClientTokenId",
-        "InvalidSignatureException",
-        "SignatureDoesNotMatch",
-        "IncompleteSignature",
-        "IncompleteSignatureException",
-        "MissingAuthenticationToken",
-        "MissingAuthenticationTokenException",
-        "ExpiredToken",
-        "ExpiredTokenException",
-    }
-)
-# Valid credentials whose IAM identity or the key policy does not allow the call.
-UNAUTHORIZED = frozenset({"AccessDeniedException", "AccessDenied"})
-THROTTLED = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "LimitExceededException",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-    }
-)
-NOT_FOUND = frozenset({"NotFoundException"})
-# The key exists but its state forbids the call (disabled, pending deletion or import).
-KEY_NOT_USABLE = frozenset({"KMSInvalidStateException", "DisabledException"})
-# The ciphertext is not from this key, or is damaged.
-NOT_WRAPPED_BY_KEY = frozenset({"InvalidCiphertextException", "IncorrectKeyException"})
-SERVER_SIDE = frozenset(
-    {
-        "KMSInternalException",
-        "DependencyTimeoutException",
-        "KeyUnavailableException",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-    }
-)
-ALIAS_EXISTS_CODE = "AlreadyExistsException"
-
 # Reasons of ProviderErrors raised here that callers (and conditions) tell apart.
 KEY_DISABLED = "KmsKeyDisabled"
 ALIAS_EXISTS = "KmsAliasExists"
 DATA_KEY_NOT_WRAPPED_BY_KEY = "DataKeyNotWrappedByKey"
+REQUEST_REJECTED = "KmsRequestRejected"
+
+
+@dataclass(frozen=True)
+class _Kind:
+    codes: frozenset[str]
+    error: type[ProviderError]
+    hint: str  # what to do about it; {operation} is filled in
+    reason: str | None = None
+
+
+_KINDS = (
+    _Kind(  # the credentials are not valid for this endpoint: unknown, wrong secret, expired
+        frozenset(
+            {
+                "UnrecognizedClientException",
+                "InvalidClientTokenId",
+                "InvalidSignatureException",
+                "SignatureDoesNotMatch",
+                "IncompleteSignature",
+                "IncompleteSignatureException",
+                "MissingAuthenticationToken",
+                "MissingAuthenticationTokenException",
+                "ExpiredToken",
+                "ExpiredTokenException",
+            }
+        ),
+        ProviderAccessDenied,
+        "The credentials are not valid here: check accessKeyId, secretAccessKey and "
+        "sessionToken in the provider's credentialsRef Secret, and that they belong to the "
+        "account and partition of spec.awsKms.region",
+    ),
+    _Kind(  # valid credentials, but the IAM policy or key policy does not allow the call
+        frozenset({"AccessDeniedException", "AccessDenied"}),
+        ProviderAccessDenied,
+        "Allow kms:{operation} to the operator's IAM identity (IAM policy and key policy)",
+    ),
+    _Kind(
+        frozenset(
+            {
+                "ThrottlingException",
+                "Throttling",
+                "LimitExceededException",
+                "TooManyRequestsException",
+                "RequestLimitExceeded",
+            }
+        ),
+        ProviderThrottled,
+        "keyledger retries with backoff; if this persists, raise the account's KMS request "
+        "quota or spread rotations out",
+    ),
+    _Kind(
+        frozenset({"NotFoundException"}),
+        KmsKeyNotFound,
+        "The key or alias does not exist in this account and region: it was deleted, or the "
+        "reference belongs to another region or account",
+    ),
+    _Kind(  # the key exists but its state forbids the call
+        frozenset({"KMSInvalidStateException", "DisabledException"}),
+        ProviderError,
+        "The key is disabled or pending deletion: enable it (or cancel its deletion) if it "
+        "should still be used",
+        KEY_DISABLED,
+    ),
+    _Kind(
+        frozenset({"InvalidCiphertextException", "IncorrectKeyException"}),
+        ProviderError,
+        "The data key was not wrapped by this key version, or is damaged",
+        DATA_KEY_NOT_WRAPPED_BY_KEY,
+    ),
+    _Kind(
+        frozenset({"AlreadyExistsException"}),
+        ProviderError,
+        "Another writer created it first",
+        ALIAS_EXISTS,
+    ),
+    _Kind(
+        frozenset(
+            {
+                "KMSInternalException",
+                "DependencyTimeoutException",
+                "KeyUnavailableException",
+                "InternalFailure",
+                "ServiceUnavailable",
+                "ServiceUnavailableException",
+            }
+        ),
+        ProviderUnavailable,
+        "AWS KMS failed on its side; keyledger retries",
+    ),
+)
+_BY_CODE = {code: kind for kind in _KINDS for code in kind.codes}
+_UNAUTHORIZED = _BY_CODE["AccessDenied"]
+_SERVER_SIDE = _BY_CODE["KMSInternalException"]
+_REJECTED = _Kind(frozenset(), ProviderError, "See the AWS KMS message", REQUEST_REJECTED)
+
+# An error body in the query/XML form, which botocore does not parse for a JSON
+# service such as KMS (moto answers authentication failures this way).
+_XML_CODE = re.compile(r"<Code>([A-Za-z.]+)</Code>")
+_XML_MESSAGE = re.compile(r"<Message>(.*?)</Message>", re.DOTALL)
 
 
 def translate_error(
     error: BotoCoreError | ClientError, *, where: str, target: str | None, secrets: Sequence[str]
 ) -> ProviderError:
-    """The keyledger error for an SDK failure of a call `where` ("AWS KMS in eu-west-1") made."""
+    """The keyledger error for a failed SDK call to `where` ("AWS KMS in eu-west-1")."""
     if isinstance(error, ClientError):
         return _from_client_error(error, where=where, target=target, secrets=secrets)
     detail = sanitize(str(error), secrets)
@@ -101,7 +160,7 @@ def translate_error(
         )
     if isinstance(error, ConnectionError | HTTPClientError):
         return ProviderUnavailable(
-            f"{where} is not reachable ({detail}). Check spec.awsKms.endpoint and "
+            f"{where} is not reachable ({detail}). Check spec.awsKms.endpoint, "
             "spec.awsKms.region and the network path from the operator"
         )
     return ProviderError(f"{where}: the AWS SDK failed: {detail}")
@@ -120,46 +179,27 @@ def _from_client_error(
     error: ClientError, *, where: str, target: str | None, secrets: Sequence[str]
 ) -> ProviderError:
     details = error.response.get("Error", {})
-    code = str(details.get("Code") or "Unknown")
-    detail = sanitize(str(details.get("Message") or "no message"), secrets)
-    operation = error.operation_name
+    code, message = _code_and_message(
+        str(details.get("Code") or "Unknown"), str(details.get("Message") or "no message")
+    )
     status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    kind = _BY_CODE.get(code)
+    if kind is None:  # a code we do not know: the HTTP status still says a lot
+        kind = _UNAUTHORIZED if status in (401, 403) else _SERVER_SIDE if status >= 500 else None
+    kind = kind or _REJECTED
     on = f" on {target}" if target else ""
-    what = f"{where} refused {operation}{on} ({code}: {detail})"
-    if code in UNAUTHENTICATED:
-        return ProviderAccessDenied(
-            f"{what}. The credentials are not valid here: check accessKeyId, "
-            "secretAccessKey and sessionToken in the provider's credentialsRef Secret, "
-            "and that they belong to the account and partition of spec.awsKms.region"
-        )
-    if code in UNAUTHORIZED:
-        return ProviderAccessDenied(
-            f"{what}. Allow kms:{operation} to the operator's IAM identity (IAM policy "
-            "and key policy)"
-        )
-    if code in THROTTLED:
-        return ProviderThrottled(
-            f"{what}. keyledger retries with backoff; if this persists, raise the "
-            "account's KMS request quota or spread rotations out"
-        )
-    if code in NOT_FOUND:
-        return KmsKeyNotFound(
-            f"{what}. The key or alias does not exist in this account and region: it was "
-            "deleted, or the reference belongs to another region or account"
-        )
-    if code in KEY_NOT_USABLE:
-        return ProviderError(
-            f"{what}. The key is disabled or pending deletion: enable it (or cancel its "
-            "deletion) if it should still be used",
-            reason=KEY_DISABLED,
-        )
-    if code in NOT_WRAPPED_BY_KEY:
-        return ProviderError(
-            f"{what}. The data key was not wrapped by this key version, or is damaged",
-            reason=DATA_KEY_NOT_WRAPPED_BY_KEY,
-        )
-    if code == ALIAS_EXISTS_CODE:
-        return ProviderError(what, reason=ALIAS_EXISTS)
-    if code in SERVER_SIDE or status >= 500:
-        return ProviderUnavailable(f"{what}. AWS KMS failed on its side; keyledger retries")
-    return ProviderError(what, reason="KmsRequestRejected")
+    hint = kind.hint.format(operation=error.operation_name)
+    return kind.error(
+        f"{where} refused {error.operation_name}{on} ({code}: {sanitize(message, secrets)}). "
+        f"{hint}",
+        reason=kind.reason,
+    )
+
+
+def _code_and_message(code: str, message: str) -> tuple[str, str]:
+    """The error's code and message, taken from an XML body botocore left unparsed."""
+    xml_code = _XML_CODE.search(message) if code.isdigit() else None
+    if xml_code is None:
+        return code, message
+    xml_message = _XML_MESSAGE.search(message)
+    return xml_code.group(1), xml_message.group(1) if xml_message else "no message"

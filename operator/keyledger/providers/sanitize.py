@@ -12,14 +12,18 @@ from collections.abc import Iterable
 
 _PATTERNS = [
     # AWS / Azure / GCP request and correlation ids.
-    re.compile(r"(?i)\b(request[ -]?id|x-amzn-requestid|x-ms-request-id|correlation[ -]?id|"
-               r"trace[ -]?id)\b\s*[:=]?\s*[\w-]+"),
+    re.compile(
+        r"(?i)\b(request[ -]?id|x-amzn-requestid|x-ms-request-id|correlation[ -]?id|"
+        r"trace[ -]?id)\b\s*[:=]?\s*[\w-]+"
+    ),
     # Bearer tokens, Vault/OpenBao tokens, AWS access key ids and signatures.
     re.compile(r"(?i)bearer\s+[\w.~+/-]+=*"),
     re.compile(r"\b(?:hvs|hvb|hvr|s|b)\.[A-Za-z0-9]{20,}\b"),
     re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"),
-    re.compile(r"(?i)(signature|x-amz-signature|x-amz-credential|x-amz-security-token|"
-               r"password|secret|token|pin)\s*[=:]\s*\S+"),
+    re.compile(
+        r"(?i)(signature|x-amz-signature|x-amz-credential|x-amz-security-token|"
+        r"password|secret|token|pin)\s*[=:]\s*\S+"
+    ),
     # Long base64 blobs: ciphertexts, wrapped keys, plaintexts.
     re.compile(r"[A-Za-z0-9+/]{40,}={0,2}"),
 ]

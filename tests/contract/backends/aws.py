@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from keyledger.providers.aws import TAG_PREFIX, AwsKmsBackend, primary_alias
+from keyledger.providers.aws import AwsKmsBackend
+from keyledger.providers.aws_names import KEY_NAME_TAG, TENANT_TAG, primary_alias
 from keyledger.providers.base import BackendConfig, KeyBackend
 from keyledger.providers.registry import open_backend
 from keyledger.settings import Settings
@@ -75,7 +76,7 @@ def _alias_target(server: MotoKms, ref: str) -> str:
     """The ARN the key's primary alias points at, asked of the server directly."""
     kms = server.kms_client()
     tags = {t["TagKey"]: t["TagValue"] for t in kms.list_resource_tags(KeyId=ref)["Tags"]}
-    alias = primary_alias(tags[f"{TAG_PREFIX}tenant"], tags[f"{TAG_PREFIX}key-name"])
+    alias = primary_alias(tags[TENANT_TAG], tags[KEY_NAME_TAG])
     arn: str = kms.describe_key(KeyId=alias)["KeyMetadata"]["Arn"]
     return arn
 

@@ -1,0 +1,225 @@
+"""How keyledger lays out key versions in a PKCS#11 token, and how it finds them.
+
+One AES-256 secret key object per version. All versions of a tenant's key share
+CKA_LABEL `keyledger/<tenant>/<keyName>`; CKA_ID is the version as 4 bytes,
+big-endian. A version's reference is the RFC 7512 URI naming that pair.
+
+Two kinds of private data objects (CKO_DATA) carry what a secret key object
+cannot hold:
+
+- a *marker record* per version (CKA_APPLICATION `keyledger.io/version-marker`,
+  CKA_LABEL = idempotency marker, CKA_VALUE = the version's reference). Secret
+  key objects have no free-form attribute to hold the marker, and the label and
+  id are taken by the version scheme; the record is written before the key, so
+  a crash in between leaves a record that the retry completes.
+- a *deletion record* per version scheduled for deletion (CKA_APPLICATION
+  `keyledger.io/scheduled-deletion`, CKA_LABEL = reference, CKA_VALUE = ISO
+  date). CKA_END_DATE would be the natural place, but SoftHSM 2.6 stores dates
+  of private objects unencrypted and then fails to read them back
+  (CKR_GENERAL_ERROR), and public keys would be usable without a login.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, unquote
+
+from pkcs11 import Attribute, Mechanism, ObjectClass, SecretKey, Session
+from pkcs11.attributes import AttributeMapper
+from pkcs11.types import Object
+
+from keyledger.errors import KmsKeyNotFound, ProviderError
+
+MARKER_APPLICATION = "keyledger.io/version-marker"
+DELETION_APPLICATION = "keyledger.io/scheduled-deletion"
+LABEL_PREFIX = "keyledger"
+MAX_REF_LENGTH = 512  # encryption_keys.kms_key_id
+_ID_BYTES = 4
+# Characters RFC 7512 allows unescaped in a pk11-path attribute value.
+_PATH_SAFE = ":[]@!$'()*+,="
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    """A key version in a token: the token label, the key's CKA_LABEL and CKA_ID."""
+
+    token: str
+    label: str
+    version: int
+
+    @property
+    def key_id(self) -> bytes:
+        return self.version.to_bytes(_ID_BYTES, "big")
+
+    @property
+    def uri(self) -> str:
+        key_id = "".join(f"%{byte:02X}" for byte in self.key_id)
+        return (
+            f"pkcs11:token={quote(self.token, safe=_PATH_SAFE)};"
+            f"object={quote(self.label, safe=_PATH_SAFE)};id={key_id};type=secret-key"
+        )
+
+    @classmethod
+    def parse(cls, uri: str, token: str) -> VersionRef:
+        """The version `uri` names; KmsKeyNotFound unless it is a key version of `token`."""
+        scheme, _, path = uri.partition(":")
+        attributes = dict(part.partition("=")[::2] for part in path.split("?")[0].split(";"))
+        values = {name: unquote(value) for name, value in attributes.items()}
+        key_id = unquote(attributes.get("id", ""), encoding="latin-1").encode("latin-1")
+        if (
+            scheme != "pkcs11"
+            or values.get("type") != "secret-key"
+            or not values.get("object")
+            or len(key_id) != _ID_BYTES
+        ):
+            raise KmsKeyNotFound(
+                f"{uri!r} is not a keyledger PKCS#11 key version reference "
+                "(pkcs11:token=..;object=..;id=<4 bytes>;type=secret-key)"
+            )
+        if values.get("token") != token:
+            raise KmsKeyNotFound(
+                f"{uri} names token {values.get('token')!r}, but this provider uses token {token!r}"
+            )
+        return cls(token=token, label=values["object"], version=int.from_bytes(key_id, "big"))
+
+
+def version_ref(token: str, tenant: str, key_name: str, version: int) -> VersionRef:
+    if not 0 < version < 2 ** (8 * _ID_BYTES):
+        raise ProviderError(f"version {version} of {tenant}/{key_name} does not fit CKA_ID")
+    ref = VersionRef(token=token, label=f"{LABEL_PREFIX}/{tenant}/{key_name}", version=version)
+    if len(ref.uri) > MAX_REF_LENGTH:
+        raise ProviderError(
+            f"the PKCS#11 reference of {tenant}/{key_name} would exceed {MAX_REF_LENGTH} "
+            "characters; use a shorter keyName or token label"
+        )
+    return ref
+
+
+def attribute_mapper() -> AttributeMapper:
+    """python-pkcs11's mapper, taught CKA_ALLOWED_MECHANISMS (an array of CK_MECHANISM_TYPE)."""
+    mapper = AttributeMapper()
+    mapper.register_handler(
+        Attribute.ALLOWED_MECHANISMS,
+        lambda mechanisms: b"".join(struct.pack("L", int(m)) for m in mechanisms),
+        lambda raw: [Mechanism(value) for (value,) in struct.iter_unpack("L", raw)],
+    )
+    return mapper
+
+
+# The version key: in the token, never extractable, only for AES-GCM encrypt/decrypt.
+# MODIFIABLE stays true because disable/enable flip CKA_ENCRYPT and CKA_DECRYPT.
+VERSION_KEY_TEMPLATE: dict[Attribute, Any] = {
+    Attribute.TOKEN: True,
+    Attribute.PRIVATE: True,
+    Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: False,
+    Attribute.MODIFIABLE: True,
+    Attribute.COPYABLE: False,
+    Attribute.DESTROYABLE: True,
+    Attribute.ENCRYPT: True,
+    Attribute.DECRYPT: True,
+    Attribute.WRAP: False,
+    Attribute.UNWRAP: False,
+    Attribute.SIGN: False,
+    Attribute.VERIFY: False,
+    Attribute.DERIVE: False,
+    Attribute.ALLOWED_MECHANISMS: [Mechanism.AES_GCM],
+}
+# Every usage attribute disable turns off (WRAP/UNWRAP too, in case someone turned them on).
+USAGE_ATTRIBUTES = (Attribute.ENCRYPT, Attribute.DECRYPT, Attribute.WRAP, Attribute.UNWRAP)
+# What enable turns back on: only what keyledger uses.
+ENABLED_USAGE = (Attribute.ENCRYPT, Attribute.DECRYPT)
+
+
+def _record(application: str, label: str, value: bytes) -> dict[Attribute, Any]:
+    return {
+        Attribute.CLASS: ObjectClass.DATA,
+        Attribute.TOKEN: True,
+        Attribute.PRIVATE: True,
+        Attribute.MODIFIABLE: False,
+        Attribute.APPLICATION: application,
+        Attribute.LABEL: label,
+        Attribute.VALUE: value,
+    }
+
+
+def marker_record(marker: str, ref: VersionRef) -> dict[Attribute, Any]:
+    return _record(MARKER_APPLICATION, marker, ref.uri.encode())
+
+
+def deletion_record(ref: VersionRef, when: datetime) -> dict[Attribute, Any]:
+    return _record(DELETION_APPLICATION, ref.uri, when.isoformat().encode())
+
+
+# Searches always drain the iterator: an unfinished C_FindObjects would be
+# finalised later by the garbage collector, outside the session lock.
+
+
+def find_version_key(session: Session, ref: VersionRef) -> SecretKey | None:
+    found = _find(
+        session,
+        {
+            Attribute.CLASS: ObjectClass.SECRET_KEY,
+            Attribute.LABEL: ref.label,
+            Attribute.ID: ref.key_id,
+        },
+        what=ref.uri,
+    )
+    if found is not None and not isinstance(found, SecretKey):
+        raise ProviderError(f"{ref.uri} is not an AES secret key", reason="KmsKeyAmbiguous")
+    return found
+
+
+def find_marker_record(session: Session, marker: str) -> str | None:
+    """The reference recorded for `marker`, if a record exists."""
+    found = _find(
+        session,
+        {
+            Attribute.CLASS: ObjectClass.DATA,
+            Attribute.APPLICATION: MARKER_APPLICATION,
+            Attribute.LABEL: marker,
+        },
+        what=f"marker {marker}",
+    )
+    return None if found is None else bytes(found[Attribute.VALUE]).decode()
+
+
+def find_marker_of(session: Session, ref: VersionRef) -> str | None:
+    """The marker whose record names `ref`, if any."""
+    found = _find(
+        session,
+        {
+            Attribute.CLASS: ObjectClass.DATA,
+            Attribute.APPLICATION: MARKER_APPLICATION,
+            Attribute.VALUE: ref.uri.encode(),
+        },
+        what=f"the marker of {ref.uri}",
+    )
+    return None if found is None else str(found[Attribute.LABEL])
+
+
+def find_deletion_date(session: Session, ref: VersionRef) -> datetime | None:
+    found = _find(
+        session,
+        {
+            Attribute.CLASS: ObjectClass.DATA,
+            Attribute.APPLICATION: DELETION_APPLICATION,
+            Attribute.LABEL: ref.uri,
+        },
+        what=f"the deletion record of {ref.uri}",
+    )
+    return None if found is None else datetime.fromisoformat(bytes(found[Attribute.VALUE]).decode())
+
+
+def _find(session: Session, template: dict[Attribute, Any], *, what: str) -> Object | None:
+    found: list[Object] = list(session.get_objects(template))
+    if len(found) > 1:
+        raise ProviderError(
+            f"token holds {len(found)} objects for {what}; keyledger expects one. "
+            "Remove the duplicates made outside keyledger",
+            reason="KmsKeyAmbiguous",
+        )
+    return found[0] if found else None

@@ -1,0 +1,203 @@
+"""Per-version state that keyledger keeps next to each transit key, in a KV v2 mount.
+
+Transit has no per-version enabled flag, no tags to hold an idempotency marker
+and no deletion schedule: only `min_decryption_version`, which blocks every
+version below it. So keyledger records, in a KV v2 mount of the same Vault
+(`spec.vault.stateMount`, under `spec.vault.statePath`):
+
+    <statePath>/keys/<transit mount>/<transit key>
+        {"versions": {"<N>": {"marker": "<ledger-row-uuid>.v<N>",
+                              "disabled": false, "deletionDate": null}}}
+    <statePath>/markers/<marker>
+        {"mount": "<transit mount>", "key": "<transit key>", "version": N}
+
+The first document is what describe/enable/disable/schedule_deletion act on and
+what generate/unwrap consult before every call; the second finds a version by
+marker alone (crash recovery). Writes to a key's document use KV v2
+check-and-set, so two operator replicas never lose each other's update.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+import hvac
+
+from keyledger.errors import ProviderError
+from keyledger.providers.vault_session import VaultSession
+
+_MARKER = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}$")
+_CAS_ATTEMPTS = 5
+
+
+class TransitVersionConflict(ProviderError):
+    """Transit and the ledger disagree about a version; waiting will not fix it."""
+
+    reason = "TransitVersionConflict"
+    retryable = False
+
+
+@dataclass(frozen=True)
+class VersionState:
+    marker: str | None = None
+    disabled: bool = False
+    deletion_date: datetime | None = None
+
+    @property
+    def refused(self) -> bool:
+        """keyledger refuses crypto with this version (disabled or scheduled for deletion)."""
+        return self.disabled or self.deletion_date is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "marker": self.marker,
+            "disabled": self.disabled,
+            "deletionDate": self.deletion_date.isoformat() if self.deletion_date else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> VersionState:
+        deletion = data.get("deletionDate")
+        return cls(
+            marker=data.get("marker"),
+            disabled=bool(data.get("disabled", False)),
+            deletion_date=datetime.fromisoformat(deletion) if deletion else None,
+        )
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """A transit key's document; `cas` is the KV version it was read at (0: none yet)."""
+
+    versions: Mapping[int, VersionState] = field(default_factory=dict)
+    cas: int = 0
+
+    def version(self, number: int) -> VersionState:
+        return self.versions.get(number, VersionState())
+
+
+def raised_floor(state: KeyState, *, current: int, latest: int) -> int:
+    """The min_decryption_version that also blocks the oldest run of refused versions.
+
+    Transit can refuse only a prefix of versions, and only ever below the latest
+    one. Versions below `current` are already blocked (by keyledger or by an
+    admin), so the floor never moves down here; refused versions above the first
+    usable one are refused by keyledger's own check, not by transit.
+    """
+    floor = max(current, 1)
+    while floor < latest and state.version(floor).refused:
+        floor += 1
+    return floor
+
+
+class TransitStateStore:
+    def __init__(self, session: VaultSession, *, mount: str, path: str, transit_mount: str):
+        self.session = session
+        self.mount = mount
+        self.path = path.strip("/")
+        self.transit_mount = transit_mount
+
+    def read(self, key: str) -> KeyState:
+        data, cas = self._read_document(self._key_path(key))
+        versions = {
+            int(number): VersionState.from_json(entry)
+            for number, entry in (data or {}).get("versions", {}).items()
+        }
+        return KeyState(versions=versions, cas=cas)
+
+    def update(
+        self, key: str, change: Callable[[KeyState], Mapping[int, VersionState]]
+    ) -> KeyState:
+        """Apply `change` (state -> versions to write) with check-and-set; re-read on a race."""
+        for _ in range(_CAS_ATTEMPTS):
+            state = self.read(key)
+            changed = {**state.versions, **change(state)}
+            document = {"versions": {str(n): v.to_json() for n, v in sorted(changed.items())}}
+            if self._write_document(self._key_path(key), document, cas=state.cas):
+                return KeyState(versions=changed, cas=state.cas + 1)
+        raise ProviderError(
+            f"the keyledger state of transit key {key} kept changing under concurrent writers; "
+            "retrying later",
+            reason="VaultStateContention",
+        )
+
+    def claim(self, key: str, version: int, marker: str) -> KeyState:
+        """Record `marker` as the creator of `version`; refuse if another marker holds it."""
+        self._check_marker(marker)
+
+        def take(state: KeyState) -> dict[int, VersionState]:
+            held_by = state.version(version).marker
+            if held_by not in (None, marker):
+                raise TransitVersionConflict(
+                    f"version {version} of transit key {self.transit_mount}/{key} was already "
+                    f"created for another ledger row (marker {held_by}, not {marker}): another "
+                    "keyledger ledger uses this Vault key. Use another keyName, or another "
+                    "spec.vault.statePath/mount for that ledger"
+                )
+            return {version: replace(state.version(version), marker=marker)}
+
+        state = self.update(key, take)
+        # The index is written after the claim, so a crash between the two is
+        # repaired by the retry, which finds its own claim and writes it again.
+        self._write_document(
+            self._marker_path(marker),
+            {"mount": self.transit_mount, "key": key, "version": version},
+            cas=None,
+        )
+        return state
+
+    def find_marker(self, marker: str) -> tuple[str, int] | None:
+        """The (transit key, version) claimed by `marker` on this transit mount, if any."""
+        self._check_marker(marker)
+        data, _ = self._read_document(self._marker_path(marker))
+        if not data or data.get("mount") != self.transit_mount:
+            return None
+        return str(data["key"]), int(data["version"])
+
+    # -- KV v2 ----------------------------------------------------------------
+
+    def _key_path(self, key: str) -> str:
+        return f"{self.path}/keys/{self.transit_mount}/{key}"
+
+    def _marker_path(self, marker: str) -> str:
+        return f"{self.path}/markers/{marker}"
+
+    def _check_marker(self, marker: str) -> None:
+        if not _MARKER.match(marker):
+            raise ProviderError(
+                f"idempotency marker {marker!r} cannot name a Vault KV path "
+                "(letters, digits, '_', '.', '-'; at most 200)",
+                reason="InvalidMarker",
+            )
+
+    def _read_document(self, path: str) -> tuple[dict[str, Any] | None, int]:
+        response = self.session.read(
+            f"reading keyledger state {self.mount}/{path}",
+            lambda client: client.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=self.mount, raise_on_deleted_version=False
+            ),
+        )
+        if response is None:
+            return None, 0
+        # A deleted document still has a KV version, which check-and-set must name.
+        return response["data"]["data"], int(response["data"]["metadata"]["version"])
+
+    def _write_document(self, path: str, document: dict[str, Any], *, cas: int | None) -> bool:
+        """False when check-and-set lost a race."""
+
+        def write(client: Any) -> bool:
+            try:
+                client.secrets.kv.v2.create_or_update_secret(
+                    path=path, secret=document, cas=cas, mount_point=self.mount
+                )
+            except hvac.exceptions.InvalidRequest as error:
+                if "check-and-set" in str(error):
+                    return False
+                raise
+            return True
+
+        return self.session.call(f"writing keyledger state {self.mount}/{path}", write)

@@ -1,0 +1,453 @@
+"""Every lifecycle transition end to end, as a user sees it: status, conditions,
+events and ledger rows, with the real operator, control plane and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from keyledger.domain import KeyEventType, KeyStatus
+from keyledger.providers.base import KmsKeyState
+from keyledger.providers.local import LocalBackend
+from keyledger.store.models import EncryptionKeyRecord, KeyEventRecord
+from keyledger.store.repository import KeyLedger
+from tests.fixtures_operator import condition, get, wait_condition, wait_for_event
+from tests.harness.controlplane import ControlPlane, kubectl
+from tests.harness.operator import OperatorProcess
+
+pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
+
+
+def rows(sessions: sessionmaker[Session], tenant: str, key: str) -> list[EncryptionKeyRecord]:
+    with sessions() as session:
+        return list(KeyLedger(session).versions(tenant, key))
+
+
+def audit(sessions: sessionmaker[Session], record: EncryptionKeyRecord) -> list[KeyEventRecord]:
+    with sessions() as session:
+        return list(KeyLedger(session).events(record.id))
+
+
+def wait_for(
+    predicate: Callable[[], Any], what: str, operator: OperatorProcess, timeout: float = 60
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        operator.assert_running()
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}\n{operator.log_tail()}")
+
+
+def statuses(sessions: sessionmaker[Session], tenant: str, key: str) -> list[tuple[int, str]]:
+    return [(r.version, r.status.value) for r in rows(sessions, tenant, key)]
+
+
+def annotate(cp: ControlPlane, namespace: str, name: str, **values: str) -> None:
+    pairs = [f"keyledger.io/{k.replace('_', '-')}={v}" for k, v in values.items()]
+    kubectl(cp, "annotate", "--overwrite", "-n", namespace, f"ek/{name}", *pairs)
+
+
+def keystore(operator: OperatorProcess) -> LocalBackend:
+    return LocalBackend(operator.keystore_dir / "tests.json")
+
+
+def test_scheduled_rotation_fires(
+    crds: ControlPlane,
+    operator: OperatorProcess,
+    make_key: Any,
+    namespace: str,
+    tenant: str,
+    ledger_sessions: sessionmaker[Session],
+) -> None:
+    make_key("sched", rotation={"period": "5s"}, rollback={"window": "1h"})
+    ek = wait_condition(crds, "ek", "sched", "Ready", namespace=namespace, operator=operator)
+    assert ek["status"]["nextRotationAt"]
+    assert kubectl(crds, "get", "ek/sched", "-n", namespace).stdout.split("\n")[1].split()[6]
+    wait_for(
+        lambda: statuses(ledger_sessions, tenant, "sched")[:2] == [(2, "ACTIVE"), (1, "ROTATED")],
+        "scheduled rotation",
+        operator,
+        timeout=30,
+    )
+    v2, v1 = rows(ledger_sessions, tenant, "sched")[:2]
+    assert v2.parent_key_id == v1.id
+    assert v1.rotated_at is not None and v1.can_rollback
+    assert v1.rollback_expires_at is not None and v1.rotated_by == "keyledger-operator"
+    created = next(e for e in audit(ledger_sessions, v2) if e.event_type is KeyEventType.CREATED)
+    assert created.details == {"trigger": "schedule"}
+    ek = wait_condition(
+        crds, "ek", "sched", "RollbackAvailable", namespace=namespace, operator=operator
+    )
+    assert ek["status"]["previousVersion"]["version"] >= 1
+    wait_for_event(crds, namespace, "sched", "Rotated")
+
+
+def test_rotation_on_request_happens_once_per_token(
+    crds: ControlPlane,
+    operator: OperatorProcess,
+    make_key: Any,
+    namespace: str,
+    tenant: str,
+    ledger_sessions: sessionmaker[Session],
+) -> None:
+    make_key("ondemand")
+    wait_condition(crds, "ek", "ondemand", "Ready", namespace=namespace, operator=operator)
+    annotate(crds, namespace, "ondemand", rotate_requested_at="ticket-1")
+    wait_for(
+        lambda: statuses(ledger_sessions, tenant, "ondemand") == [(2, "ACTIVE"), (1, "ROTATED")],
+        "rotation",
+        operator,
+    )
+    # The same token again (re-applied YAML), plus an unrelated change: no second rotation.
+    annotate(crds, namespace, "ondemand", rotate_requested_at="ticket-1")
+    kubectl(
+        crds,
+        "patch",
+        "-n",
+        namespace,
+        "ek/ondemand",
+        "--type=merge",
+        "-p",
+        '{"spec": {"purpose": "changed"}}',
+    )
+    wait_for(
+        lambda: (
+            get(crds, "ek", "ondemand", namespace)["status"]
+            .get("lastHandledRequests", {})
+            .get("rotate")
+            == "ticket-1"
+        ),
+        "handled token",
+        operator,
+    )
+    time.sleep(3)
+    assert statuses(ledger_sessions, tenant, "ondemand") == [(2, "ACTIVE"), (1, "ROTATED")]
+    annotate(crds, namespace, "ondemand", rotate_requested_at="ticket-2")
+    wait_for(
+        lambda: statuses(ledger_sessions, tenant, "ondemand")[0] == (3, "ACTIVE"),
+        "second rotation",
+        operator,
+    )
+
+
+def test_rollback_inside_the_window(
+    crds: ControlPlane,
+    operator: OperatorProcess,
+    make_key: Any,
+    namespace: str,
+    tenant: str,
+    ledger_sessions: sessionmaker[Session],
+) -> None:
+    make_key("rb", rollback={"window": "1h"})
+    wait_condition(crds, "ek", "rb", "Ready", namespace=namespace, operator=operator)
+    annotate(crds, namespace, "rb", rotate_requested_at="r1")
+    wait_condition(crds, "ek", "rb", "RollbackAvailable", namespace=namespace, operator=operator)
+    v1_ref = rows(ledger_sessions, tenant, "rb")[1].kms_key_id
+    annotate(crds, namespace, "rb", rollback_requested_at="b1")
+    wait_for(
+        lambda: statuses(ledger_sessions, tenant, "rb") == [(2, "INACTIVE"), (1, "ACTIVE")],
+        "rollback",
+        operator,
+    )
+    ek = wait_condition(
+        crds,
+        "ek",
+        "rb",
+        "RollbackAvailable",
+        namespace=namespace,
+        operator=operator,
+        status="False",
+    )
+    assert ek["status"]["version"] == 1 and ek["status"]["kmsKeyRef"] == v1_ref
+    assert condition(ek, "Ready")["status"] == "True"  # type: ignore[index]
+    wait_for_event(crds, namespace, "rb", "RolledBack")
+
+
+def test_rollback_outside_the_window_is_refused(
+    crds: ControlPlane,
+    operator: OperatorProcess,
+    make_key: Any,
+    namespace: str,
+    tenant: str,
+    ledger_sessions: sessionmaker[Session],
+) -> None:
+    make_key("late", rollback={"window": "3s"})
+    wait_condition(crds, "ek", "late", "Ready", namespace=namespace, operator=operator)
+    annotate(crds, namespace, "late", rotate_requested_at="r1")
+    wait_condition(crds, "ek", "late", "RollbackAvailable", namespace=namespace, operator=operator)
+    # The schedule closes the window by itself: condition, ledger flag, audit row.
+    wait_condition(
+        crds,
+        "ek",
+        "late",
+        "RollbackAvailable",
+        namespace=namespace,
+        operator=operator,
+        status="False",
+        reason="RollbackWindowClosed",
+        timeout=20,
+    )
+    v1 = rows(ledger_sessions, tenant, "late")[1]
+    assert not v1.can_rollback
+    assert KeyEventType.ROLLBACK_WINDOW_CLOSED in [e.event_type for e in audit(ledger_sessions, v1)]
+    annotate(crds, namespace, "late", rollback_requested_at="too-late")
+    event = wait_for_event(crds, namespace, "late", "RollbackWindowClosed")
+    assert event["type"] in ("Normal", "Warning")
+    wait_for(
+        lambda: any(
+            e["reason"] == "RollbackWindowClosed" and e["type"] == "Warning"
+            for e in _events(crds, namespace, "late")
+        ),
+        "refusal warning",
+        operator,
+    )
+    assert statuses(ledger_sessions, tenant, "late") == [(2, "ACTIVE"), (1, "ROTATED")]
+
+
+def _events(cp: ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
+    from tests.fixtures_operator import events_for  # noqa: PLC0415
+
+    return events_for(cp, namespace, name)
+
+
+def test_expiry(
+    crds: ControlPlane,
+    operator: OperatorProcess,
+    make_key: Any,
+    namespace: str,
+    tenant: str,
+    ledger_sessions: sessionmaker[Session],
+) -> None:
+    make_key("brief", expiry={"after": "8s", "warnBefore": "6s"})
+    wait_condition(crds, "ek", "brief", "Ready", namespace=namespace, operator=operator)
+    ek = wait_condition(
+        crds,
+        "ek",
+        "brief",
+        "Expiring",
+        namespace=namespace,
+        operator=operator,
+        reason="ExpiresSoon",
+        timeout=20,
+    )
+    assert ek["status"]["expiresAt"]
+    ek = wait_condition(
+        crds,
+        "ek",
+        "brief",
+        "Ready",
+        namespace=namespace,
+        operator=operator,
+        status="False",
+        reason="KeyExpired",
+        timeout=30,
+    )
+    assert ek["status"]["phase"] == "EXPIRED"
+    assert "rotate-requested-at" in condition(ek, "Ready")["message"]  # type: ignore[index]
+    assert statuses(ledger_sessions, tenant, "brief") == [(1, "EXPIRED")]
+    wait_for_event(crds, namespace, "brief", "KeyExpired")
+
+
+def test_rotation_before_expiry(
+    crds: ControlPlane,
+    operator: OperatorProcess,
+    make_key: Any,
+    namespace: str,
+    tenant: str,
+    ledger_sessions: sessionmaker[Session],
+) -> None:
+    make_key("renewed", rotation={"period": "1h"}, expiry={"after": "10s"})
+    wait_condition(crds, "ek", "renewed", "Ready", namespace=namespace, operator=operator)
+    wait_for(
+        lambda: statuses(ledger_sessions, tenant, "renewed")[:1] == [(2, "ACTIVE")],
+        "rotation before expiry",
+        operator,
+        timeout=30,
+    )
+    v2 = rows(ledger_sessions, tenant, "renewed")[0]
+    created = next(e for e in audit(ledger_sessions, v2) if e.event_type is KeyEventType.CREATED)
+    assert created.details == {"trigger": "before-expiry"}
+
+
+def test_compromise(
+    crds: ControlPlane,
+    operator: OperatorProcess,
+    make_key: Any,
+    namespace: str,
+    tenant: str,
+    ledger_sessions: sessionmaker[Session],
+) -> None:
+    make_key("leaked", rollback={"window": "1h"})
+    wait_condition(crds, "ek", "leaked", "Ready", namespace=namespace, operator=operator)
+    v1_ref = rows(ledger_sessions, tenant, "leaked")[0].kms_key_id
+    assert v1_ref is not None
+    annotate(
+        crds,
+        namespace,
+        "leaked",
+        compromised_requested_at="inc-42",
+        compromise_reason="key-in-a-public-gist",
+    )
+    wait_for(
+        lambda: statuses(ledger_sessions, tenant, "leaked") == [(2, "ACTIVE"), (1, "COMPROMISED")],
+        "compromise",
+        operator,
+    )
+    assert keystore(operator).describe(v1_ref).state is KmsKeyState.DISABLED
+    v1 = rows(ledger_sessions, tenant, "leaked")[1]
+    compromised = next(
+        e for e in audit(ledger_sessions, v1) if e.event_type is KeyEventType.COMPROMISED
+    )
+    assert compromised.details == {
+        "request": "compromise",
+        "token": "inc-42",
+        "reason": "key-in-a-public-gist",
+    }
+    event = wait_for_event(crds, namespace, "leaked", "KeyCompromised")
+    assert event["type"] == "Warning"
+    wait_condition(crds, "ek", "leaked", "Ready", namespace=namespace, operator=operator)
+    annotate(crds, namespace, "leaked", rollback_requested_at="undo")
+    wait_for_event(crds, namespace, "leaked", "PreviousVersionCompromised")
+    assert statuses(ledger_sessions, tenant, "leaked") == [(2, "ACTIVE"), (1, "COMPROMISED")]
+
+
+def test_disable_and_enable(
+    crds: ControlPlane,
+    operator: OperatorProcess,
+    make_key: Any,
+    namespace: str,
+    tenant: str,
+    ledger_sessions: sessionmaker[Session],
+) -> None:
+    make_key("toggle")
+    wait_condition(crds, "ek", "toggle", "Ready", namespace=namespace, operator=operator)
+    kubectl(
+        crds,
+        "patch",
+        "-n",
+        namespace,
+        "ek/toggle",
+        "--type=merge",
+        "-p",
+        '{"spec": {"state": "Inactive"}}',
+    )
+    ek = wait_condition(
+        crds,
+        "ek",
+        "toggle",
+        "Ready",
+        namespace=namespace,
+        operator=operator,
+        status="False",
+        reason="KeyInactive",
+    )
+    assert ek["status"]["phase"] == "INACTIVE"
+    assert statuses(ledger_sessions, tenant, "toggle") == [(1, "INACTIVE")]
+    kubectl(
+        crds,
+        "patch",
+        "-n",
+        namespace,
+        "ek/toggle",
+        "--type=merge",
+        "-p",
+        '{"spec": {"state": "Active"}}',
+    )
+    wait_condition(crds, "ek", "toggle", "Ready", namespace=namespace, operator=operator)
+    assert statuses(ledger_sessions, tenant, "toggle") == [(1, "ACTIVE")]
+    events = [
+        e.event_type for e in audit(ledger_sessions, rows(ledger_sessions, tenant, "toggle")[0])
+    ]
+    assert events[-2:] == [KeyEventType.DISABLED, KeyEventType.ENABLED]
+
+
+@pytest.mark.parametrize(
+    ("policy", "kms_state", "audit_event"),
+    [
+        ("Retain", KmsKeyState.ENABLED, KeyEventType.DELETION_RETAINED),
+        ("Disable", KmsKeyState.DISABLED, KeyEventType.DELETION_DISABLED),
+        ("ScheduleDeletion", KmsKeyState.PENDING_DELETION, KeyEventType.DELETION_SCHEDULED),
+    ],
+)
+def test_deletion_policies(
+    crds: ControlPlane,
+    operator: OperatorProcess,
+    make_key: Any,
+    namespace: str,
+    tenant: str,
+    ledger_sessions: sessionmaker[Session],
+    policy: str,
+    kms_state: KmsKeyState,
+    audit_event: KeyEventType,
+) -> None:
+    make_key("doomed", deletionPolicy=policy, deletionWindowDays=7)
+    wait_condition(crds, "ek", "doomed", "Ready", namespace=namespace, operator=operator)
+    annotate(crds, namespace, "doomed", rotate_requested_at="r1")
+    wait_for(lambda: len(rows(ledger_sessions, tenant, "doomed")) == 2, "rotation", operator)
+    kubectl(crds, "delete", "-n", namespace, "ek/doomed", "--timeout=60s")
+    versions = rows(ledger_sessions, tenant, "doomed")
+    assert [(r.version, r.status) for r in versions] == [
+        (2, KeyStatus.ACTIVE),
+        (1, KeyStatus.ROTATED),
+    ]
+    for record in versions:
+        assert record.kms_key_id is not None
+        described = keystore(operator).describe(record.kms_key_id)
+        assert described.state is kms_state
+        assert audit_event in [e.event_type for e in audit(ledger_sessions, record)]
+        if kms_state is KmsKeyState.PENDING_DELETION:
+            assert described.deletion_date is not None
+
+
+def test_drift_is_detected_and_resolved(
+    crds: ControlPlane,
+    operator: OperatorProcess,
+    make_key: Any,
+    namespace: str,
+    tenant: str,
+    ledger_sessions: sessionmaker[Session],
+) -> None:
+    make_key("drifty")
+    wait_condition(crds, "ek", "drifty", "Ready", namespace=namespace, operator=operator)
+    record = rows(ledger_sessions, tenant, "drifty")[0]
+    assert record.kms_key_id is not None
+    keystore(operator).disable(record.kms_key_id)  # someone, outside keyledger
+    ek = wait_condition(
+        crds, "ek", "drifty", "Drifted", namespace=namespace, operator=operator, timeout=20
+    )
+    ready = condition(ek, "Ready")
+    assert ready is not None and ready["status"] == "False" and ready["reason"] == "Drifted"
+    assert wait_for_event(crds, namespace, "drifty", "DriftDetected")["type"] == "Warning"
+    assert KeyEventType.DRIFT_DETECTED in [e.event_type for e in audit(ledger_sessions, record)]
+    # A spec change in between must not paper over the drift.
+    kubectl(
+        crds,
+        "patch",
+        "-n",
+        namespace,
+        "ek/drifty",
+        "--type=merge",
+        "-p",
+        '{"spec": {"purpose": "still drifted"}}',
+    )
+    time.sleep(1)
+    assert condition(get(crds, "ek", "drifty", namespace), "Ready")["status"] == "False"  # type: ignore[index]
+    keystore(operator).enable(record.kms_key_id)
+    wait_condition(
+        crds,
+        "ek",
+        "drifty",
+        "Drifted",
+        namespace=namespace,
+        operator=operator,
+        status="False",
+        timeout=20,
+    )
+    wait_condition(crds, "ek", "drifty", "Ready", namespace=namespace, operator=operator)
