@@ -248,6 +248,14 @@ BACKEND_SCHEMAS = {
             "address": string("Vault/OpenBao address.", pattern="^https?://"),
             "mount": string("Transit mount path.", default="transit"),
             "namespace": string("Vault Enterprise / OpenBao namespace."),
+            "stateMount": string(
+                "KV v2 mount where keyledger keeps per-version state (disabled, deletion "
+                "date, idempotency marker) next to the transit keys.",
+                default="secret",
+            ),
+            "statePath": string(
+                "Path under stateMount for keyledger's state documents.", default="keyledger"
+            ),
             "auth": obj(
                 {
                     "method": string(
@@ -257,6 +265,11 @@ BACKEND_SCHEMAS = {
                     ),
                     "role": string("Role for kubernetes auth."),
                     "mountPath": string("Auth mount for kubernetes auth.", default="kubernetes"),
+                    "tokenPath": string(
+                        "ServiceAccount token file for kubernetes auth, e.g. a projected "
+                        "token with a Vault audience.",
+                        default="/var/run/secrets/kubernetes.io/serviceaccount/token",
+                    ),
                 }
             ),
         },
@@ -316,7 +329,17 @@ def provider_spec(cluster: bool) -> dict[str, Any]:
             "description": "Tenants that may use this provider; empty means all.",
         }
     properties["credentialsRef"] = credentials
-    return obj(properties, **{"x-kubernetes-validations": [ONE_BACKEND]})
+    rules = [ONE_BACKEND]
+    if not cluster:
+        rules.append(
+            {
+                "rule": "!has(self.pkcs11)",
+                "message": "pkcs11 makes the operator load a shared library named by "
+                "spec.pkcs11.modulePath, so only a ClusterKeyProvider (cluster admins) may use it",
+                "fieldPath": ".pkcs11",
+            }
+        )
+    return obj(properties, **{"x-kubernetes-validations": rules})
 
 
 PROVIDER_STATUS = obj(

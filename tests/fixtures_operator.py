@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
 from tests.harness.controlplane import ControlPlane, kubectl, service_account_kubeconfig
-from tests.harness.operator import REPO_ROOT, OperatorProcess
+from tests.harness.operator import REPO_ROOT, OperatorProcess, free_port
 from tests.harness.postgres import PostgresServer, create_database
 
 LOCAL_PROVIDER = "local-dev"
@@ -54,20 +55,30 @@ def ledger_sessions(operator_database: str) -> sessionmaker[Session]:
     return make_session_factory(make_engine(operator_database))
 
 
+def new_operator(
+    cp: ControlPlane, database_url: str, state: Path, namespaces: tuple[str, ...], **env: str
+) -> OperatorProcess:
+    """An operator running as its ServiceAccount, serving `namespaces` (kopf patterns)."""
+    kubeconfig = service_account_kubeconfig(
+        cp, "keyledger-system", "keyledger-operator", state / "kubeconfig"
+    )
+    return OperatorProcess(
+        kubeconfig=kubeconfig,
+        database_url=database_url,
+        data_dir=state / "data",
+        log_path=state / "operator.log",
+        namespaces=namespaces,
+        metrics_port=free_port(),
+        extra_env=env,
+    )
+
+
 @pytest.fixture(scope="session")
 def operator(
     crds: ControlPlane, operator_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    state = tmp_path_factory.mktemp("operator")
-    kubeconfig = service_account_kubeconfig(
-        crds, "keyledger-system", "keyledger-operator", state / "kubeconfig"
-    )
-    process = OperatorProcess(
-        kubeconfig=kubeconfig,
-        database_url=operator_database,
-        data_dir=state / "data",
-        log_path=state / "operator.log",
-    )
+    """The shared operator: serves namespaces `t-*`, where ordinary tests live."""
+    process = new_operator(crds, operator_database, tmp_path_factory.mktemp("operator"), ("t-*",))
     process.start()
     try:
         yield process

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +38,10 @@ class Settings(BaseSettings):
     # starts at a random point of the interval and jitters by 10%, so checks of
     # many keys spread out instead of arriving together.
     drift_interval: timedelta = timedelta(minutes=10)
+    # Namespaces whose EncryptionKeys and KeyProviders this operator serves:
+    # comma-separated glob patterns, empty for all. ClusterKeyProviders are
+    # always seen, so operators can split namespaces between them and share providers.
+    namespaces: str = ""
     # Prometheus metrics on this port (0: off).
     metrics_port: int = 9090
 
@@ -47,6 +52,14 @@ class Settings(BaseSettings):
         if isinstance(value, str) and value and value[-1] in "smhd":
             return parse_duration(value, "KEYLEDGER_DRIFT_INTERVAL")
         return value
+
+    def serves(self, namespace: str | None) -> bool:
+        patterns = [p.strip() for p in self.namespaces.split(",") if p.strip()]
+        return (
+            not patterns
+            or namespace is None
+            or any(fnmatch.fnmatchcase(namespace, p) for p in patterns)
+        )
 
     def ledger_url(self) -> str:
         if self.database_url is not None:

@@ -30,7 +30,7 @@ class OperatorProcess:
     database_url: str
     data_dir: Path
     log_path: Path
-    # kopf namespace patterns this operator serves (tests keep operators apart by prefix).
+    # Namespace patterns this operator serves (tests keep operators apart by prefix).
     namespaces: tuple[str, ...] = ("t-*",)
     metrics_port: int = 0
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -45,6 +45,7 @@ class OperatorProcess:
             "KEYLEDGER_OPERATOR_NAMESPACE": "keyledger-system",
             "PYTHONUNBUFFERED": "1",
             "KEYLEDGER_DRIFT_INTERVAL": "3s",
+            "KEYLEDGER_NAMESPACES": ",".join(self.namespaces),
             "KEYLEDGER_METRICS_PORT": str(self.metrics_port),
             **self.extra_env,
         }
@@ -55,9 +56,9 @@ class OperatorProcess:
                 "-m",
                 "keyledger.cli.main",
                 "run",
-                "--all-namespaces",
                 "--standalone",
                 "--verbose",
+                "--all-namespaces",
             ],
             env=env,
             stdout=log,

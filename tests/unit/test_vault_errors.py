@@ -25,7 +25,8 @@ from keyledger.errors import (
     ProviderUnavailable,
 )
 from keyledger.providers.base import BackendConfig
-from keyledger.providers.vault import TransitVersion, open_vault_backend, transit_key_name
+from keyledger.providers.vault import open_vault_backend
+from keyledger.providers.vault_names import TransitVersion, transit_key_name
 from keyledger.providers.vault_session import VaultAuth, VaultSession, translate_vault_error
 from keyledger.providers.vault_state import KeyState, VersionState, raised_floor
 from keyledger.settings import Settings

@@ -19,7 +19,7 @@ import kopf
 from keyledger.api import ENCRYPTION_KEYS, GROUP, VERSION
 from keyledger.errors import KeyledgerError
 from keyledger.handlers.errors import retry_delay
-from keyledger.handlers.keys_common import key_resource, last_drift, provider_for
+from keyledger.handlers.keys_common import key_resource, last_drift, provider_for, served
 from keyledger.handlers.reporting import post_events, status_patch
 from keyledger.kube import patch_status
 from keyledger.lifecycle.wakeups import next_wakeup, overdue
@@ -51,7 +51,7 @@ def _run_pass(
     return outcome
 
 
-@kopf.daemon(GROUP, VERSION, ENCRYPTION_KEYS, cancellation_timeout=10)
+@kopf.daemon(GROUP, VERSION, ENCRYPTION_KEYS, when=served, cancellation_timeout=10)
 async def keep_key_schedule(
     body: kopf.Body, stopped: Any, memo: kopf.Memo, logger: kopf.Logger, **indexes: Any
 ) -> None:

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 _PATTERNS = [
     # AWS / Azure / GCP request and correlation ids.
     re.compile(
-        r"(?i)\b(request[ -]?id|x-amzn-requestid|x-ms-request-id|correlation[ -]?id|"
-        r"trace[ -]?id)\b\s*[:=]?\s*[\w-]+"
+        r"(?i)\b(request[ _-]?id|x-amzn-requestid|x-ms-request-id|correlation[ _-]?id|"
+        r"trace[ _-]?id)\b\s*[:=]?\s*[\w-]+"
     ),
     # Bearer tokens, Vault/OpenBao tokens, AWS access key ids and signatures.
     re.compile(r"(?i)bearer\s+[\w.~+/-]+=*"),

@@ -1,11 +1,8 @@
 """The `vault` backend: HashiCorp Vault / OpenBao transit, through hvac.
 
-Versions. One transit key (aes256-gcm96) per tenant key, named
-`keyledger.<tenant>.<keyName>`, plus a trailing `_` when keyName ends in `_`,
-`.` or `-` (transit names must end in a letter, digit or `_`; adding it only
-then keeps the mapping one-to-one; the tenant is a DNS label without dots, so
-the name splits back unambiguously). Ledger version N is transit version N; the
-ref is `vault:<mount>/<transit key>#<N>`. `rotate` makes N+1. The ledger pins the
+Versions. One transit key (aes256-gcm96) per tenant key, named from tenant and
+keyName (see `vault_names`); ledger version N is transit version N, with ref
+`vault:<mount>/<transit key>#<N>`; `rotate` makes N+1. The ledger pins the
 active version and every data key names `key_version`; `make_primary` sets the
 key's `min_encryption_version` to the primary, so transit itself refuses new
 data keys from older versions (a rollback lowers it again). A client that still
@@ -25,17 +22,20 @@ step (trim the key, or delete it once every version is past its date).
 
 Idempotency. `create_key_version` claims the version for the request's marker
 in the state store, then creates/rotates only if transit's latest version is
-below it, so a retry after a crash returns the version already made.
+below it, so a retry after a crash returns the version already made; a version
+held by another marker, or a gap, is refused (`TransitVersionConflict`).
+
+Access. Token auth (credentialsRef key `token`) or kubernetes auth with the
+operator's ServiceAccount token; `vault_policy.required_policy` is the policy.
 """
 
 from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import hvac
@@ -50,8 +50,10 @@ from keyledger.providers.base import (
     KmsKeyState,
 )
 from keyledger.providers.registry import register_backend
-from keyledger.providers.vault_policy import KEY_PREFIX, check_access
-from keyledger.providers.vault_session import SERVICE_ACCOUNT_TOKEN, VaultAuth, VaultSession
+from keyledger.providers.vault_config import vault_options
+from keyledger.providers.vault_names import TransitVersion, transit_key_name
+from keyledger.providers.vault_policy import check_access
+from keyledger.providers.vault_session import VaultSession, crypto_refusal
 from keyledger.providers.vault_state import (
     KeyState,
     TransitStateStore,
@@ -62,33 +64,7 @@ from keyledger.providers.vault_state import (
 from keyledger.settings import Settings
 
 KEY_TYPE = "aes256-gcm96"
-_TENANT = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-_KEY_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-_REF = re.compile(r"^vault:(?P<mount>.+)/(?P<key>[A-Za-z0-9_.-]+)#(?P<version>[1-9][0-9]*)$")
 _CIPHERTEXT = re.compile(r"^vault:v(?P<version>[0-9]+):[A-Za-z0-9+/=]+$")
-
-
-def transit_key_name(tenant: str, key_name: str) -> str:
-    if not _TENANT.match(tenant) or not _KEY_NAME.match(key_name):
-        raise InvalidSpec(
-            f"tenant {tenant!r} / keyName {key_name!r} cannot name a transit key: tenant must "
-            "be a DNS label, keyName letters, digits, '_', '.', '-'"
-        )
-    terminator = "" if key_name[-1].isalnum() else "_"
-    return f"{KEY_PREFIX}{tenant}.{key_name}{terminator}"
-
-
-@dataclass(frozen=True)
-class TransitVersion:
-    """A parsed ref: version `version` of transit key `key` on `mount`."""
-
-    mount: str
-    key: str
-    version: int
-
-    @property
-    def ref(self) -> str:
-        return f"vault:{self.mount}/{self.key}#{self.version}"
 
 
 @dataclass(frozen=True)
@@ -251,10 +227,7 @@ class VaultBackend:
     # -- internals ----------------------------------------------------------------
 
     def _parse(self, ref: str) -> TransitVersion:
-        match = _REF.match(ref)
-        if match is None or match["mount"] != self.mount:
-            raise KmsKeyNotFound(f"{ref} is not a version of a key on transit mount {self.mount}")
-        return TransitVersion(match["mount"], match["key"], int(match["version"]))
+        return TransitVersion.parse(ref, self.mount)
 
     def _key_info(self, key: str) -> _KeyInfo | None:
         response = self.session.read(
@@ -344,87 +317,16 @@ class VaultBackend:
             try:
                 return client.adapter.post(f"/v1/{self.mount}/{endpoint}/{target.key}", json=body)
             except hvac.exceptions.InvalidRequest as error:
-                raise _crypto_refusal(target, what, str(error)) from None
+                raise crypto_refusal(target.ref, what, str(error)) from None
 
         return self.session.call(f"{what} with {target.ref}", post)
 
 
-def _crypto_refusal(target: TransitVersion, what: str, text: str) -> ProviderError:
-    """Transit's 400s on datakey/decrypt, as errors that say what they mean."""
-    if "higher than the latest" in text:
-        return KmsKeyNotFound(f"{target.ref} does not exist (transit's latest version is lower)")
-    if "minimum encryption" in text:
-        return ProviderError(
-            f"transit refuses {what} with {target.ref}: an older version than the primary "
-            "(min_encryption_version); use the ACTIVE version's ref",
-            reason="KmsKeyNotPrimary",
-        )
-    if "disallowed by policy" in text or "no such key version" in text:
-        return ProviderError(
-            f"transit refuses {what} with {target.ref}: blocked by min_decryption_version",
-            reason="KmsKeyDisabled",
-        )
-    # Decrypting with the wrong key fails authentication; never echo the ciphertext.
-    return ProviderError(f"cannot finish {what} with {target.ref}: not wrapped by it")
-
-
-# Path segments: no "." or ".." (Vault would resolve them), nothing a ref could not parse.
-_MOUNT = re.compile(r"^(?!\.\.?(/|$))[A-Za-z0-9_.-]+(/(?!\.\.?(/|$))[A-Za-z0-9_.-]+)*$")
-_ADDRESS = re.compile(r"^https?://[^/\s]+/?$")
-
-
 @register_backend("vault")
 def open_vault_backend(config: BackendConfig, settings: Settings) -> VaultBackend:
-    options = config.options
-    where = f"provider {config.provider_name!r}"
-    address = str(options.get("address") or "")
-    if not _ADDRESS.match(address):
-        raise InvalidSpec(
-            f"{where}: spec.vault.address must be http(s)://host[:port] without a path, "
-            f"got {address!r}"
-        )
-    mount = _path_option(options, "mount", "transit", where)
-    state_mount = _path_option(options, "stateMount", "secret", where)
-    state_path = _path_option(options, "statePath", "keyledger", where)
-    namespace = str(options.get("namespace") or "") or None
-    session = VaultSession(address.rstrip("/"), _auth(config, where), namespace=namespace)
-    state = TransitStateStore(session, mount=state_mount, path=state_path, transit_mount=mount)
-    return VaultBackend(session, mount=mount, state=state)
-
-
-def _path_option(options: Mapping[str, object], name: str, default: str, where: str) -> str:
-    value = str(options.get(name) or default).strip("/")
-    if not _MOUNT.match(value):
-        raise InvalidSpec(
-            f"{where}: spec.vault.{name} {value!r} must be a Vault path: segments of "
-            "letters, digits, '_', '.', '-' separated by '/'"
-        )
-    return value
-
-
-def _auth(config: BackendConfig, where: str) -> VaultAuth:
-    auth = config.options.get("auth") or {}
-    if not isinstance(auth, Mapping):
-        raise InvalidSpec(f"{where}: spec.vault.auth must be an object")
-    method = str(auth.get("method") or "token")
-    if method == "token":
-        token = config.credentials.get("token")
-        if not token:
-            raise InvalidSpec(
-                f"{where}: spec.vault.auth.method is token, so credentialsRef must name a "
-                "Secret with the Vault token under key `token`"
-            )
-        return VaultAuth("token", token=token)
-    if method == "kubernetes":
-        role = str(auth.get("role") or "")
-        if not role:
-            raise InvalidSpec(f"{where}: spec.vault.auth.role is required for kubernetes auth")
-        return VaultAuth(
-            "kubernetes",
-            role=role,
-            mount_path=str(auth.get("mountPath") or "kubernetes").strip("/"),
-            token_path=Path(str(auth.get("tokenPath") or SERVICE_ACCOUNT_TOKEN)),
-        )
-    raise InvalidSpec(
-        f"{where}: spec.vault.auth.method must be token or kubernetes, not {method!r}"
+    options = vault_options(config)
+    session = VaultSession(options.address, options.auth, namespace=options.namespace)
+    state = TransitStateStore(
+        session, mount=options.state_mount, path=options.state_path, transit_mount=options.mount
     )
+    return VaultBackend(session, mount=options.mount, state=state)

@@ -11,11 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from keyledger.errors import InvalidSpec, ProviderAccessDenied
+from keyledger.providers.vault_names import KEY_PREFIX, PROBE_KEY
 from keyledger.providers.vault_session import VaultSession
-
-KEY_PREFIX = "keyledger."
-# Never a real key name: those have a second dot (keyledger.<tenant>.<keyName>).
-PROBE_KEY = f"{KEY_PREFIX}check"
 
 
 def required_policy(mount: str, state_mount: str, state_path: str) -> str:

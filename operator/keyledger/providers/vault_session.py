@@ -51,7 +51,7 @@ class VaultAuth:
     token_path: Path = SERVICE_ACCOUNT_TOKEN
 
 
-def translate_vault_error(  # one return per kind of failure
+def translate_vault_error(
     error: Exception, *, action: str, address: str, secrets: Iterable[str]
 ) -> ProviderError:
     """The keyledger error for an hvac/requests exception raised while doing `action`."""
@@ -93,15 +93,41 @@ def translate_vault_error(  # one return per kind of failure
     return ProviderError(f"Vault at {address} failed {action}: {detail}")
 
 
+def crypto_refusal(ref: str, what: str, text: str) -> ProviderError:
+    """Transit's 400s on datakey/decrypt, as errors that say what they mean."""
+    if "higher than the latest" in text:
+        return KmsKeyNotFound(f"{ref} does not exist (transit's latest version is lower)")
+    if "minimum encryption" in text:
+        return ProviderError(
+            f"transit refuses {what} with {ref}: an older version than the primary "
+            "(min_encryption_version); use the ACTIVE version's ref",
+            reason="KmsKeyNotPrimary",
+        )
+    if "disallowed by policy" in text or "no such key version" in text:
+        return ProviderError(
+            f"transit refuses {what} with {ref}: blocked by min_decryption_version",
+            reason="KmsKeyDisabled",
+        )
+    # Decrypting with the wrong key fails authentication; never echo the ciphertext.
+    return ProviderError(f"cannot finish {what} with {ref}: not wrapped by it")
+
+
 def is_absent(error: hvac.exceptions.InvalidPath) -> bool:
     """A 404 for a missing object, not for a missing secrets engine."""
     return not any("no handler for route" in str(e) for e in error.errors or ())
 
 
 def _vault_detail(error: Exception) -> str:
-    # hvac's str() is "<errors>, on <method> <url>"; an empty 404 says "None".
-    text = str(error)
-    return text.replace("None, on", "not found, on", 1) if text.startswith("None, on") else text
+    # Vault's own error list; not hvac's "..., on <method> <url>" suffix, since
+    # every message already names the action and the address.
+    if isinstance(error, hvac.exceptions.VaultError):
+        errors = [str(e) for e in error.errors or () if str(e).strip()]
+        if errors:
+            return "; ".join(errors)
+        if error.args and error.args[0]:
+            return str(error.args[0])
+        return "not found" if isinstance(error, hvac.exceptions.InvalidPath) else "no detail"
+    return str(error)
 
 
 class VaultSession:
