@@ -33,6 +33,7 @@ class OperatorProcess:
     # Namespace patterns this operator serves (tests keep operators apart by prefix).
     namespaces: tuple[str, ...] = ("t-*",)
     metrics_port: int = 0
+    verbose: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
@@ -57,8 +58,8 @@ class OperatorProcess:
                 "keyledger.cli.main",
                 "run",
                 "--standalone",
-                "--verbose",
                 "--all-namespaces",
+                *(["--verbose"] if self.verbose else []),
             ],
             env=env,
             stdout=log,

@@ -21,6 +21,11 @@ def status_patch(outcome: Outcome, body: kopf.Body) -> dict[str, Any]:
     return status
 
 
+def changes_status(patch: dict[str, Any], body: kopf.Body) -> bool:
+    """Whether merging `patch` would change the status (an unchanged one is not sent)."""
+    return any(body.status.get(field) != value for field, value in patch.items())
+
+
 def apply_outcome(outcome: Outcome, body: kopf.Body, patch: kopf.Patch) -> None:
     patch.status.update(status_patch(outcome, body))
     post_events(outcome, body)

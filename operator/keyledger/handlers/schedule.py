@@ -20,7 +20,7 @@ from keyledger.api import ENCRYPTION_KEYS, GROUP, VERSION
 from keyledger.errors import KeyledgerError
 from keyledger.handlers.errors import retry_delay
 from keyledger.handlers.keys_common import key_resource, last_drift, provider_for, served
-from keyledger.handlers.reporting import post_events, status_patch
+from keyledger.handlers.reporting import changes_status, post_events, status_patch
 from keyledger.kube import patch_status
 from keyledger.lifecycle.wakeups import next_wakeup, overdue
 from keyledger.operations.outcome import Outcome
@@ -81,13 +81,15 @@ async def keep_key_schedule(
             outcome = await asyncio.to_thread(
                 _run_pass, runtime, body, indexes, time_due, drift_due
             )
-            await asyncio.to_thread(
-                patch_status,
-                ENCRYPTION_KEYS,
-                body.metadata.namespace or "",
-                body.metadata.name or "",
-                status_patch(outcome, body),
-            )
+            patch = status_patch(outcome, body)
+            if outcome.conditions and changes_status(patch, body):
+                await asyncio.to_thread(
+                    patch_status,
+                    ENCRYPTION_KEYS,
+                    body.metadata.namespace or "",
+                    body.metadata.name or "",
+                    patch,
+                )
             post_events(outcome, body)
             failures = 0
             last_pass = now

@@ -143,7 +143,9 @@ class KeyOperations:
         was_drifted: bool,
         correlation_id: str | None = None,
     ) -> Outcome:
-        """Compare the current version with the KMS; report, never repair."""
+        """Compare the current version with the KMS; report, never repair.
+
+        The outcome is empty unless the drift state changed."""
         outcome = Outcome()
         with self._lock(key):
             view = self._load(key)
@@ -152,8 +154,10 @@ class KeyOperations:
                 self._report(key, provider_label, None, outcome)
                 return outcome
             drift = _observe(current, backend.describe(current.kms_key_id).state)
-            if drift.drifted != was_drifted:
-                self._record_drift(key, current, drift, correlation_id, outcome)
+            if drift.drifted == was_drifted:
+                # Nothing changed: no ledger or API writes, so idle keys stay cheap.
+                return outcome
+            self._record_drift(key, current, drift, correlation_id, outcome)
             self._report(key, provider_label, drift, outcome)
         return outcome
 
