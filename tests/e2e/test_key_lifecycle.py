@@ -451,3 +451,41 @@ def test_drift_is_detected_and_resolved(
         timeout=20,
     )
     wait_condition(crds, "ek", "drifty", "Ready", namespace=namespace, operator=operator)
+
+
+def test_kubectl_plugin_rotates_and_rolls_back(
+    crds: ControlPlane,
+    operator: OperatorProcess,
+    make_key: Any,
+    namespace: str,
+    tenant: str,
+    ledger_sessions: sessionmaker[Session],
+) -> None:
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    make_key("plugged", rollback={"window": "1h"})
+    wait_condition(crds, "ek", "plugged", "Ready", namespace=namespace, operator=operator)
+    env = {**os.environ, "KUBECONFIG": str(crds.kubeconfig)}
+
+    def plugin(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "keyledger.cli.main", *args, "-n", namespace],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+
+    rotated = plugin("rotate", "plugged")
+    assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+    assert "done: version 2 is ACTIVE" in rotated.stdout
+    rolled = plugin("rollback", "plugged")
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    assert statuses(ledger_sessions, tenant, "plugged") == [(2, "INACTIVE"), (1, "ACTIVE")]
+    again = plugin("rollback", "plugged")  # nothing left to roll back to
+    assert again.returncode == 0
+    assert "done: version 1 is ACTIVE" in again.stdout
+    wait_for_event(crds, namespace, "plugged", "NoPreviousVersion")

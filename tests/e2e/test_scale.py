@@ -17,7 +17,8 @@ from tests.fixtures_operator import encryption_key, new_operator
 from tests.harness.controlplane import ControlPlane, kubectl
 from tests.harness.operator import OperatorProcess
 
-pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
+# Creating 500 keys on two cores takes a minute or two; the window itself is one minute.
+pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.timeout(900)]
 
 KEYS = 500
 DRIFT_INTERVAL_S = 60

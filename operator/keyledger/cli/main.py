@@ -1,4 +1,7 @@
-"""`keyledger run|migrate|versions`: run the operator, migrate the ledger, read it."""
+"""`keyledger run|migrate|versions|rotate|rollback|compromise`.
+
+Also installed as `kubectl-keyledger`, so `kubectl keyledger rotate phi-primary -n acme` works.
+"""
 
 from __future__ import annotations
 
@@ -61,6 +64,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     versions = commands.add_parser("versions", help="list a key's versions from the ledger")
     versions.add_argument("tenant")
     versions.add_argument("key_name")
+    for kind, help_text in (
+        ("rotate", "make a new version of an EncryptionKey now"),
+        ("rollback", "make the previous version primary again (within the rollback window)"),
+        ("compromise", "mark the current version compromised: disabled, replaced, audited"),
+    ):
+        request = commands.add_parser(kind, help=help_text)
+        request.add_argument("name", help="EncryptionKey name")
+        request.add_argument("-n", "--namespace", default="default")
+        request.add_argument(
+            "--wait",
+            type=float,
+            default=60.0,
+            help="seconds to wait for the operator (0: do not wait)",
+        )
+        if kind == "compromise":
+            request.add_argument("--reason", required=True, help="why; kept in the audit trail")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run"]:
         # Everything after `run` belongs to kopf, options included.
@@ -68,6 +87,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "migrate":
         return _migrate(args.revision)
+    if args.command in ("rotate", "rollback", "compromise"):
+        from keyledger.cli.requests import request_transition  # noqa: PLC0415
+        from keyledger.lifecycle.plan import RequestKind  # noqa: PLC0415
+
+        return request_transition(
+            RequestKind(args.command),
+            args.name,
+            args.namespace,
+            getattr(args, "reason", None),
+            args.wait,
+        )
     return _versions(args.tenant, args.key_name)
 
 
