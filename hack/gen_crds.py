@@ -240,6 +240,11 @@ BACKEND_SCHEMAS = {
                 enum=["RSA", "RSA-HSM", "oct-HSM"],
                 default="RSA",
             ),
+            "authorityHost": string(
+                "Entra ID authority for a sovereign cloud, e.g. https://login.microsoftonline.us; "
+                "default: the public cloud.",
+                pattern="^https://",
+            ),
         },
         ["vaultUrl"],
     ),
@@ -281,6 +286,14 @@ BACKEND_SCHEMAS = {
             "location": string("KMS location, e.g. global or europe-west1.", minLength=1),
             "keyRing": string("Key ring name; default: one per tenant."),
             "endpoint": string("API endpoint override (host:port)."),
+            "destroyScheduledDays": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 120,
+                "default": 30,
+                "description": "Days GCP keeps a destroyed version before destroying it; fixed "
+                "per CryptoKey when keyledger creates it. deletionWindowDays must not exceed it.",
+            },
             "insecure": {
                 "type": "boolean",
                 "default": False,

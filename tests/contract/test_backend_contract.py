@@ -50,18 +50,19 @@ def test_rotate_and_roll_back(target: ContractTarget) -> None:
     v1_request = _request(1)
     v1 = target.backend.create_key_version(v1_request)
     target.backend.make_primary(v1.ref, v1_request)
+    wrapped_by = {v1.ref: target.backend.generate_data_key(v1.ref)}
     v2_request = _request(2, key_name=v1_request.key_name)
     v2 = target.backend.create_key_version(v2_request)
     assert v2.ref != v1.ref
     target.backend.make_primary(v2.ref, v2_request)
+    wrapped_by[v2.ref] = target.backend.generate_data_key(v2.ref)
     if target.primary_ref is not None:
         assert target.primary_ref(v2.ref) == v2.ref
     target.backend.make_primary(v1.ref, v1_request)  # rollback
     if target.primary_ref is not None:
         assert target.primary_ref(v1.ref) == v1.ref
-    # Both versions stay usable for decrypt.
-    for ref in (v1.ref, v2.ref):
-        data_key = target.backend.generate_data_key(ref)
+    # Both versions stay usable for decrypting what each wrapped while it was primary.
+    for ref, data_key in wrapped_by.items():
         assert target.backend.unwrap_data_key(ref, data_key.wrapped) == data_key.plaintext
 
 
