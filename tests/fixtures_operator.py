@@ -7,6 +7,7 @@ Tests isolate themselves by namespace and tenant, never by restarting it.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,9 +19,12 @@ import yaml
 from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
+from keyledger.store.models import EncryptionKeyRecord, KeyEventRecord
+from keyledger.store.repository import KeyLedger
 from tests.harness.controlplane import ControlPlane, kubectl, service_account_kubeconfig
 from tests.harness.operator import REPO_ROOT, OperatorProcess, free_port
 from tests.harness.postgres import PostgresServer, create_database
+from tests.harness.softhsm import softhsm
 
 LOCAL_PROVIDER = "local-dev"
 
@@ -62,6 +66,10 @@ def new_operator(
     kubeconfig = service_account_kubeconfig(
         cp, "keyledger-system", "keyledger-operator", state / "kubeconfig"
     )
+    # Every operator checks every ClusterKeyProvider, PKCS#11 ones included, so each
+    # must see the test tokens (SoftHSM reads its config once, at module load).
+    softhsm()
+    env = {"SOFTHSM2_CONF": os.environ["SOFTHSM2_CONF"], **env}
     return OperatorProcess(
         kubeconfig=kubeconfig,
         database_url=database_url,
@@ -227,3 +235,35 @@ def wait_for_event(
     raise AssertionError(
         f"no {reason} event for {name}: {[e['reason'] for e in events_for(cp, namespace, name)]}"
     )
+
+
+def rows(sessions: sessionmaker[Session], tenant: str, key: str) -> list[EncryptionKeyRecord]:
+    with sessions() as session:
+        return list(KeyLedger(session).versions(tenant, key))
+
+
+def audit(sessions: sessionmaker[Session], record: EncryptionKeyRecord) -> list[KeyEventRecord]:
+    with sessions() as session:
+        return list(KeyLedger(session).events(record.id))
+
+
+def wait_for(
+    predicate: Callable[[], Any], what: str, operator: OperatorProcess, timeout: float = 60
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        operator.assert_running()
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}\n{operator.log_tail()}")
+
+
+def statuses(sessions: sessionmaker[Session], tenant: str, key: str) -> list[tuple[int, str]]:
+    return [(r.version, r.status.value) for r in rows(sessions, tenant, key)]
+
+
+def annotate(cp: ControlPlane, namespace: str, name: str, **values: str) -> None:
+    pairs = [f"keyledger.io/{k.replace('_', '-')}={v}" for k, v in values.items()]
+    kubectl(cp, "annotate", "--overwrite", "-n", namespace, f"ek/{name}", *pairs)

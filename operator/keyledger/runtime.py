@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from keyledger.board import ScheduleBoard
 from keyledger.operations.backends import BackendCache, SecretReader
 from keyledger.operations.keys import KeyOperations
 from keyledger.settings import Settings
@@ -18,6 +19,7 @@ class Runtime:
     settings: Settings
     keys: KeyOperations
     backends: BackendCache
+    board: ScheduleBoard
 
     def close(self) -> None:
         self.backends.close()
@@ -38,4 +40,5 @@ def build_runtime(settings: Settings, read_secret: SecretReader) -> Runtime:
         settings=settings,
         keys=KeyOperations(make_session_factory(engine), actor=settings.actor),
         backends=BackendCache(settings, read_secret),
+        board=ScheduleBoard(),
     )

@@ -33,14 +33,18 @@ from keyledger.providers.registry import open_backend
 from keyledger.settings import Settings
 from keyledger.store.models import EncryptionKeyRecord, KeyEventRecord
 from tests.contract.backends.vault import STATE_MOUNT, STATE_PATH, TRANSIT_MOUNT, prepare_server
-from tests.e2e.test_key_lifecycle import annotate, audit, rows, statuses, wait_for
 from tests.fixtures_operator import (
+    annotate,
     apply,
+    audit,
     condition,
     encryption_key,
     get,
     new_operator,
+    rows,
+    statuses,
     wait_condition,
+    wait_for,
 )
 from tests.harness.controlplane import ControlPlane, kubectl
 from tests.harness.moto_kms import moto_kms
@@ -132,7 +136,7 @@ def stack(
             credential_key="secretAccessKey",
             wrong_value=wrong_secret,
             server_view=_server_view("awsKms", Access(aws_options, aws_right), workdir),
-            secrets=(aws.secret_access_key,),
+            secrets=(aws.secret_access_key, aws.access_key_id),
         )
 
         bao = start_openbao(workdir)

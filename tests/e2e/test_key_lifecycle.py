@@ -4,7 +4,6 @@ events and ledger rows, with the real operator, control plane and PostgreSQL."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,45 +12,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from keyledger.domain import KeyEventType, KeyStatus
 from keyledger.providers.base import KmsKeyState
 from keyledger.providers.local import LocalBackend
-from keyledger.store.models import EncryptionKeyRecord, KeyEventRecord
-from keyledger.store.repository import KeyLedger
-from tests.fixtures_operator import condition, get, wait_condition, wait_for_event
+from tests.fixtures_operator import (
+    annotate,
+    audit,
+    condition,
+    get,
+    rows,
+    statuses,
+    wait_condition,
+    wait_for,
+    wait_for_event,
+)
 from tests.harness.controlplane import ControlPlane, kubectl
 from tests.harness.operator import OperatorProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
-
-
-def rows(sessions: sessionmaker[Session], tenant: str, key: str) -> list[EncryptionKeyRecord]:
-    with sessions() as session:
-        return list(KeyLedger(session).versions(tenant, key))
-
-
-def audit(sessions: sessionmaker[Session], record: EncryptionKeyRecord) -> list[KeyEventRecord]:
-    with sessions() as session:
-        return list(KeyLedger(session).events(record.id))
-
-
-def wait_for(
-    predicate: Callable[[], Any], what: str, operator: OperatorProcess, timeout: float = 60
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        operator.assert_running()
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}\n{operator.log_tail()}")
-
-
-def statuses(sessions: sessionmaker[Session], tenant: str, key: str) -> list[tuple[int, str]]:
-    return [(r.version, r.status.value) for r in rows(sessions, tenant, key)]
-
-
-def annotate(cp: ControlPlane, namespace: str, name: str, **values: str) -> None:
-    pairs = [f"keyledger.io/{k.replace('_', '-')}={v}" for k, v in values.items()]
-    kubectl(cp, "annotate", "--overwrite", "-n", namespace, f"ek/{name}", *pairs)
 
 
 def keystore(operator: OperatorProcess) -> LocalBackend:

@@ -41,6 +41,7 @@ def reconcile_encryption_key(
         report_failure(error, body, patch)
         raise to_kopf_error(error, retry) from error
     apply_outcome(outcome, body, patch)
+    runtime.board.publish(key.uid, outcome.next_due)
 
 
 @kopf.on.delete(GROUP, VERSION, ENCRYPTION_KEYS, when=served, backoff=UNEXPECTED_ERROR_BACKOFF)

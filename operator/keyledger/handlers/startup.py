@@ -10,6 +10,7 @@ import prometheus_client
 
 from keyledger.api import FINALIZER, KOPF_ANNOTATION_PREFIX
 from keyledger.kube import load_kubernetes_config, read_secret
+from keyledger.logsafety import cap_sdk_logging
 from keyledger.runtime import build_runtime
 from keyledger.settings import get_settings
 
@@ -28,6 +29,7 @@ def start_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.execution.max_workers = 8
+    cap_sdk_logging()
     load_kubernetes_config()
     config = get_settings()
     if config.metrics_port:

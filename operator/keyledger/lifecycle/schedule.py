@@ -20,6 +20,8 @@ class Schedule:
     expiring_from: datetime | None
     expires_at: datetime | None
     rollback_closes_at: datetime | None
+    # The earliest expiry of any version still able to expire (older ones included).
+    any_expiry_at: datetime | None = None
 
     def next_due(self, now: datetime) -> datetime | None:
         """The earliest future moment at which something changes."""
@@ -30,6 +32,7 @@ class Schedule:
                 self.expiring_from,
                 self.expires_at,
                 self.rollback_closes_at,
+                self.any_expiry_at,
             )
             if m is not None and m > now
         ]
@@ -66,15 +69,23 @@ def rollback_closes_at(versions: list[KeyVersion]) -> datetime | None:
     return min(open_windows, default=None)
 
 
+_EXPIRABLE = frozenset({KeyStatus.ACTIVE, KeyStatus.INACTIVE, KeyStatus.ROTATED})
+
+
 def build_schedule(
     spec: KeySpec, current: KeyVersion | None, versions: list[KeyVersion]
 ) -> Schedule:
+    any_expiry = min(
+        (v.expires_at for v in versions if v.status in _EXPIRABLE and v.expires_at is not None),
+        default=None,
+    )
     if current is None:
-        return Schedule(None, None, None, rollback_closes_at(versions))
+        return Schedule(None, None, None, rollback_closes_at(versions), any_expiry)
     usable = current.status in (KeyStatus.ACTIVE, KeyStatus.INACTIVE)
     return Schedule(
         next_rotation_at=rotation_due_at(spec, current),
         expiring_from=expiring_from(spec, current) if usable else None,
         expires_at=current.expires_at if usable else None,
         rollback_closes_at=rollback_closes_at(versions),
+        any_expiry_at=any_expiry,
     )

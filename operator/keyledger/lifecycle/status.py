@@ -37,6 +37,8 @@ class Drift:
 class KeyStatusView:
     fields: dict[str, Any]
     conditions: list[Condition]
+    # The next moment something scheduled changes (None: nothing scheduled).
+    next_due: datetime | None = None
 
 
 def _time(moment: datetime | None) -> str | None:
@@ -117,7 +119,7 @@ def build_status(
                 drift.message,
             )
         )
-    return KeyStatusView(fields=fields, conditions=conditions)
+    return KeyStatusView(fields=fields, conditions=conditions, next_due=schedule.next_due(now))
 
 
 def _ready(

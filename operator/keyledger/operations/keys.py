@@ -379,6 +379,8 @@ class KeyOperations:
         )
         outcome.status.update(status.fields)
         outcome.conditions.extend(status.conditions)
+        outcome.next_due = status.next_due
+        outcome.scheduled = True
 
 
 def _version_request(key: KeyResource, version: KeyVersion) -> KeyVersionRequest:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from keyledger.lifecycle.conditions import Condition
@@ -20,6 +21,9 @@ class Outcome:
     status: dict[str, Any] = field(default_factory=dict)
     conditions: list[Condition] = field(default_factory=list)
     events: list[UserEvent] = field(default_factory=list)
+    # When the key next needs a scheduled pass; set whenever the status was built.
+    next_due: datetime | None = None
+    scheduled: bool = False
 
     def note(self, reason: str, message: str) -> None:
         self.events.append(UserEvent("Normal", reason, message))
