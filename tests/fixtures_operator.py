@@ -22,7 +22,8 @@ from keyledger.store.engine import make_engine, make_session_factory, upgrade_da
 from keyledger.store.models import EncryptionKeyRecord, KeyEventRecord
 from keyledger.store.repository import KeyLedger
 from tests.harness.controlplane import ControlPlane, kubectl, service_account_kubeconfig
-from tests.harness.operator import REPO_ROOT, OperatorProcess, free_port
+from tests.harness.net import free_port
+from tests.harness.operator import REPO_ROOT, OperatorProcess
 from tests.harness.postgres import PostgresServer, create_database
 from tests.harness.softhsm import softhsm
 

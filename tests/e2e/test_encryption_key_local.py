@@ -13,18 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.domain import KeyEventType, KeyStatus
-from keyledger.store.models import EncryptionKeyRecord, KeyEventRecord
+from keyledger.store.models import KeyEventRecord
 from keyledger.store.repository import KeyLedger
-from tests.fixtures_operator import apply, encryption_key, get, wait_condition, wait_for_event
+from tests.fixtures_operator import apply, encryption_key, get, rows, wait_condition, wait_for_event
 from tests.harness.controlplane import ControlPlane, kubectl
 from tests.harness.operator import OperatorProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
-
-
-def _rows(sessions: sessionmaker[Session], tenant: str, key_name: str) -> list[EncryptionKeyRecord]:
-    with sessions() as session:
-        return list(KeyLedger(session).versions(tenant, key_name))
 
 
 def test_key_becomes_ready_with_one_active_ledger_row(
@@ -58,9 +53,9 @@ def test_key_becomes_ready_with_one_active_ledger_row(
     assert ready["observedGeneration"] == ek["metadata"]["generation"]
     assert "keyledger.io/finalizer" in ek["metadata"]["finalizers"]
 
-    rows = _rows(ledger_sessions, tenant, "phi-primary")
-    assert [(r.version, r.status) for r in rows] == [(1, KeyStatus.ACTIVE)]
-    row = rows[0]
+    records = rows(ledger_sessions, tenant, "phi-primary")
+    assert [(r.version, r.status) for r in records] == [(1, KeyStatus.ACTIVE)]
+    row = records[0]
     assert str(row.id) == status["keyId"]
     assert row.kms_key_id == status["kmsKeyRef"]
     assert row.activated_at is not None
@@ -88,7 +83,7 @@ def test_key_becomes_ready_with_one_active_ledger_row(
     ]
 
 
-def test_delete_runs_finalizer_and_keeps_ledger_rows(
+def test_delete_runs_finalizer_and_keeps_ledgerrows(
     crds: ControlPlane,
     operator: OperatorProcess,
     make_key: Any,
@@ -103,13 +98,13 @@ def test_delete_runs_finalizer_and_keeps_ledger_rows(
     gone = kubectl(crds, "get", "ek/audit", "-n", namespace, check=False)
     assert "NotFound" in gone.stderr
 
-    rows = _rows(ledger_sessions, tenant, "audit")
-    assert [(r.version, r.status) for r in rows] == [(1, KeyStatus.ACTIVE)]
-    assert rows[0].resource_uid is None  # released, so a new resource may take it over
+    records = rows(ledger_sessions, tenant, "audit")
+    assert [(r.version, r.status) for r in records] == [(1, KeyStatus.ACTIVE)]
+    assert records[0].resource_uid is None  # released, so a new resource may take it over
     with ledger_sessions() as session:
         retained = session.scalars(
             select(KeyEventRecord).where(
-                KeyEventRecord.key_id == rows[0].id,
+                KeyEventRecord.key_id == records[0].id,
                 KeyEventRecord.event_type == KeyEventType.DELETION_RETAINED,
             )
         ).all()
@@ -146,7 +141,7 @@ def test_missing_provider_waits_then_recovers(
     ready = next(c for c in ek["status"]["conditions"] if c["type"] == "Ready")
     assert "KeyProvider 'later'" in ready["message"]
     assert "spec.providerRef" in ready["message"]
-    assert _rows(ledger_sessions, tenant, "orphan") == []  # nothing half-created
+    assert rows(ledger_sessions, tenant, "orphan") == []  # nothing half-created
 
     apply(
         crds,
@@ -160,7 +155,7 @@ def test_missing_provider_waits_then_recovers(
     wait_condition(
         crds, "ek", "orphan", "Ready", namespace=namespace, operator=operator, timeout=90
     )
-    assert [r.status for r in _rows(ledger_sessions, tenant, "orphan")] == [KeyStatus.ACTIVE]
+    assert [r.status for r in rows(ledger_sessions, tenant, "orphan")] == [KeyStatus.ACTIVE]
 
 
 def test_provider_that_does_not_serve_the_tenant_is_refused(
@@ -194,7 +189,7 @@ def test_provider_that_does_not_serve_the_tenant_is_refused(
     )
     message = next(c for c in ek["status"]["conditions"] if c["type"] == "Ready")["message"]
     assert tenant in message and "allowedTenants" in message
-    assert _rows(ledger_sessions, tenant, "denied") == []
+    assert rows(ledger_sessions, tenant, "denied") == []
 
 
 def test_second_resource_for_the_same_key_name_is_refused(
@@ -226,7 +221,7 @@ def test_second_resource_for_the_same_key_name_is_refused(
     )
     message = next(c for c in ek["status"]["conditions"] if c["type"] == "Ready")["message"]
     assert f"{namespace}/first" in message and "spec.keyName" in message
-    assert len(_rows(ledger_sessions, tenant, "shared_key")) == 1
+    assert len(rows(ledger_sessions, tenant, "shared_key")) == 1
 
 
 @pytest.mark.parametrize(

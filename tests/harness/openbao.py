@@ -13,7 +13,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import hvac
 import requests
+
+from tests.harness.net import free_port
 
 _START_TIMEOUT_S = 30
 _STOP_TIMEOUT_S = 15
@@ -81,14 +82,6 @@ def start_openbao(base_dir: Path) -> OpenBaoServer:
 
 def stop_openbao(server: OpenBaoServer) -> None:
     _terminate(server.process)
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (also the 'unreachable' address of the tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class _PortTaken(Exception):

@@ -13,7 +13,6 @@ import dataclasses
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -22,6 +21,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 from sqlalchemy.engine import URL, make_url
+
+from tests.harness.net import free_port
 
 EXISTING_SERVER_ENV = "KEYLEDGER_TEST_POSTGRES_URL"
 DEBIAN_POSTGRES_ROOT = Path("/usr/lib/postgresql")
@@ -113,7 +114,7 @@ def start_postgres(base_dir: Path) -> PostgresServer:
         for attempt in range(1, _START_ATTEMPTS + 1):
             server = PostgresServer(
                 host="127.0.0.1",
-                port=_free_port(),
+                port=free_port(),
                 run_dir=run_dir,
                 bin_dir=bin_dir,
                 owns_run_dir=owns_run_dir,
@@ -299,10 +300,3 @@ def _log_tail(log_file: Path | None, lines: int = 30) -> str:
         return ""
     tail = log_file.read_text(errors="replace").splitlines()[-lines:]
     return f"\nserver log ({log_file}):\n" + "\n".join(tail)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port

@@ -16,7 +16,8 @@ from keyledger.providers.vault import VaultBackend, open_vault_backend
 from keyledger.providers.vault_policy import required_policy
 from keyledger.settings import Settings
 from tests.contract.target import ContractTarget
-from tests.harness.openbao import OpenBaoServer, free_port, start_openbao, stop_openbao
+from tests.harness.net import free_port
+from tests.harness.openbao import OpenBaoServer, start_openbao, stop_openbao
 
 NAME = "vault"
 CAPABILITIES = ("with_wrong_credentials", "unreachable", "primary_ref")
