@@ -447,7 +447,7 @@ def all_crds() -> dict[str, dict[str, Any]]:
                 {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                 {"name": "Version", "type": "integer", "jsonPath": ".status.version"},
                 READY_COLUMN,
-                {"name": "Next Rotation", "type": "date", "jsonPath": ".status.nextRotationAt"},
+                {"name": "Next Rotation", "type": "string", "jsonPath": ".status.nextRotationAt"},
                 {
                     "name": "Reason",
                     "type": "string",

@@ -44,7 +44,9 @@ def test_scheduled_rotation_fires(
     make_key("sched", rotation={"period": "5s"}, rollback={"window": "1h"})
     ek = wait_condition(crds, "ek", "sched", "Ready", namespace=namespace, operator=operator)
     assert ek["status"]["nextRotationAt"]
-    assert kubectl(crds, "get", "ek/sched", "-n", namespace).stdout.split("\n")[1].split()[6]
+    # `kubectl get ek` shows when the next rotation happens, as a timestamp.
+    row = kubectl(crds, "get", "ek/sched", "-n", namespace).stdout.split("\n")[1].split()
+    assert row[7] == ek["status"]["nextRotationAt"]
     wait_for(
         lambda: statuses(ledger_sessions, tenant, "sched")[:2] == [(2, "ACTIVE"), (1, "ROTATED")],
         "scheduled rotation",
