@@ -43,7 +43,11 @@ demo-down:
 	bash hack/demo.sh down
 
 bench: deps
-	$(PY) -m pytest benchmarks $(PYTEST_ARGS)
+	@if ls benchmarks/bench_*.py >/dev/null 2>&1; then \
+		$(PY) -m pytest benchmarks $(PYTEST_ARGS); \
+	else \
+		echo "no benchmarks yet (benchmarks/README.md)"; \
+	fi
 
 clean: demo-down
 	rm -rf .demo
