@@ -341,6 +341,27 @@ def provider_spec(cluster: bool) -> dict[str, Any]:
             "x-kubernetes-list-type": "set",
             "description": "Tenants that may use this provider; empty means all.",
         }
+        properties["namespaceSelector"] = obj(
+            {
+                "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "matchExpressions": {
+                    "type": "array",
+                    "items": obj(
+                        {
+                            "key": {"type": "string", "minLength": 1},
+                            "operator": string(
+                                "How the label is compared.",
+                                enum=["In", "NotIn", "Exists", "DoesNotExist"],
+                            ),
+                            "values": {"type": "array", "items": {"type": "string"}},
+                        },
+                        ["key", "operator"],
+                    ),
+                },
+            },
+            description="Namespaces whose EncryptionKeys may use this provider (a label "
+            "selector); absent means every namespace. Combined with allowedTenants.",
+        )
     properties["credentialsRef"] = credentials
     rules = [ONE_BACKEND]
     if not cluster:

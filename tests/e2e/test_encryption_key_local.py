@@ -15,7 +15,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from keyledger.domain import KeyEventType, KeyStatus
 from keyledger.store.models import KeyEventRecord
 from keyledger.store.repository import KeyLedger
-from tests.fixtures_operator import apply, encryption_key, get, rows, wait_condition, wait_for_event
+from tests.fixtures_operator import (
+    apply,
+    condition,
+    encryption_key,
+    get,
+    rows,
+    wait_condition,
+    wait_for_event,
+)
 from tests.harness.controlplane import ControlPlane, kubectl
 from tests.harness.operator import OperatorProcess
 
@@ -277,3 +285,42 @@ def test_identity_fields_are_immutable(
     assert result.returncode != 0
     assert expected in result.stderr, result.stderr
     assert get(crds, "ek", "fixed", namespace)["spec"]["tenant"] == tenant
+
+
+def test_namespace_selector_limits_a_cluster_provider(
+    crds: ControlPlane,
+    operator: OperatorProcess,
+    namespace: str,
+    tenant: str,
+    ledger_sessions: sessionmaker[Session],
+) -> None:
+    name = f"labelled-{tenant}"
+    apply(
+        crds,
+        {
+            "apiVersion": "keyledger.io/v1alpha1",
+            "kind": "ClusterKeyProvider",
+            "metadata": {"name": name},
+            "spec": {
+                "local": {"keystore": "labelled"},
+                "namespaceSelector": {"matchLabels": {f"keyledger.io/{tenant}": "allowed"}},
+            },
+        },
+    )
+    wait_condition(crds, "ckp", name, "Ready", namespace=None, operator=operator)
+    apply(crds, encryption_key("gated", namespace, tenant=tenant, provider=name))
+    ek = wait_condition(
+        crds,
+        "ek",
+        "gated",
+        "Ready",
+        namespace=namespace,
+        operator=operator,
+        status="False",
+        reason="ProviderNotAllowed",
+    )
+    assert "spec.namespaceSelector" in condition(ek, "Ready")["message"]  # type: ignore[index]
+    assert rows(ledger_sessions, tenant, "gated") == []
+    # Labelling the namespace is enough: the key retries and goes Ready by itself.
+    kubectl(crds, "label", "namespace", namespace, f"keyledger.io/{tenant}=allowed")
+    wait_condition(crds, "ek", "gated", "Ready", namespace=namespace, operator=operator, timeout=90)

@@ -6,7 +6,7 @@ import pytest
 
 from keyledger.errors import InvalidSpec, ProviderNotReady
 from keyledger.lifecycle.spec import ProviderKind, ProviderRef
-from keyledger.operations.providers import ProviderView, resolve_provider
+from keyledger.operations.providers import ProviderView, resolve_provider, selector_matches
 
 READY = {"conditions": [{"type": "Ready", "status": "True", "message": "ok"}]}
 
@@ -63,3 +63,57 @@ def test_namespaced_ref_looks_in_the_key_namespace_only() -> None:
 def test_provider_with_two_backends_is_invalid() -> None:
     with pytest.raises(InvalidSpec, match="exactly one backend"):
         _cluster("two", {"local": {}, "vault": {"address": "http://x"}})
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "matches"),
+    [
+        ({}, {}, True),
+        ({"matchLabels": {"team": "phi"}}, {"team": "phi", "x": "y"}, True),
+        ({"matchLabels": {"team": "phi"}}, {"team": "pii"}, False),
+        (
+            {"matchExpressions": [{"key": "env", "operator": "In", "values": ["prod"]}]},
+            {"env": "prod"},
+            True,
+        ),
+        ({"matchExpressions": [{"key": "env", "operator": "In", "values": ["prod"]}]}, {}, False),
+        ({"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["dev"]}]}, {}, True),
+        (
+            {"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["dev"]}]},
+            {"env": "dev"},
+            False,
+        ),
+        ({"matchExpressions": [{"key": "pci", "operator": "Exists"}]}, {"pci": ""}, True),
+        ({"matchExpressions": [{"key": "pci", "operator": "DoesNotExist"}]}, {"pci": "1"}, False),
+    ],
+)
+def test_namespace_selector(
+    selector: dict[str, object], labels: dict[str, str], matches: bool
+) -> None:
+    assert selector_matches(selector, labels) is matches
+
+
+def test_namespace_selector_refuses_with_the_field_named() -> None:
+    view = _cluster("sel", {"local": {}, "namespaceSelector": {"matchLabels": {"phi": "yes"}}})
+    ref = ProviderRef(ProviderKind.CLUSTER, "sel")
+    with pytest.raises(ProviderNotReady, match=r"spec\.namespaceSelector") as raised:
+        resolve_provider(
+            ref,
+            key_namespace="ns",
+            tenant="acme",
+            cluster_providers={"sel": view},
+            namespaced_providers={},
+            namespace_labels={"phi": "no"},
+        )
+    assert raised.value.reason == "ProviderNotAllowed"
+    assert (
+        resolve_provider(
+            ref,
+            key_namespace="ns",
+            tenant="acme",
+            cluster_providers={"sel": view},
+            namespaced_providers={},
+            namespace_labels={"phi": "yes"},
+        )
+        is view
+    )

@@ -29,12 +29,14 @@ def provider_for(key: KeyResource, indexes: dict[str, Any]) -> ProviderView:
     """Resolve against the provider indexes kopf passes as handler kwargs."""
     cluster: kopf.Index[str, ProviderView] = indexes["cluster_provider_index"]
     namespaced: kopf.Index[tuple[str, str], ProviderView] = indexes["key_provider_index"]
+    namespaces: kopf.Index[str, dict[str, str]] = indexes["namespace_label_index"]
     return resolve_provider(
         key.spec.provider_ref,
         key_namespace=key.namespace,
         tenant=key.spec.tenant,
         cluster_providers={name: next(iter(store)) for name, store in cluster.items()},
         namespaced_providers={ref: next(iter(store)) for ref, store in namespaced.items()},
+        namespace_labels=next(iter(namespaces.get(key.namespace, [])), None),
     )
 
 

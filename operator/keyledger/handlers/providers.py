@@ -43,6 +43,12 @@ def key_provider_index(
     return {(namespace or "", name): view} if view else {}
 
 
+@kopf.index("", "v1", "namespaces")
+def namespace_label_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
+    """Namespace labels, for ClusterKeyProvider namespaceSelectors."""
+    return {name: dict(labels)}
+
+
 @kopf.on.resume(GROUP, VERSION, CLUSTER_KEY_PROVIDERS)
 @kopf.on.create(GROUP, VERSION, CLUSTER_KEY_PROVIDERS)
 @kopf.on.update(GROUP, VERSION, CLUSTER_KEY_PROVIDERS, field="spec")

@@ -22,6 +22,7 @@ class ProviderView:
     options: Mapping[str, Any]
     credentials_ref: Mapping[str, str] | None = None
     allowed_tenants: tuple[str, ...] = ()
+    namespace_selector: Mapping[str, Any] | None = None
     ready: bool = False
     ready_message: str = ""
     spec_generation: int | None = field(default=None, compare=False)
@@ -55,18 +56,52 @@ class ProviderView:
             options=dict(spec[backends[0]]),
             credentials_ref=spec.get("credentialsRef"),
             allowed_tenants=tuple(spec.get("allowedTenants") or ()),
+            namespace_selector=spec.get("namespaceSelector"),
             ready=bool(ready and ready.get("status") == "True"),
             ready_message=str(ready.get("message", "")) if ready else "not checked yet",
         )
 
-    def allows(self, tenant: str) -> bool:
-        # A namespaced KeyProvider serves its own namespace; a cluster one lists tenants
-        # (no list means every tenant).
-        return (
-            self.kind is ProviderKind.NAMESPACED
-            or not self.allowed_tenants
-            or (tenant in self.allowed_tenants)
-        )
+    def refusal(self, tenant: str, namespace_labels: Mapping[str, str] | None) -> str | None:
+        """Why this provider will not serve `tenant` in that namespace, or None.
+
+        A namespaced KeyProvider serves its own namespace; a cluster one may limit
+        tenants (no list: all) and namespaces (no selector: all).
+        """
+        if self.kind is ProviderKind.NAMESPACED:
+            return None
+        if self.allowed_tenants and tenant not in self.allowed_tenants:
+            return (
+                f"does not serve tenant {tenant!r}; add it to the provider's "
+                "spec.allowedTenants or use another provider"
+            )
+        if self.namespace_selector is not None and not selector_matches(
+            self.namespace_selector, namespace_labels or {}
+        ):
+            return (
+                "does not serve this namespace: its labels do not match the provider's "
+                "spec.namespaceSelector; label the namespace or use another provider"
+            )
+        return None
+
+
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Kubernetes label-selector semantics (matchLabels AND every matchExpression)."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or ():
+        key, operator = expression["key"], expression["operator"]
+        values = set(expression.get("values") or ())
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
 
 
 def resolve_provider(
@@ -76,6 +111,7 @@ def resolve_provider(
     tenant: str,
     cluster_providers: Mapping[str, ProviderView],
     namespaced_providers: Mapping[tuple[str, str], ProviderView],
+    namespace_labels: Mapping[str, str] | None = None,
 ) -> ProviderView:
     """The provider `ref` names, if it exists, is Ready and serves `tenant`."""
     if ref.kind is ProviderKind.CLUSTER:
@@ -89,12 +125,9 @@ def resolve_provider(
             f"spec.providerRef: {where} does not exist; create it or fix spec.providerRef.name",
             reason="ProviderNotFound",
         )
-    if not found.allows(tenant):
-        raise ProviderNotReady(
-            f"spec.tenant: {where} does not serve tenant {tenant!r}; add it to the provider's "
-            "spec.allowedTenants or use another provider",
-            reason="ProviderNotAllowed",
-        )
+    refusal = found.refusal(tenant, namespace_labels)
+    if refusal is not None:
+        raise ProviderNotReady(f"spec.providerRef: {where} {refusal}", reason="ProviderNotAllowed")
     if not found.ready:
         raise ProviderNotReady(
             f"{where} is not Ready: {found.ready_message}", reason="ProviderNotReady"
