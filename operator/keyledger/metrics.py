@@ -81,6 +81,9 @@ class InstrumentedBackend:
             "schedule_deletion", lambda: self.inner.schedule_deletion(ref, window_days)
         )
 
+    def destroy_due(self, now: datetime) -> list[str]:
+        return self._call("destroy_due", lambda: self.inner.destroy_due(now))
+
     def generate_data_key(self, ref: str) -> DataKey:
         return self._call("generate_data_key", lambda: self.inner.generate_data_key(ref))
 

@@ -19,4 +19,7 @@ class ContractTarget:
     unreachable: Callable[[], KeyBackend] | None = None
     # The ref the KMS itself treats as current (alias target, primary version), when it has one.
     primary_ref: Callable[[str], str] | None = None
+    # keyledger keeps the deletion schedule and destroys due versions itself (destroy_due);
+    # False where the KMS destroys scheduled keys on its own.
+    keeps_deletion_schedule: bool = False
     notes: list[str] = field(default_factory=list)

@@ -103,6 +103,32 @@ def test_schedule_deletion(target: ContractTarget) -> None:
         target.backend.generate_data_key(ref)
 
 
+def test_destroy_due_destroys_only_what_is_due(target: ContractTarget) -> None:
+    backend = target.backend
+    # The older of two versions: the one every backend can destroy (transit trims only the oldest).
+    doomed_request = _request(1)
+    doomed = backend.create_key_version(doomed_request).ref
+    kept = backend.create_key_version(_request(2, key_name=doomed_request.key_name)).ref
+    backend.schedule_deletion(doomed, 7)
+    before = {ref: backend.describe(ref) for ref in (kept, doomed)}
+    now = datetime.now(UTC)
+
+    assert backend.destroy_due(now) == []
+    assert {ref: backend.describe(ref) for ref in (kept, doomed)} == before
+
+    later = now + timedelta(days=8)
+    if target.keeps_deletion_schedule:
+        assert doomed in backend.destroy_due(later)
+        assert backend.describe(doomed).state is KmsKeyState.MISSING
+    else:  # the KMS destroys on its own schedule: nothing for keyledger to do
+        assert backend.destroy_due(later) == []
+        assert backend.describe(doomed).state is KmsKeyState.PENDING_DELETION
+    assert doomed not in backend.destroy_due(later)  # nothing is destroyed twice
+    assert backend.describe(kept) == before[kept]
+    data_key = backend.generate_data_key(kept)
+    assert backend.unwrap_data_key(kept, data_key.wrapped) == data_key.plaintext
+
+
 @pytest.mark.needs("with_wrong_credentials")
 def test_wrong_credentials_are_access_denied_without_the_secret(target: ContractTarget) -> None:
     assert target.with_wrong_credentials is not None

@@ -55,7 +55,9 @@ def namespace_label_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str,
 @kopf.timer(GROUP, VERSION, CLUSTER_KEY_PROVIDERS, interval=RECHECK_INTERVAL, idle=5)
 def check_cluster_provider(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
-    apply_outcome(check_provider(ProviderKind.CLUSTER, body, runtime.backends), body, patch)
+    apply_outcome(
+        check_provider(ProviderKind.CLUSTER, body, runtime.backends, runtime.keys), body, patch
+    )
 
 
 @kopf.on.resume(GROUP, VERSION, KEY_PROVIDERS, when=served)
@@ -64,4 +66,6 @@ def check_cluster_provider(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, 
 @kopf.timer(GROUP, VERSION, KEY_PROVIDERS, when=served, interval=RECHECK_INTERVAL, idle=5)
 def check_key_provider(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
-    apply_outcome(check_provider(ProviderKind.NAMESPACED, body, runtime.backends), body, patch)
+    apply_outcome(
+        check_provider(ProviderKind.NAMESPACED, body, runtime.backends, runtime.keys), body, patch
+    )

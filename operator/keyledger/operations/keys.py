@@ -203,6 +203,23 @@ class KeyOperations:
         )
         return outcome
 
+    def record_destroyed(self, refs: list[str], provider_label: str) -> None:
+        """Audit rows for versions a backend destroyed when their deletion window ended."""
+        why = Transition(actor=self.actor, reason=f"deletion window ended ({provider_label})")
+        with self.sessions.begin() as session:
+            ledger = KeyLedger(session)
+            for ref in refs:
+                record = ledger.by_kms_key_id(ref)
+                if record is not None:
+                    ledger.record_event(
+                        record,
+                        KeyEventType.DESTROYED,
+                        from_status=record.status,
+                        to_status=record.status,
+                        now=self.clock(),
+                        why=why,
+                    )
+
     # -- steps --------------------------------------------------------------------------
 
     def _claim(self, key: KeyResource, why: Transition, outcome: Outcome) -> None:

@@ -205,6 +205,10 @@ class AwsKmsBackend:
             )
         return scheduled["DeletionDate"].astimezone(UTC)
 
+    def destroy_due(self, now: datetime) -> list[str]:
+        """Nothing to do: AWS KMS deletes a scheduled key itself when its window ends."""
+        return []
+
     def generate_data_key(self, ref: str) -> DataKey:
         """A fresh AES-256 data key wrapped by `ref`.
 

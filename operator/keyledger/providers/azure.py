@@ -18,8 +18,9 @@ deletes only whole keys (soft delete, recoverable for the vault's retention),
 so `schedule_deletion` disables the version and records the date in its
 `keyledger-delete-after` tag; the version then describes as PENDING_DELETION
 and keyledger refuses it, as the vault refuses the disabled key. Destroying
-material is a later, whole-key step: once the last version's date has passed,
-the key can be deleted (and purged); nothing here deletes.
+material is a whole-key step that keyledger does not take (`destroy_due` does
+nothing): once the last version's date has passed, an administrator can delete
+(and purge) the key.
 
 Idempotency. Every version is tagged with the request's marker. Creation first
 looks for a version of the key with that tag, so a retry after a crash returns
@@ -212,6 +213,17 @@ class AzureKeyVaultBackend:
         with self._errors("UpdateKey", ref):
             self._keys.update_key_properties(target.name, target.version, enabled=False, tags=tags)
         return when
+
+    def destroy_due(self, now: datetime) -> list[str]:
+        """Nothing: Key Vault cannot destroy a single key version, so none is ever destroyed.
+
+        A version scheduled for deletion stays disabled and tagged with its date,
+        and keeps describing as PENDING_DELETION after the date has passed: Key
+        Vault deletes only whole keys (soft delete, then purge). Deleting the key
+        once the dates of all its versions have passed is not done here; an
+        administrator deletes (and purges) such a key.
+        """
+        return []
 
     def generate_data_key(self, ref: str) -> DataKey:
         target = self._require_usable(ref)

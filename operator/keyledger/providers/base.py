@@ -85,6 +85,15 @@ class KeyBackend(Protocol):
     def schedule_deletion(self, ref: str, window_days: int) -> datetime:
         """Schedule destruction after the window; returns when it will happen."""
 
+    def destroy_due(self, now: datetime) -> list[str]:
+        """Destroy the versions whose scheduled deletion date has passed; their refs.
+
+        For KMSes that schedule deletion themselves (AWS, GCP) this does nothing:
+        the KMS destroys on time. Where keyledger keeps the schedule (PKCS#11,
+        Vault, the local backend) this is how the window is enforced; the operator
+        calls it with every provider health check.
+        """
+
     def generate_data_key(self, ref: str) -> DataKey: ...
 
     def unwrap_data_key(self, ref: str, wrapped: bytes) -> bytes: ...

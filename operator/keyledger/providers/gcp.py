@@ -220,6 +220,10 @@ class GcpKmsBackend:
             )
         return when
 
+    def destroy_due(self, now: datetime) -> list[str]:
+        """Nothing to do: GCP destroys a DESTROY_SCHEDULED version itself at its destroy_time."""
+        return []
+
     def generate_data_key(self, ref: str) -> DataKey:
         """32 random bytes wrapped by the version `ref`.
 

@@ -103,6 +103,19 @@ class LocalBackend:
         self._set(ref, enabled=False, deletion_date=when.isoformat())
         return when
 
+    def destroy_due(self, now: datetime) -> list[str]:
+        """Remove the entries whose deletion date has passed; their material goes with them."""
+        with self._keystore() as keys:
+            due = [
+                key_id
+                for key_id, entry in keys.items()
+                if entry.get("deletion_date")
+                and datetime.fromisoformat(entry["deletion_date"]) <= now
+            ]
+            for key_id in due:
+                del keys[key_id]
+        return [self._ref(key_id) for key_id in due]
+
     def generate_data_key(self, ref: str) -> DataKey:
         plaintext = AESGCM.generate_key(bit_length=256)
         nonce = secrets.token_bytes(12)

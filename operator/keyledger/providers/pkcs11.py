@@ -11,8 +11,9 @@ What the token cannot express, keyledger keeps itself:
 - disabling: CKA_ENCRYPT/CKA_DECRYPT (and WRAP/UNWRAP) are turned off, so the
   HSM itself refuses; the backend also checks before each use.
 - scheduled deletion: there is no such thing in an HSM. The backend records the
-  date in the token and disables the key; destroying it after the date is the
-  operator's job (C_DestroyObject), outside this backend.
+  date in the token and disables the key; `destroy_due`, which the operator
+  calls with every provider check, destroys the key and its records
+  (C_DestroyObject) once the date has passed.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pkcs11 import exceptions as ckr
 from pkcs11.types import DecryptMixin, EncryptMixin
 
 from keyledger.domain import KmsProvider
-from keyledger.errors import InvalidSpec, KmsKeyNotFound, ProviderError
+from keyledger.errors import InvalidSpec, KeyledgerError, KmsKeyNotFound, ProviderError
 from keyledger.providers.base import (
     BackendConfig,
     DataKey,
@@ -45,9 +46,11 @@ from keyledger.providers.pkcs11_objects import (
     VERSION_KEY_TEMPLATE,
     VersionRef,
     deletion_record,
+    destroy_version,
     find_deletion_date,
     find_marker_of,
     find_marker_record,
+    find_scheduled_deletions,
     find_version_key,
     marker_record,
     version_ref,
@@ -155,13 +158,40 @@ class Pkcs11Backend:
 
         when = self._run("schedule deletion of a key version", schedule)
         log.info(
-            "%s in token %r is disabled and due for destruction after %s; the HSM does not "
-            "destroy it by itself",
+            "%s in token %r is disabled and due for destruction after %s; keyledger destroys "
+            "it then, the HSM does not by itself",
             ref,
             self.token_label,
             when.isoformat(),
         )
         return when
+
+    def destroy_due(self, now: datetime) -> list[str]:
+        """Destroy, in the token, every version whose deletion record's date has passed.
+
+        Each version is destroyed on its own, so one the token refuses does not
+        keep the others alive. The refusal is raised once a call destroys nothing
+        else, so that it never hides what was destroyed.
+        """
+        scheduled = self._run("list the versions scheduled for deletion", find_scheduled_deletions)
+        destroyed: list[str] = []
+        refused: KeyledgerError | None = None
+        for uri, when in sorted(scheduled, key=lambda record: record[1]):
+            if when > now:
+                continue
+            try:
+                self._destroy(uri)
+            except KeyledgerError as error:
+                log.warning("%s was due for destruction but is not destroyed: %s", uri, error)
+                refused = refused or error
+                continue
+            log.info(
+                "%s in token %r destroyed: its deletion date has passed", uri, self.token_label
+            )
+            destroyed.append(uri)
+        if refused is not None and not destroyed:
+            raise refused
+        return destroyed
 
     def generate_data_key(self, ref: str) -> DataKey:
         version = VersionRef.parse(ref, self.token_label)
@@ -202,6 +232,10 @@ class Pkcs11Backend:
         if not self._open:
             raise ProviderError(f"provider {self._caller.provider_name!r}: backend is closed")
         return self._login.run(self._caller, action, operation)
+
+    def _destroy(self, ref: str) -> None:
+        version = VersionRef.parse(ref, self.token_label)
+        self._run(f"destroy {ref}", lambda session: destroy_version(session, version))
 
     def _create(self, session: Session, request: KeyVersionRequest, ref: VersionRef) -> KmsKey:
         recorded = find_marker_record(session, request.marker)

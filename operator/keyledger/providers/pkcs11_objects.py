@@ -189,7 +189,43 @@ def find_marker_record(session: Session, marker: str) -> str | None:
 
 def find_marker_of(session: Session, ref: VersionRef) -> str | None:
     """The marker whose record names `ref`, if any."""
-    found = _find(
+    found = _marker_record_of(session, ref)
+    return None if found is None else str(found[Attribute.LABEL])
+
+
+def find_deletion_date(session: Session, ref: VersionRef) -> datetime | None:
+    found = _deletion_record_of(session, ref)
+    return None if found is None else _recorded_date(found)
+
+
+def find_scheduled_deletions(session: Session) -> list[tuple[str, datetime]]:
+    """Every version the token holds a deletion record for: its reference and date."""
+    records: list[Object] = list(
+        session.get_objects(
+            {Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: DELETION_APPLICATION}
+        )
+    )
+    return [(str(record[Attribute.LABEL]), _recorded_date(record)) for record in records]
+
+
+def destroy_version(session: Session, ref: VersionRef) -> None:
+    """Destroy the version's key object, its marker record and its deletion record.
+
+    Objects already gone are skipped, so a retry finishes what a crash left.
+    The deletion record goes last: while it exists, the version is still due.
+    """
+    objects = (
+        find_version_key(session, ref),
+        _marker_record_of(session, ref),
+        _deletion_record_of(session, ref),
+    )
+    for found in objects:
+        if found is not None:
+            found.destroy()
+
+
+def _marker_record_of(session: Session, ref: VersionRef) -> Object | None:
+    return _find(
         session,
         {
             Attribute.CLASS: ObjectClass.DATA,
@@ -198,11 +234,10 @@ def find_marker_of(session: Session, ref: VersionRef) -> str | None:
         },
         what=f"the marker of {ref.uri}",
     )
-    return None if found is None else str(found[Attribute.LABEL])
 
 
-def find_deletion_date(session: Session, ref: VersionRef) -> datetime | None:
-    found = _find(
+def _deletion_record_of(session: Session, ref: VersionRef) -> Object | None:
+    return _find(
         session,
         {
             Attribute.CLASS: ObjectClass.DATA,
@@ -211,7 +246,10 @@ def find_deletion_date(session: Session, ref: VersionRef) -> datetime | None:
         },
         what=f"the deletion record of {ref.uri}",
     )
-    return None if found is None else datetime.fromisoformat(bytes(found[Attribute.VALUE]).decode())
+
+
+def _recorded_date(record: Object) -> datetime:
+    return datetime.fromisoformat(bytes(record[Attribute.VALUE]).decode())
 
 
 def _find(session: Session, template: dict[Attribute, Any], *, what: str) -> Object | None:

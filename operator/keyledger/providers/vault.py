@@ -17,8 +17,10 @@ are all refused, `min_decryption_version` is raised past them, so Vault refuses
 them to every client, not only keyledger's. A version refused in the middle
 (v2 of 1..3) is refused by keyledger alone: transit cannot express it. Vault
 deletes only whole keys, so `schedule_deletion` records the date and refuses
-crypto; destroying the material after the window is left to a later operator
-step (trim the key, or delete it once every version is past its date).
+crypto, and `destroy_due` destroys what transit can once the date has passed:
+the oldest versions are trimmed (`min_available_version`), and a key whose
+versions are all due is deleted. A due version with an older one still kept
+stays refused as while pending, until the older ones are due too.
 
 Idempotency. `create_key_version` claims the version for the request's marker
 in the state store, then creates/rotates only if transit's latest version is
@@ -32,6 +34,7 @@ operator's ServiceAccount token; `vault_policy.required_policy` is the policy.
 from __future__ import annotations
 
 import base64
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -41,7 +44,7 @@ from typing import Any
 import hvac
 
 from keyledger.domain import KmsProvider
-from keyledger.errors import InvalidSpec, KmsKeyNotFound, ProviderError
+from keyledger.errors import InvalidSpec, KeyledgerError, KmsKeyNotFound, ProviderError
 from keyledger.providers.base import (
     BackendConfig,
     DataKey,
@@ -59,10 +62,12 @@ from keyledger.providers.vault_state import (
     TransitStateStore,
     TransitVersionConflict,
     VersionState,
+    due_prefix,
     raised_floor,
 )
 from keyledger.settings import Settings
 
+log = logging.getLogger(__name__)
 KEY_TYPE = "aes256-gcm96"
 _CIPHERTEXT = re.compile(r"^vault:v(?P<version>[0-9]+):[A-Za-z0-9+/=]+$")
 
@@ -182,11 +187,46 @@ class VaultBackend:
     def schedule_deletion(self, ref: str, window_days: int) -> datetime:
         target = self._parse(ref)
         existing = self.state.read(target.key).version(target.version).deletion_date
-        if existing is not None:
-            return existing  # a retry: keep the first schedule
+        if existing is not None:  # a retry: keep the first schedule, finish listing it
+            self.state.add_to_deletion_schedule(target.key, target.version, existing)
+            return existing
         when = datetime.now(UTC) + timedelta(days=window_days)
         self._refuse(ref, lambda v: replace(v, deletion_date=when))
+        self.state.add_to_deletion_schedule(target.key, target.version, when)
         return when
+
+    def destroy_due(self, now: datetime) -> list[str]:
+        """Destroy what transit can of the versions whose deletion date has passed.
+
+        Per transit key: when every version it still has is due, the key is
+        deleted (deletion_allowed, then delete) and its keyledger state dropped;
+        otherwise the due versions older than any kept one are trimmed, after
+        min_decryption_version and min_encryption_version are raised past them
+        (transit requires both). Other due versions stay refused and scheduled,
+        and are not returned. Each key is handled on its own, so one Vault
+        refuses does not keep the others' material alive; the refusal is raised
+        once a call destroys nothing else. Deleting keys needs `delete` on
+        `<mount>/keys/keyledger.*` in the token's policy.
+        """
+        destroyed: list[str] = []
+        refused: KeyledgerError | None = None
+        for key, dates in self.state.read_deletion_schedule().items():
+            due = [n for n, when in dates.items() if when <= now]
+            if not due:
+                continue
+            try:
+                gone = self._destroy_due_versions(key, now, due)
+                self.state.remove_from_deletion_schedule(key, gone)
+            except KeyledgerError as error:
+                log.warning(
+                    "due versions of transit key %s/%s not destroyed: %s", self.mount, key, error
+                )
+                refused = refused or error
+                continue
+            destroyed += [TransitVersion(self.mount, key, n).ref for n in sorted(gone)]
+        if refused is not None and not destroyed:
+            raise refused
+        return destroyed
 
     def generate_data_key(self, ref: str) -> DataKey:
         target = self._parse(ref)
@@ -285,6 +325,50 @@ class VaultBackend:
         )
         self._raise_floor(target.key, info, state)
 
+    def _destroy_due_versions(self, key: str, now: datetime, due: list[int]) -> list[int]:
+        """Destroy what transit can of `key`; which of the `due` versions are gone now.
+
+        A version already gone (an earlier call stopped before updating the
+        schedule) counts as destroyed, so every destruction is reported.
+        """
+        info = self._key_info(key)
+        if info is not None:
+            first = max(info.min_available, 1)
+            destroyable = due_prefix(self.state.read(key), now, first=first, latest=info.latest)
+            if destroyable.stop > info.latest:
+                self._delete_key(key)
+                info = None
+            elif destroyable:
+                self._trim(key, info, keep_from=destroyable.stop)
+                info = replace(info, min_available=destroyable.stop)
+        if info is None:
+            self.state.forget(key)
+        return [n for n in due if info is None or not info.has(n)]
+
+    def _delete_key(self, key: str) -> None:
+        path = f"{self.mount}/keys/{key}"
+        self._configure(key, deletion_allowed=True)
+        self.session.call(
+            f"deleting transit key {path}",
+            lambda c: c.secrets.transit.delete_key(key, mount_point=self.mount),
+        )
+        log.info("transit key %s deleted: every version's deletion date has passed", path)
+
+    def _trim(self, key: str, info: _KeyInfo, *, keep_from: int) -> None:
+        # Transit trims only below both minimums, and refuses while either is 0.
+        decryption = max(info.min_decryption, keep_from)
+        encryption = max(info.min_encryption, decryption)
+        if (decryption, encryption) != (info.min_decryption, info.min_encryption):
+            self._configure(
+                key, min_decryption_version=decryption, min_encryption_version=encryption
+            )
+        path = f"{self.mount}/keys/{key}"
+        self.session.call(
+            f"trimming transit key {path}",
+            lambda c: c.secrets.transit.trim_key(key, keep_from, mount_point=self.mount),
+        )
+        log.info("versions below %d of transit key %s destroyed (trimmed)", keep_from, path)
+
     def _raise_floor(self, key: str, info: _KeyInfo, state: KeyState) -> None:
         floor = raised_floor(state, current=info.min_decryption, latest=info.latest)
         if floor == info.min_decryption:
@@ -293,7 +377,7 @@ class VaultBackend:
         encryption = info.min_encryption and max(info.min_encryption, floor)
         self._configure(key, min_decryption_version=floor, min_encryption_version=encryption)
 
-    def _configure(self, key: str, **config: int) -> None:
+    def _configure(self, key: str, **config: int | bool) -> None:
         # hvac's update_key_configuration rejects min_encryption == min_decryption,
         # which transit allows, so the config is posted directly.
         self.session.call(

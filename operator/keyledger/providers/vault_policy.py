@@ -19,7 +19,7 @@ def required_policy(mount: str, state_mount: str, state_path: str) -> str:
     """A least-privilege Vault policy (HCL) for one keyledger provider."""
     state = f"{state_mount}/data/{state_path.strip('/')}"
     return (
-        f'path "{mount}/keys/{KEY_PREFIX}*" {{ capabilities = ["read", "update"] }}\n'
+        f'path "{mount}/keys/{KEY_PREFIX}*" {{ capabilities = ["read", "update", "delete"] }}\n'
         f'path "{mount}/datakey/plaintext/{KEY_PREFIX}*" {{ capabilities = ["update"] }}\n'
         f'path "{mount}/decrypt/{KEY_PREFIX}*" {{ capabilities = ["update"] }}\n'
         f'path "{state}/*" {{ capabilities = ["create", "read", "update"] }}\n'
@@ -32,7 +32,9 @@ def required_capabilities(
     """The Vault paths keyledger uses for transit key `key`, and what each needs."""
     state = f"{state_mount}/data/{state_path.strip('/')}"
     return {
-        f"{mount}/keys/{key}": {"read", "update"},
+        # delete and trim: enforcing deletion windows (destroy_due).
+        f"{mount}/keys/{key}": {"read", "update", "delete"},
+        f"{mount}/keys/{key}/trim": {"update"},
         f"{mount}/keys/{key}/rotate": {"update"},
         f"{mount}/keys/{key}/config": {"update"},
         f"{mount}/datakey/plaintext/{key}": {"update"},

@@ -10,17 +10,22 @@ version below it. So keyledger records, in a KV v2 mount of the same Vault
                               "disabled": false, "deletionDate": null}}}
     <statePath>/markers/<marker>
         {"mount": "<transit mount>", "key": "<transit key>", "version": N}
+    <statePath>/deletions/<transit mount>
+        {"keys": {"<transit key>": {"<N>": "<deletion date>"}}}
 
 The first document is what describe/enable/disable/schedule_deletion act on and
 what generate/unwrap consult before every call; the second finds a version by
-marker alone (crash recovery). Writes to a key's document use KV v2
-check-and-set, so two operator replicas never lose each other's update.
+marker alone (crash recovery); the third lists the versions scheduled for
+deletion and not destroyed yet, because keyledger's policy grants no `list` to
+find them otherwise. The key's document is the authority on a deletion date; the
+list is written after it. Writes use KV v2 check-and-set, so two operator
+replicas never lose each other's update.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -51,6 +56,10 @@ class VersionState:
     def refused(self) -> bool:
         """keyledger refuses crypto with this version (disabled or scheduled for deletion)."""
         return self.disabled or self.deletion_date is not None
+
+    def due(self, now: datetime) -> bool:
+        """Scheduled for deletion, and the date has passed."""
+        return self.deletion_date is not None and self.deletion_date <= now
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -94,6 +103,23 @@ def raised_floor(state: KeyState, *, current: int, latest: int) -> int:
     return floor
 
 
+def due_prefix(state: KeyState, now: datetime, *, first: int, latest: int) -> range:
+    """The oldest versions, from `first` (the oldest transit still has), that are all due.
+
+    Transit destroys only these: it trims versions below min_available_version,
+    or deletes the key when the run reaches `latest`. A due version with an
+    older one not due cannot be destroyed yet.
+    """
+    end = first
+    while end <= latest and state.version(end).due(now):
+        end += 1
+    return range(first, end)
+
+
+# The versions scheduled for deletion on one transit mount: transit key -> version -> date.
+DeletionSchedule = dict[str, dict[int, datetime]]
+
+
 class TransitStateStore:
     def __init__(self, session: VaultSession, *, mount: str, path: str, transit_mount: str):
         self.session = session
@@ -102,28 +128,52 @@ class TransitStateStore:
         self.transit_mount = transit_mount
 
     def read(self, key: str) -> KeyState:
-        data, cas = self._read_document(self._key_path(key))
-        versions = {
-            int(number): VersionState.from_json(entry)
-            for number, entry in (data or {}).get("versions", {}).items()
-        }
-        return KeyState(versions=versions, cas=cas)
+        return _key_state(*self._read_document(self._key_path(key)))
 
     def update(
         self, key: str, change: Callable[[KeyState], Mapping[int, VersionState]]
     ) -> KeyState:
         """Apply `change` (state -> versions to write) with check-and-set; re-read on a race."""
-        for _ in range(_CAS_ATTEMPTS):
-            state = self.read(key)
+
+        def apply(data: dict[str, Any] | None, cas: int) -> dict[str, Any]:
+            state = _key_state(data, cas)
             changed = {**state.versions, **change(state)}
-            document = {"versions": {str(n): v.to_json() for n, v in sorted(changed.items())}}
-            if self._write_document(self._key_path(key), document, cas=state.cas):
-                return KeyState(versions=changed, cas=state.cas + 1)
-        raise ProviderError(
-            f"the keyledger state of transit key {key} kept changing under concurrent writers; "
-            "retrying later",
-            reason="VaultStateContention",
-        )
+            return {"versions": {str(n): v.to_json() for n, v in sorted(changed.items())}}
+
+        return _key_state(*self._update_document(self._key_path(key), apply))
+
+    def forget(self, key: str) -> None:
+        """Drop every version's state: the transit key was deleted."""
+
+        def drop(data: dict[str, Any] | None, _: int) -> dict[str, Any] | None:
+            return {"versions": {}} if data and data.get("versions") else None
+
+        self._update_document(self._key_path(key), drop)
+
+    def read_deletion_schedule(self) -> DeletionSchedule:
+        data, _ = self._read_document(self._deletions_path())
+        return _deletion_schedule(data)
+
+    def add_to_deletion_schedule(self, key: str, version: int, when: datetime) -> None:
+        def add(data: dict[str, Any] | None, _: int) -> dict[str, Any] | None:
+            schedule = _deletion_schedule(data)
+            if schedule.get(key, {}).get(version) == when:
+                return None
+            schedule.setdefault(key, {})[version] = when
+            return _schedule_document(schedule)
+
+        self._update_document(self._deletions_path(), add)
+
+    def remove_from_deletion_schedule(self, key: str, versions: Collection[int]) -> None:
+        def remove(data: dict[str, Any] | None, _: int) -> dict[str, Any] | None:
+            schedule = _deletion_schedule(data)
+            kept = {n: d for n, d in schedule.get(key, {}).items() if n not in versions}
+            if kept == schedule.get(key, {}):
+                return None
+            schedule[key] = kept
+            return _schedule_document(schedule)
+
+        self._update_document(self._deletions_path(), remove)
 
     def claim(self, key: str, version: int, marker: str) -> KeyState:
         """Record `marker` as the creator of `version`; refuse if another marker holds it."""
@@ -163,6 +213,9 @@ class TransitStateStore:
     def _key_path(self, key: str) -> str:
         return f"{self.path}/keys/{self.transit_mount}/{key}"
 
+    def _deletions_path(self) -> str:
+        return f"{self.path}/deletions/{self.transit_mount}"
+
     def _marker_path(self, marker: str) -> str:
         return f"{self.path}/markers/{marker}"
 
@@ -186,6 +239,24 @@ class TransitStateStore:
         # A deleted document still has a KV version, which check-and-set must name.
         return response["data"]["data"], int(response["data"]["metadata"]["version"])
 
+    def _update_document(
+        self, path: str, change: Callable[[dict[str, Any] | None, int], dict[str, Any] | None]
+    ) -> tuple[dict[str, Any] | None, int]:
+        """Apply `change` (document, KV version -> document to write, or None to leave it)
+        with check-and-set, re-reading on a race; the resulting document and KV version."""
+        for _ in range(_CAS_ATTEMPTS):
+            data, cas = self._read_document(path)
+            document = change(data, cas)
+            if document is None:
+                return data, cas
+            if self._write_document(path, document, cas=cas):
+                return document, cas + 1
+        raise ProviderError(
+            f"the keyledger state {self.mount}/{path} kept changing under concurrent writers; "
+            "retrying later",
+            reason="VaultStateContention",
+        )
+
     def _write_document(self, path: str, document: dict[str, Any], *, cas: int | None) -> bool:
         """False when check-and-set lost a race."""
 
@@ -201,3 +272,28 @@ class TransitStateStore:
             return True
 
         return self.session.call(f"writing keyledger state {self.mount}/{path}", write)
+
+
+def _key_state(data: Mapping[str, Any] | None, cas: int) -> KeyState:
+    versions = {
+        int(number): VersionState.from_json(entry)
+        for number, entry in (data or {}).get("versions", {}).items()
+    }
+    return KeyState(versions=versions, cas=cas)
+
+
+def _deletion_schedule(data: Mapping[str, Any] | None) -> DeletionSchedule:
+    return {
+        key: {int(n): datetime.fromisoformat(when) for n, when in versions.items()}
+        for key, versions in (data or {}).get("keys", {}).items()
+    }
+
+
+def _schedule_document(schedule: DeletionSchedule) -> dict[str, Any]:
+    return {
+        "keys": {
+            key: {str(n): when.isoformat() for n, when in sorted(versions.items())}
+            for key, versions in sorted(schedule.items())
+            if versions
+        }
+    }

@@ -69,6 +69,11 @@ class KeyLedger:
             )
         ).all()
 
+    def by_kms_key_id(self, kms_key_id: str) -> EncryptionKeyRecord | None:
+        return self.session.scalars(
+            select(EncryptionKeyRecord).where(EncryptionKeyRecord.kms_key_id == kms_key_id)
+        ).one_or_none()
+
     def get(self, key_id: uuid.UUID) -> EncryptionKeyRecord | None:
         return self.session.get(EncryptionKeyRecord, key_id)
 

@@ -14,4 +14,6 @@ NAME = "local"
 
 @contextmanager
 def open_target(workdir: Path) -> Iterator[ContractTarget]:
-    yield ContractTarget(backend=LocalBackend(workdir / "contract.json"))
+    yield ContractTarget(
+        backend=LocalBackend(workdir / "contract.json"), keeps_deletion_schedule=True
+    )

@@ -54,10 +54,11 @@ def open_target(workdir: Path) -> Iterator[ContractTarget]:
             with_wrong_credentials=lambda: backend(locked_out.label, wrong_pin),
             wrong_secrets=(wrong_pin,),
             unreachable=lambda: backend("keyledger-no-such-token", token.pin),
+            keeps_deletion_schedule=True,
             notes=[
                 "make_primary only checks the version exists: the ledger pins the version",
                 "schedule_deletion records the date in the token and disables the key; "
-                "destroying it later is the operator's job",
+                "destroy_due destroys it once the date has passed",
             ],
         )
     finally:

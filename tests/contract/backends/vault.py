@@ -73,6 +73,7 @@ def open_target(workdir: Path) -> Iterator[ContractTarget]:
             wrong_secrets=(bogus,),
             unreachable=lambda: backend_for(f"http://127.0.0.1:{free_port()}", token),
             primary_ref=primary_ref,
+            keeps_deletion_schedule=True,
         )
         backend.close()
     finally:
