@@ -27,13 +27,6 @@ _REPO_MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
 _SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
-def default_sqlite_url() -> str:
-    """The embedded ledger: `$XDG_DATA_HOME/keyledger/ledger.db`."""
-    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    database = Path(data_home) / "keyledger" / "ledger.db"
-    return URL.create("sqlite+pysqlite", database=str(database)).render_as_string()
-
-
 def normalize_url(url: str | URL) -> URL:
     """Parse a database URL, sending every PostgreSQL URL to psycopg 3."""
     parsed = make_url(url)
