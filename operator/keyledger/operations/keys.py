@@ -125,14 +125,16 @@ class KeyOperations:
         why = Transition(actor=self.actor, correlation_id=correlation_id)
         with self._lock(key):
             self._claim(key, why, outcome)
+            view = self._load(key)
             for _ in range(MAX_ACTIONS_PER_PASS):
-                view = self._load(key)
                 requests = pending_requests(key.annotations, view.handled)
                 action = plan_next(key.spec, view.versions, requests, self.clock())
                 if action is None:
                     break
                 self._execute(action, view.versions, key, backend, why, outcome)
-            self._report(key, provider_label, drift, outcome)
+                view = self._load(key)
+            # The ledger as the last step left it: reported without reading it again.
+            self._report(key, provider_label, drift, outcome, view)
         return outcome
 
     def check_drift(
@@ -383,9 +385,14 @@ class KeyOperations:
             outcome.note("DriftResolved", drift.message)
 
     def _report(
-        self, key: KeyResource, provider_label: str, drift: Drift | None, outcome: Outcome
+        self,
+        key: KeyResource,
+        provider_label: str,
+        drift: Drift | None,
+        outcome: Outcome,
+        view: LedgerView | None = None,
     ) -> None:
-        view = self._load(key)
+        view = view or self._load(key)
         status = build_status(
             key.spec,
             view.versions,
