@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable, Mapping
 
 from keyledger.metrics import InstrumentedBackend
@@ -16,14 +17,26 @@ from keyledger.settings import Settings
 # Reads a Secret's data (decoded) given (namespace, name); injected by the caller.
 SecretReader = Callable[[str, str], Mapping[str, str]]
 
+# A Secret read serves every open() of its provider for this long: every key's
+# reconcile and drift check opens its backend, and those must not each cost an
+# API call. A fixed Secret is still noticed within this plus the provider re-check.
+SECRET_TTL_SECONDS = 10.0
+
 
 class BackendCache:
     """One open backend per provider configuration (spec section + credentials)."""
 
-    def __init__(self, settings: Settings, read_secret: SecretReader) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        read_secret: SecretReader,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.read_secret = read_secret
+        self.clock = clock
         self._open: dict[tuple[str, str | None, str], tuple[str, KeyBackend]] = {}
+        self._secrets: dict[tuple[str, str], tuple[float, Mapping[str, str]]] = {}
         self._lock = threading.Lock()
 
     def open(self, provider: ProviderView) -> KeyBackend:
@@ -65,4 +78,13 @@ class BackendCache:
         if not ref:
             return {}
         namespace = provider.namespace or ref.get("namespace") or self.settings.operator_namespace
-        return self.read_secret(namespace, ref["name"])
+        key = (namespace, ref["name"])
+        now = self.clock()
+        with self._lock:
+            cached = self._secrets.get(key)
+        if cached is not None and now - cached[0] < SECRET_TTL_SECONDS:
+            return cached[1]
+        data = self.read_secret(*key)  # errors are not cached: the next call retries
+        with self._lock:
+            self._secrets[key] = (now, data)
+        return data
