@@ -99,15 +99,7 @@ def operator(
 @pytest.fixture(scope="session")
 def local_provider(operator: OperatorProcess, crds: ControlPlane) -> str:
     """A ready ClusterKeyProvider on the dev-only local backend, open to every tenant."""
-    apply(
-        crds,
-        {
-            "apiVersion": "keyledger.io/v1alpha1",
-            "kind": "ClusterKeyProvider",
-            "metadata": {"name": LOCAL_PROVIDER},
-            "spec": {"local": {"keystore": "tests"}},
-        },
-    )
+    apply(crds, provider_manifest(LOCAL_PROVIDER, {"local": {"keystore": "tests"}}))
     wait_condition(crds, "ckp", LOCAL_PROVIDER, "Ready", namespace=None, operator=operator)
     return LOCAL_PROVIDER
 
@@ -159,6 +151,17 @@ def encryption_key(
         "metadata": {"name": name, "namespace": namespace},
         "spec": body,
     }
+
+
+def provider_manifest(
+    name: str, spec: dict[str, Any], namespace: str | None = None
+) -> dict[str, Any]:
+    """A ClusterKeyProvider, or a KeyProvider when `namespace` is given."""
+    metadata: dict[str, Any] = {"name": name}
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    kind = "KeyProvider" if namespace is not None else "ClusterKeyProvider"
+    return {"apiVersion": "keyledger.io/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec}
 
 
 def apply(cp: ControlPlane, manifest: dict[str, Any], *, check: bool = True) -> Any:

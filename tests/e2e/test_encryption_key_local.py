@@ -20,6 +20,7 @@ from tests.fixtures_operator import (
     condition,
     encryption_key,
     get,
+    provider_manifest,
     rows,
     wait_condition,
     wait_for_event,
@@ -151,15 +152,7 @@ def test_missing_provider_waits_then_recovers(
     assert "spec.providerRef" in ready["message"]
     assert rows(ledger_sessions, tenant, "orphan") == []  # nothing half-created
 
-    apply(
-        crds,
-        {
-            "apiVersion": "keyledger.io/v1alpha1",
-            "kind": "KeyProvider",
-            "metadata": {"name": "later", "namespace": namespace},
-            "spec": {"local": {"keystore": "later"}},
-        },
-    )
+    apply(crds, provider_manifest("later", {"local": {"keystore": "later"}}, namespace=namespace))
     wait_condition(
         crds, "ek", "orphan", "Ready", namespace=namespace, operator=operator, timeout=90
     )
@@ -176,12 +169,9 @@ def test_provider_that_does_not_serve_the_tenant_is_refused(
     name = f"only-{tenant}"
     apply(
         crds,
-        {
-            "apiVersion": "keyledger.io/v1alpha1",
-            "kind": "ClusterKeyProvider",
-            "metadata": {"name": name},
-            "spec": {"local": {"keystore": "restricted"}, "allowedTenants": ["someone"]},
-        },
+        provider_manifest(
+            name, {"local": {"keystore": "restricted"}, "allowedTenants": ["someone"]}
+        ),
     )
     wait_condition(crds, "ckp", name, "Ready", namespace=None, operator=operator)
     apply(crds, encryption_key("denied", namespace, tenant=tenant, provider=name))
@@ -297,15 +287,13 @@ def test_namespace_selector_limits_a_cluster_provider(
     name = f"labelled-{tenant}"
     apply(
         crds,
-        {
-            "apiVersion": "keyledger.io/v1alpha1",
-            "kind": "ClusterKeyProvider",
-            "metadata": {"name": name},
-            "spec": {
+        provider_manifest(
+            name,
+            {
                 "local": {"keystore": "labelled"},
                 "namespaceSelector": {"matchLabels": {f"keyledger.io/{tenant}": "allowed"}},
             },
-        },
+        ),
     )
     wait_condition(crds, "ckp", name, "Ready", namespace=None, operator=operator)
     apply(crds, encryption_key("gated", namespace, tenant=tenant, provider=name))

@@ -143,16 +143,20 @@ def test_lifecycle_invariants_hold_for_any_history(
             assert len(active) == 1, "with rotation on, an expired key is replaced"
 
 
-def test_compromised_version_is_never_rolled_back_to() -> None:
-    spec = KeySpec.from_resource(
+def _spec_with_rollback_window(window: str) -> KeySpec:
+    return KeySpec.from_resource(
         "k",
         {
             "tenant": "acme",
             "keyType": "PHI_DATA",
             "providerRef": {"kind": "ClusterKeyProvider", "name": "p"},
-            "rollback": {"window": "1h"},
+            "rollback": {"window": window},
         },
     )
+
+
+def test_compromised_version_is_never_rolled_back_to() -> None:
+    spec = _spec_with_rollback_window("1h")
     refs = itertools.count(1)
     versions = _settle(spec, [], Requests(), T0, refs)
     versions = _settle(spec, versions, Requests(compromise="c1", compromise_reason="x"), T0, refs)
@@ -163,15 +167,7 @@ def test_compromised_version_is_never_rolled_back_to() -> None:
 
 
 def test_rollback_outside_the_window_is_refused() -> None:
-    spec = KeySpec.from_resource(
-        "k",
-        {
-            "tenant": "acme",
-            "keyType": "PHI_DATA",
-            "providerRef": {"kind": "ClusterKeyProvider", "name": "p"},
-            "rollback": {"window": "60s"},
-        },
-    )
+    spec = _spec_with_rollback_window("60s")
     refs = itertools.count(1)
     versions = _settle(spec, [], Requests(), T0, refs)
     versions = _settle(spec, versions, Requests(rotate="r1"), T0, refs)
