@@ -81,7 +81,7 @@ print(json.dumps(config))' "${token}" > "${sa_kubeconfig}.tmp"
 
   log "starting the operator (SQLite ledger, local provider; log: ${operator_log})"
   KUBECONFIG="${sa_kubeconfig}" KEYLEDGER_DATA_DIR="${demo_dir}/data" \
-    nohup "${repo_root}/.venv/bin/keyledger" run --all-namespaces --standalone \
+    nohup "${repo_root}/.venv/bin/keyledger" run --standalone \
     >>"${operator_log}" 2>&1 &
   echo $! > "${operator_pid}"
 }

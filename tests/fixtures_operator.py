@@ -87,6 +87,9 @@ def operator(
     crds: ControlPlane, operator_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     """The shared operator: serves namespaces `t-*`, where ordinary tests live."""
+    # kopf watches ClusterKeyProviders once one of the operator's namespaces exists;
+    # the provider fixtures need them before any test has made its own namespace.
+    apply(crds, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "t-shared"}})
     process = new_operator(crds, operator_database, tmp_path_factory.mktemp("operator"), ("t-*",))
     process.start()
     try:

@@ -25,22 +25,29 @@ class _Slot:
 class ScheduleBoard:
     def __init__(self) -> None:
         self._slots: dict[str, _Slot] = {}
+        # Publications that arrived before the key's task attached: kopf starts a
+        # new key's handler and its daemon together, and either may come first.
+        self._early: dict[str, datetime | None] = {}
         self._lock = threading.Lock()
 
     def attach(self, uid: str) -> None:
         """Called by the key's task, on the event loop, before it first waits."""
         with self._lock:
-            self._slots.setdefault(uid, _Slot(loop=asyncio.get_running_loop()))
+            slot = self._slots.setdefault(uid, _Slot(loop=asyncio.get_running_loop()))
+            if uid in self._early:
+                slot.due, slot.known = self._early.pop(uid), True
 
     def detach(self, uid: str) -> None:
         with self._lock:
             self._slots.pop(uid, None)
+            self._early.pop(uid, None)
 
     def publish(self, uid: str, due: datetime | None) -> None:
         """From any thread: the key's next due moment is now `due`."""
         with self._lock:
             slot = self._slots.get(uid)
             if slot is None:
+                self._early[uid] = due
                 return
             slot.due, slot.known = due, True
         slot.loop.call_soon_threadsafe(slot.event.set)

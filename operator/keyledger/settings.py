@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -39,8 +38,9 @@ class Settings(BaseSettings):
     # many keys spread out instead of arriving together.
     drift_interval: timedelta = timedelta(minutes=10)
     # Namespaces whose EncryptionKeys and KeyProviders this operator serves:
-    # comma-separated glob patterns, empty for all. ClusterKeyProviders are
-    # always seen, so operators can split namespaces between them and share providers.
+    # comma-separated glob patterns, empty for all. They become kopf's own
+    # --namespace scope, so an operator never sees (and never touches the
+    # finalizers of) another operator's keys; ClusterKeyProviders are seen by all.
     namespaces: str = ""
     # Prometheus metrics on this port (0: off).
     metrics_port: int = 9090
@@ -53,13 +53,8 @@ class Settings(BaseSettings):
             return parse_duration(value, "KEYLEDGER_DRIFT_INTERVAL")
         return value
 
-    def serves(self, namespace: str | None) -> bool:
-        patterns = [p.strip() for p in self.namespaces.split(",") if p.strip()]
-        return (
-            not patterns
-            or namespace is None
-            or any(fnmatch.fnmatchcase(namespace, p) for p in patterns)
-        )
+    def namespace_patterns(self) -> list[str]:
+        return [p.strip() for p in self.namespaces.split(",") if p.strip()]
 
     def ledger_url(self) -> str:
         if self.database_url is not None:

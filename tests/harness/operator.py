@@ -50,7 +50,6 @@ class OperatorProcess:
                 "keyledger.cli.main",
                 "run",
                 "--standalone",
-                "--all-namespaces",
                 *(["--verbose"] if self.verbose else []),
             ],
             env=env,

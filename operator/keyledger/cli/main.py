@@ -12,11 +12,33 @@ from collections.abc import Sequence
 
 from keyledger.settings import get_settings
 
+_KOPF_SCOPE_OPTIONS = ("-n", "--namespace", "-A", "--all-namespaces", "--clusterwide")
+
+
+def kopf_scope(extra: Sequence[str], patterns: Sequence[str]) -> list[str]:
+    """kopf's namespace options for KEYLEDGER_NAMESPACES, or the user's own.
+
+    The scope must be kopf's and not a handler filter: kopf removes its finalizer
+    from any resource whose handlers all filter it out, so two operators splitting
+    namespaces by filter would strip each other's finalizers forever."""
+    given = [a for a in extra if a.split("=", 1)[0] in _KOPF_SCOPE_OPTIONS]
+    if given and patterns:
+        raise SystemExit(
+            f"keyledger run: KEYLEDGER_NAMESPACES ({','.join(patterns)}) and {given[0]} "
+            "both set the namespaces to serve; keep one of them"
+        )
+    if given:
+        return []
+    if not patterns:
+        return ["--all-namespaces"]
+    return [f"--namespace={pattern}" for pattern in patterns]
+
 
 def _run(extra: Sequence[str]) -> int:
     from kopf.cli import main as kopf_main  # noqa: PLC0415  # kopf only for this subcommand
 
-    args = ["run", "-m", "keyledger.main", *extra]
+    scope = kopf_scope(extra, get_settings().namespace_patterns())
+    args = ["run", "-m", "keyledger.main", *scope, *extra]
     kopf_main(args=args, standalone_mode=False)
     return 0
 

@@ -10,16 +10,16 @@ import kopf
 from keyledger.api import ENCRYPTION_KEYS, GROUP, VERSION
 from keyledger.errors import InvalidSpec, KeyledgerError
 from keyledger.handlers.errors import UNEXPECTED_ERROR_BACKOFF, to_kopf_error
-from keyledger.handlers.keys_common import key_resource, last_drift, provider_for, served
+from keyledger.handlers.keys_common import key_resource, last_drift, provider_for
 from keyledger.handlers.reporting import apply_outcome, post_events, report_failure
 from keyledger.runtime import Runtime
 
 
 # No field filter: spec changes and the keyledger.io/*-requested-at annotations
 # both arrive here; kopf leaves out its own annotations and status.
-@kopf.on.resume(GROUP, VERSION, ENCRYPTION_KEYS, when=served, backoff=UNEXPECTED_ERROR_BACKOFF)
-@kopf.on.create(GROUP, VERSION, ENCRYPTION_KEYS, when=served, backoff=UNEXPECTED_ERROR_BACKOFF)
-@kopf.on.update(GROUP, VERSION, ENCRYPTION_KEYS, when=served, backoff=UNEXPECTED_ERROR_BACKOFF)
+@kopf.on.resume(GROUP, VERSION, ENCRYPTION_KEYS, backoff=UNEXPECTED_ERROR_BACKOFF)
+@kopf.on.create(GROUP, VERSION, ENCRYPTION_KEYS, backoff=UNEXPECTED_ERROR_BACKOFF)
+@kopf.on.update(GROUP, VERSION, ENCRYPTION_KEYS, backoff=UNEXPECTED_ERROR_BACKOFF)
 def reconcile_encryption_key(
     body: kopf.Body,
     patch: kopf.Patch,
@@ -44,7 +44,7 @@ def reconcile_encryption_key(
     runtime.board.publish(key.uid, outcome.next_due)
 
 
-@kopf.on.delete(GROUP, VERSION, ENCRYPTION_KEYS, when=served, backoff=UNEXPECTED_ERROR_BACKOFF)
+@kopf.on.delete(GROUP, VERSION, ENCRYPTION_KEYS, backoff=UNEXPECTED_ERROR_BACKOFF)
 def retire_encryption_key(
     body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, retry: int, **indexes: Any
 ) -> None:

@@ -11,7 +11,6 @@ from keyledger.lifecycle.spec import KeySpec
 from keyledger.lifecycle.status import Drift
 from keyledger.operations.keys import KeyResource
 from keyledger.operations.providers import ProviderView, resolve_provider
-from keyledger.settings import get_settings
 
 
 def key_resource(body: kopf.Body) -> KeyResource:
@@ -46,8 +45,3 @@ def last_drift(body: kopf.Body) -> Drift | None:
         if condition.get("type") == DRIFTED:
             return Drift(condition.get("status") == "True", str(condition.get("message", "")))
     return None
-
-
-def served(namespace: str | None, **_: Any) -> bool:
-    """kopf `when=` filter: the namespaces this operator is configured to serve."""
-    return get_settings().serves(namespace)

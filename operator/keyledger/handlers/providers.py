@@ -8,7 +8,6 @@ import kopf
 
 from keyledger.api import CLUSTER_KEY_PROVIDERS, GROUP, KEY_PROVIDERS, VERSION
 from keyledger.errors import KeyledgerError
-from keyledger.handlers.keys_common import served
 from keyledger.handlers.reporting import apply_outcome
 from keyledger.lifecycle.spec import ProviderKind
 from keyledger.operations.health import check_provider
@@ -60,10 +59,10 @@ def check_cluster_provider(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, 
     )
 
 
-@kopf.on.resume(GROUP, VERSION, KEY_PROVIDERS, when=served)
-@kopf.on.create(GROUP, VERSION, KEY_PROVIDERS, when=served)
-@kopf.on.update(GROUP, VERSION, KEY_PROVIDERS, when=served, field="spec")
-@kopf.timer(GROUP, VERSION, KEY_PROVIDERS, when=served, interval=RECHECK_INTERVAL, idle=5)
+@kopf.on.resume(GROUP, VERSION, KEY_PROVIDERS)
+@kopf.on.create(GROUP, VERSION, KEY_PROVIDERS)
+@kopf.on.update(GROUP, VERSION, KEY_PROVIDERS, field="spec")
+@kopf.timer(GROUP, VERSION, KEY_PROVIDERS, interval=RECHECK_INTERVAL, idle=5)
 def check_key_provider(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
     apply_outcome(

@@ -20,7 +20,7 @@ import kopf
 from keyledger.api import ENCRYPTION_KEYS, GROUP, VERSION
 from keyledger.errors import KeyledgerError
 from keyledger.handlers.errors import retry_delay
-from keyledger.handlers.keys_common import key_resource, last_drift, provider_for, served
+from keyledger.handlers.keys_common import key_resource, last_drift, provider_for
 from keyledger.handlers.reporting import changes_status, post_events, status_patch
 from keyledger.kube import patch_status
 from keyledger.operations.outcome import Outcome
@@ -68,7 +68,7 @@ async def _apply(runtime: Runtime, body: kopf.Body, outcome: Outcome) -> None:
         runtime.board.publish(body.metadata.uid or "", outcome.next_due)
 
 
-@kopf.daemon(GROUP, VERSION, ENCRYPTION_KEYS, when=served, cancellation_timeout=10)
+@kopf.daemon(GROUP, VERSION, ENCRYPTION_KEYS, cancellation_timeout=10)
 async def keep_key_schedule(
     body: kopf.Body, stopped: Any, memo: kopf.Memo, logger: kopf.Logger, **indexes: Any
 ) -> None:
