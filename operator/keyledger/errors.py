@@ -66,3 +66,24 @@ class LedgerConflict(KeyledgerError):
     """The ledger refused a write (e.g. a second ACTIVE version); re-read and retry."""
 
     reason = "LedgerConflict"
+
+
+# -- raised by the application-facing client (keyledger.client) ----------------------
+
+
+class KeyNotUsable(KeyledgerError):
+    """The ledger has no version of this key that may do what was asked."""
+
+    reason = "KeyNotUsable"
+
+
+class CiphertextInvalid(KeyledgerError):
+    """The bytes are not a keyledger envelope, or not one this client can read."""
+
+    reason = "CiphertextInvalid"
+
+
+class DecryptionFailed(KeyledgerError):
+    """The envelope does not open: tampered with, truncated, or another context."""
+
+    reason = "DecryptionFailed"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from keyledger.domain import KeyEventType, KeyStatus, KeyType, KmsProvider
@@ -195,6 +195,24 @@ class KeyLedger:
             why=why,
             details=details or None,
         )
+
+    def mark_used(self, uses: Mapping[uuid.UUID, datetime]) -> None:
+        """When versions last encrypted or decrypted; never moves `last_used_at` back.
+
+        Not a transition: no audit row, `updated_at` stays."""
+        for key_id, used_at in uses.items():
+            self.session.execute(
+                update(EncryptionKeyRecord)
+                .where(
+                    EncryptionKeyRecord.id == key_id,
+                    or_(
+                        EncryptionKeyRecord.last_used_at.is_(None),
+                        EncryptionKeyRecord.last_used_at < used_at,
+                    ),
+                )
+                .values(last_used_at=used_at)
+                .execution_options(synchronize_session=False)
+            )
 
     def release(self, tenant: str, key_name: str, *, now: datetime) -> None:
         """Forget which resource manages the key; the rows themselves stay for audit."""
