@@ -25,13 +25,13 @@ test-unit: deps
 
 lint:
 	bash hack/install-deps.sh python
-	$(VENV)/bin/ruff check operator tests hack migrations
-	$(VENV)/bin/ruff format --check operator tests hack migrations
+	$(VENV)/bin/ruff check operator tests hack migrations benchmarks
+	$(VENV)/bin/ruff format --check operator tests hack migrations benchmarks
 	$(VENV)/bin/mypy
 
 fmt:
-	$(VENV)/bin/ruff format operator tests hack migrations
-	$(VENV)/bin/ruff check --fix operator tests hack migrations
+	$(VENV)/bin/ruff format operator tests hack migrations benchmarks
+	$(VENV)/bin/ruff check --fix operator tests hack migrations benchmarks
 
 crds:
 	$(PY) hack/gen_crds.py
@@ -43,11 +43,9 @@ demo-down:
 	bash hack/demo.sh down
 
 bench: deps
-	@if ls benchmarks/bench_*.py >/dev/null 2>&1; then \
-		$(PY) -m pytest benchmarks $(PYTEST_ARGS); \
-	else \
-		echo "no benchmarks yet (benchmarks/README.md)"; \
-	fi
+	@set -e; for bench in benchmarks/bench_*.py; do \
+		echo "== $$bench"; $(PY) $$bench; \
+	done
 
 clean: demo-down
 	rm -rf .demo
