@@ -11,7 +11,13 @@ from keyledger.api import ENCRYPTION_KEYS, GROUP, VERSION
 from keyledger.errors import InvalidSpec, KeyledgerError
 from keyledger.handlers.errors import UNEXPECTED_ERROR_BACKOFF, to_kopf_error
 from keyledger.handlers.keys_common import key_resource, last_drift, provider_for
-from keyledger.handlers.reporting import apply_outcome, post_events, report_failure
+from keyledger.handlers.reporting import (
+    apply_outcome,
+    forget_key_status,
+    observe_key_status,
+    post_events,
+    report_failure,
+)
 from keyledger.runtime import Runtime
 
 
@@ -39,8 +45,10 @@ def reconcile_encryption_key(
         )
     except KeyledgerError as error:
         report_failure(error, body, patch)
+        observe_key_status(body, dict(patch.status))
         raise to_kopf_error(error, retry) from error
     apply_outcome(outcome, body, patch)
+    observe_key_status(body, dict(patch.status))
     runtime.board.publish(key.uid, outcome.next_due)
 
 
@@ -64,3 +72,4 @@ def retire_encryption_key(
         kopf.event(body, type="Warning", reason=error.reason, message=error.message)
         raise to_kopf_error(error, retry) from error
     post_events(outcome, body)
+    forget_key_status(body)

@@ -9,6 +9,7 @@ from typing import Any
 import kopf
 
 from keyledger.errors import KeyledgerError
+from keyledger.key_metrics import forget_key, observe_key
 from keyledger.lifecycle.conditions import READY, Condition, merge_conditions
 from keyledger.operations.outcome import Outcome
 
@@ -29,6 +30,22 @@ def changes_status(patch: dict[str, Any], body: kopf.Body) -> bool:
 def apply_outcome(outcome: Outcome, body: kopf.Body, patch: kopf.Patch) -> None:
     patch.status.update(status_patch(outcome, body))
     post_events(outcome, body)
+
+
+def observe_key_status(body: kopf.Body, patched: dict[str, Any]) -> None:
+    """The key's gauges, from its status as this patch leaves it."""
+    observe_key(
+        body.metadata.namespace or "",
+        body.metadata.name or "",
+        str(body.spec.get("tenant", "")),
+        {**body.status, **patched},
+    )
+
+
+def forget_key_status(body: kopf.Body) -> None:
+    forget_key(
+        body.metadata.namespace or "", body.metadata.name or "", str(body.spec.get("tenant", ""))
+    )
 
 
 def post_events(outcome: Outcome, body: kopf.Body) -> None:

@@ -21,7 +21,12 @@ from keyledger.api import ENCRYPTION_KEYS, GROUP, VERSION
 from keyledger.errors import KeyledgerError
 from keyledger.handlers.errors import retry_delay
 from keyledger.handlers.keys_common import key_resource, last_drift, provider_for
-from keyledger.handlers.reporting import changes_status, post_events, status_patch
+from keyledger.handlers.reporting import (
+    changes_status,
+    observe_key_status,
+    post_events,
+    status_patch,
+)
 from keyledger.kube import patch_status
 from keyledger.operations.outcome import Outcome
 from keyledger.runtime import Runtime
@@ -63,6 +68,7 @@ async def _apply(runtime: Runtime, body: kopf.Body, outcome: Outcome) -> None:
             body.metadata.name or "",
             patch,
         )
+        observe_key_status(body, patch)
     post_events(outcome, body)
     if outcome.scheduled:
         runtime.board.publish(body.metadata.uid or "", outcome.next_due)
