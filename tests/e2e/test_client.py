@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.client import KeyledgerClient
 from keyledger.client.envelope import parse
+from keyledger.lifecycle.conditions import rfc3339
 from keyledger.providers.local import LocalBackend
 from tests.fixtures_operator import annotate, get, rows, wait_condition, wait_for
 from tests.harness.controlplane import ControlPlane
@@ -57,3 +58,11 @@ def test_service_encrypts_across_a_rotation_and_reads_old_data(
 
     used = {r.version: r.last_used_at for r in rows(ledger_sessions, tenant, "records")}
     assert used[1] is not None and used[2] is not None
+    # The next drift check (every 3 s here) shows the current version's last use.
+    wait_for(
+        lambda: (
+            get(crds, "ek", "records", namespace)["status"].get("lastUsedAt") == rfc3339(used[2])
+        ),
+        "status.lastUsedAt",
+        operator,
+    )

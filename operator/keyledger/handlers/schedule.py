@@ -50,7 +50,12 @@ def _run_pass(
         outcome = runtime.keys.reconcile(key, backend, provider.label, correlation_id, previous)
     if drift_due:
         checked = runtime.keys.check_drift(
-            key, backend, provider.label, bool(previous and previous.drifted), correlation_id
+            key,
+            backend,
+            provider.label,
+            bool(previous and previous.drifted),
+            correlation_id,
+            shown_last_used=body.status.get("lastUsedAt"),
         )
         if checked.scheduled:
             checked.events[:0] = outcome.events

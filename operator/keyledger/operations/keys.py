@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from keyledger.domain import KeyEventType, KeyStatus
 from keyledger.errors import InvalidSpec, LedgerConflict, ProviderNotReady
 from keyledger.failpoints import failpoint
+from keyledger.lifecycle.conditions import rfc3339
 from keyledger.lifecycle.plan import (
     Action,
     CloseRollbackWindow,
@@ -144,10 +145,12 @@ class KeyOperations:
         provider_label: str,
         was_drifted: bool,
         correlation_id: str | None = None,
+        shown_last_used: str | None = None,
     ) -> Outcome:
         """Compare the current version with the KMS; report, never repair.
 
-        The outcome is empty unless the drift state changed."""
+        The outcome is empty unless the drift state changed, or the clients' last
+        use of the version (`last_used_at`) moved past what the status shows."""
         outcome = Outcome()
         with self._lock(key):
             view = self._load(key)
@@ -158,6 +161,8 @@ class KeyOperations:
             drift = _observe(current, backend.describe(current.kms_key_id).state)
             if drift.drifted == was_drifted:
                 # Nothing changed: no ledger or API writes, so idle keys stay cheap.
+                if _shown_time(current.last_used_at) != shown_last_used:
+                    self._report(key, provider_label, drift, outcome, view)
                 return outcome
             self._record_drift(key, current, drift, correlation_id, outcome)
             self._report(key, provider_label, drift, outcome)
@@ -405,6 +410,10 @@ class KeyOperations:
         outcome.conditions.extend(status.conditions)
         outcome.next_due = status.next_due
         outcome.scheduled = True
+
+
+def _shown_time(moment: datetime | None) -> str | None:
+    return rfc3339(moment) if moment is not None else None
 
 
 def _version_request(key: KeyResource, version: KeyVersion) -> KeyVersionRequest:
