@@ -87,3 +87,9 @@ class DecryptionFailed(KeyledgerError):
     """The envelope does not open: tampered with, truncated, or another context."""
 
     reason = "DecryptionFailed"
+
+
+class LedgerUnavailable(KeyledgerError):
+    """The ledger database cannot be reached; nothing was changed, wait and retry."""
+
+    reason = "LedgerUnavailable"

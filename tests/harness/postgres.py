@@ -145,6 +145,16 @@ def stop_postgres(server: PostgresServer) -> None:
             shutil.rmtree(server.run_dir, ignore_errors=True)
 
 
+def pause_postgres(server: PostgresServer) -> None:
+    """Stop a server started by start_postgres and keep its data: an outage."""
+    _pg_ctl(server, "stop", "-m", "fast", "-t", str(_STOP_TIMEOUT_S))
+
+
+def resume_postgres(server: PostgresServer) -> None:
+    """Start a paused server again, on its port."""
+    _pg_ctl(server, "start", "-o", f"-p {server.port}", "-t", str(_START_TIMEOUT_S))
+
+
 def create_database(server: PostgresServer, name: str) -> str:
     """Create an empty database and return its SQLAlchemy URL."""
     with _admin_connection(server) as connection:

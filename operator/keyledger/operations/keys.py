@@ -46,6 +46,7 @@ from keyledger.providers.base import (
     KmsKeyState,
     idempotency_marker,
 )
+from keyledger.store.availability import ledger_reachable
 from keyledger.store.models import EncryptionKeyRecord
 from keyledger.store.repository import KeyLedger, Transition
 
@@ -113,6 +114,7 @@ class KeyOperations:
 
     # -- entry points -----------------------------------------------------------------
 
+    @ledger_reachable
     def reconcile(
         self,
         key: KeyResource,
@@ -138,6 +140,7 @@ class KeyOperations:
             self._report(key, provider_label, drift, outcome, view)
         return outcome
 
+    @ledger_reachable
     def check_drift(
         self,
         key: KeyResource,
@@ -168,6 +171,7 @@ class KeyOperations:
             self._report(key, provider_label, drift, outcome)
         return outcome
 
+    @ledger_reachable
     def retire(
         self, key: KeyResource, backend: KeyBackend | None, correlation_id: str | None
     ) -> Outcome:
@@ -210,6 +214,7 @@ class KeyOperations:
         )
         return outcome
 
+    @ledger_reachable
     def record_destroyed(self, refs: list[str], provider_label: str) -> None:
         """Audit rows for versions a backend destroyed when their deletion window ended."""
         why = Transition(actor=self.actor, reason=f"deletion window ended ({provider_label})")
