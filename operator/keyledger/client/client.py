@@ -22,6 +22,7 @@ from keyledger.client.usage import UsageRecorder
 from keyledger.domain import KeyStatus, KmsProvider
 from keyledger.errors import KeyNotUsable
 from keyledger.providers.base import KeyBackend
+from keyledger.store.availability import ledger_reachable
 from keyledger.store.engine import make_engine, make_session_factory
 from keyledger.store.models import EncryptionKeyRecord
 from keyledger.store.repository import KeyLedger
@@ -99,6 +100,7 @@ class KeyledgerClient:
 
     # -- the API ------------------------------------------------------------------------
 
+    @ledger_reachable
     def encrypt(
         self, tenant: str, key_name: str, plaintext: bytes, context: Context | None = None
     ) -> bytes:
@@ -116,6 +118,7 @@ class KeyledgerClient:
         self.usage.record(version.id)
         return blob
 
+    @ledger_reachable
     def decrypt(self, blob: bytes, context: Context | None = None) -> bytes:
         envelope = parse(blob)
         version = self._version(envelope.key_id)
