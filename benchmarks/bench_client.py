@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyledger.client import CacheLimits, KeyledgerClient
 from keyledger.lifecycle.spec import KeySpec
-from keyledger.operations.keys import KeyOperations, KeyResource
+from keyledger.operations.keys import KeyOperations
+from keyledger.operations.views import KeyResource
 from keyledger.providers.local import LocalBackend
 from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
 

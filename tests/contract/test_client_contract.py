@@ -22,7 +22,8 @@ from keyledger.client import CacheLimits, KeyledgerClient
 from keyledger.client.envelope import parse
 from keyledger.errors import DecryptionFailed, KeyNotUsable
 from keyledger.lifecycle.spec import KeySpec
-from keyledger.operations.keys import KeyOperations, KeyResource
+from keyledger.operations.keys import KeyOperations
+from keyledger.operations.views import KeyResource
 from keyledger.providers.base import DataKey, KeyBackend
 from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
 from keyledger.store.repository import KeyLedger

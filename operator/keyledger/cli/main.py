@@ -52,7 +52,7 @@ def _migrate(revision: str) -> int:
 
 
 def _versions(tenant: str, key_name: str) -> int:
-    from keyledger.operations.keys import to_version  # noqa: PLC0415
+    from keyledger.operations.views import to_version  # noqa: PLC0415
     from keyledger.store.engine import make_engine, make_session_factory  # noqa: PLC0415
     from keyledger.store.repository import KeyLedger  # noqa: PLC0415
 

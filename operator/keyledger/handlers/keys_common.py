@@ -9,8 +9,8 @@ import kopf
 from keyledger.lifecycle.conditions import DRIFTED
 from keyledger.lifecycle.spec import KeySpec
 from keyledger.lifecycle.status import Drift
-from keyledger.operations.keys import KeyResource
 from keyledger.operations.providers import ProviderView, resolve_provider
+from keyledger.operations.views import KeyResource
 
 
 def key_resource(body: kopf.Body) -> KeyResource:

@@ -10,93 +10,43 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.domain import KeyEventType, KeyStatus
 from keyledger.errors import InvalidSpec, LedgerConflict, ProviderNotReady
 from keyledger.failpoints import failpoint
-from keyledger.lifecycle.conditions import rfc3339
 from keyledger.lifecycle.plan import (
     Action,
-    CloseRollbackWindow,
     Compromise,
-    CreateVersion,
-    Deactivate,
-    Expire,
     FinishPending,
-    Reactivate,
-    RefuseRequest,
     RequestKind,
     Rollback,
     plan_next,
 )
 from keyledger.lifecycle.requests import pending_requests
-from keyledger.lifecycle.spec import DeletionPolicy, KeySpec
+from keyledger.lifecycle.spec import DeletionPolicy
 from keyledger.lifecycle.status import Drift, build_status
 from keyledger.lifecycle.transitions import NewVersion, RowChange, changes_for
 from keyledger.lifecycle.versions import KeyVersion, current_version
 from keyledger.operations.outcome import Outcome
+from keyledger.operations.steps import (
+    apply_deletion_policy,
+    narrate,
+    observe_drift,
+    shown_time,
+    version_request,
+)
+from keyledger.operations.views import Clock, KeyResource, LedgerView, to_version, utcnow
 from keyledger.providers.base import (
     KeyBackend,
-    KeyVersionRequest,
     KmsKeyState,
-    idempotency_marker,
 )
 from keyledger.store.availability import ledger_reachable
-from keyledger.store.models import EncryptionKeyRecord
 from keyledger.store.repository import KeyLedger, Transition
 
-Clock = Callable[[], datetime]
 # More than any real sequence needs (e.g. finish, compromise, replace, close window).
 MAX_ACTIONS_PER_PASS = 12
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class KeyResource:
-    """The EncryptionKey being reconciled, reduced to what operations need."""
-
-    uid: str
-    namespace: str
-    name: str
-    generation: int | None
-    spec: KeySpec
-    annotations: Mapping[str, str]
-
-    @property
-    def qualified_name(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-def to_version(record: EncryptionKeyRecord) -> KeyVersion:
-    return KeyVersion(
-        id=record.id,
-        version=record.version,
-        status=record.status,
-        kms_key_id=record.kms_key_id,
-        created_at=record.created_at,
-        activated_at=record.activated_at,
-        expires_at=record.expires_at,
-        rotated_at=record.rotated_at,
-        last_used_at=record.last_used_at,
-        can_rollback=record.can_rollback,
-        rollback_expires_at=record.rollback_expires_at,
-        parent_id=record.parent_key_id,
-    )
-
-
-@dataclass(frozen=True)
-class LedgerView:
-    versions: list[KeyVersion]
-    handled: dict[RequestKind, set[str]]
-    last_handled: dict[str, str]
 
 
 class KeyOperations:
@@ -161,10 +111,10 @@ class KeyOperations:
             if current is None or current.kms_key_id is None:
                 self._report(key, provider_label, None, outcome)
                 return outcome
-            drift = _observe(current, backend.describe(current.kms_key_id).state)
+            drift = observe_drift(current, backend.describe(current.kms_key_id).state)
             if drift.drifted == was_drifted:
                 # Nothing changed: no ledger or API writes, so idle keys stay cheap.
-                if _shown_time(current.last_used_at) != shown_last_used:
+                if shown_time(current.last_used_at) != shown_last_used:
                     self._report(key, provider_label, drift, outcome, view)
                 return outcome
             self._record_drift(key, current, drift, correlation_id, outcome)
@@ -197,7 +147,7 @@ class KeyOperations:
                 )
             for record in live:
                 assert record.kms_key_id is not None
-                event = _apply_deletion_policy(spec, backend, record.kms_key_id)
+                event = apply_deletion_policy(spec, backend, record.kms_key_id)
                 ledger.record_event(
                     record,
                     event,
@@ -296,7 +246,7 @@ class KeyOperations:
         kms_key_id: str | None = None
         match action:
             case FinishPending(pending=pending):
-                request = _version_request(key, pending)
+                request = version_request(key, pending)
                 kms_key = backend.create_key_version(request)
                 failpoint("finish-pending.after-kms-create")
                 backend.make_primary(kms_key.ref, request)
@@ -304,7 +254,7 @@ class KeyOperations:
                 kms_key_id = kms_key.ref
             case Rollback(target=target):
                 assert target.kms_key_id is not None
-                backend.make_primary(target.kms_key_id, _version_request(key, target))
+                backend.make_primary(target.kms_key_id, version_request(key, target))
                 failpoint("rollback.after-make-primary")
             case Compromise(version=version) if version.kms_key_id is not None:
                 # Disable first: a leaked key stops working before anything else happens.
@@ -314,7 +264,7 @@ class KeyOperations:
         changes = changes_for(action, versions, key.spec, self.clock(), kms_key_id)
         self._commit(key, backend, versions, changes, why)
         failpoint(f"{type(action).__name__}.after-ledger")
-        _narrate(action, outcome)
+        narrate(action, outcome)
 
     def _commit(
         self,
@@ -415,83 +365,3 @@ class KeyOperations:
         outcome.conditions.extend(status.conditions)
         outcome.next_due = status.next_due
         outcome.scheduled = True
-
-
-def _shown_time(moment: datetime | None) -> str | None:
-    return rfc3339(moment) if moment is not None else None
-
-
-def _version_request(key: KeyResource, version: KeyVersion) -> KeyVersionRequest:
-    spec = key.spec
-    return KeyVersionRequest(
-        tenant=spec.tenant,
-        key_name=spec.key_name,
-        version=version.version,
-        algorithm=spec.algorithm,
-        # The marker ties the KMS key to this ledger row: a retry after a crash
-        # finds the key it already made instead of making a second one.
-        marker=idempotency_marker(str(version.id), version.version),
-        labels={"tenant": spec.tenant, "key-name": spec.key_name, "version": str(version.version)},
-    )
-
-
-# Ledger statuses whose KMS key should be usable.
-_EXPECT_ENABLED = frozenset(
-    {KeyStatus.ACTIVE, KeyStatus.INACTIVE, KeyStatus.ROTATED, KeyStatus.EXPIRED}
-)
-
-
-def _observe(current: KeyVersion, state: KmsKeyState) -> Drift:
-    ref = current.kms_key_id
-    if current.status in _EXPECT_ENABLED and state is not KmsKeyState.ENABLED:
-        return Drift(
-            True,
-            f"version {current.version} is {current.status.value} in the ledger "
-            f"but {state.value} in the KMS ({ref}); changed outside keyledger",
-        )
-    return Drift(False, f"version {current.version} matches the KMS ({state.value})")
-
-
-def _narrate(action: Action, outcome: Outcome) -> None:
-    match action:
-        case FinishPending(pending=pending) if pending.parent_id is None:
-            outcome.note("Activated", f"version {pending.version} created and ACTIVE")
-        case FinishPending(pending=pending):
-            outcome.note("Rotated", f"version {pending.version} is ACTIVE")
-        case CreateVersion(trigger=trigger, parent=parent) if parent is not None:
-            outcome.note("Rotating", f"rotating version {parent.version} ({trigger.value})")
-        case Rollback(current=current, target=target):
-            outcome.note(
-                "RolledBack",
-                f"version {target.version} is primary again; version {current.version} is INACTIVE",
-            )
-        case RefuseRequest(kind=kind, reason=reason, message=message):
-            outcome.warn(reason, f"{kind.value} request refused: {message}")
-        case Compromise(version=version, reason=reason):
-            outcome.warn(
-                "KeyCompromised",
-                f"version {version.version} disabled and marked COMPROMISED: {reason}",
-            )
-        case Expire(version=version):
-            outcome.warn("KeyExpired", f"version {version.version} expired")
-        case CloseRollbackWindow(version=version):
-            outcome.note(
-                "RollbackWindowClosed", f"version {version.version} can no longer be made primary"
-            )
-        case Deactivate(version=version):
-            outcome.note("Deactivated", f"version {version.version} is INACTIVE (spec.state)")
-        case Reactivate(version=version):
-            outcome.note("Reactivated", f"version {version.version} is ACTIVE again")
-
-
-def _apply_deletion_policy(spec: KeySpec, backend: KeyBackend | None, ref: str) -> KeyEventType:
-    if spec.deletion_policy is DeletionPolicy.RETAIN or backend is None:
-        return KeyEventType.DELETION_RETAINED
-    state = backend.describe(ref).state
-    if spec.deletion_policy is DeletionPolicy.DISABLE:
-        if state is KmsKeyState.ENABLED:
-            backend.disable(ref)
-        return KeyEventType.DELETION_DISABLED
-    if state is not KmsKeyState.PENDING_DELETION and state is not KmsKeyState.MISSING:
-        backend.schedule_deletion(ref, spec.deletion_window_days)
-    return KeyEventType.DELETION_SCHEDULED

@@ -1,0 +1,106 @@
+"""What each step asks of the KMS and tells the user; no ledger access here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from keyledger.domain import KeyEventType, KeyStatus
+from keyledger.lifecycle.conditions import rfc3339
+from keyledger.lifecycle.plan import (
+    Action,
+    CloseRollbackWindow,
+    Compromise,
+    CreateVersion,
+    Deactivate,
+    Expire,
+    FinishPending,
+    Reactivate,
+    RefuseRequest,
+    Rollback,
+)
+from keyledger.lifecycle.spec import DeletionPolicy, KeySpec
+from keyledger.lifecycle.status import Drift
+from keyledger.lifecycle.versions import KeyVersion
+from keyledger.operations.outcome import Outcome
+from keyledger.operations.views import KeyResource
+from keyledger.providers.base import KeyBackend, KeyVersionRequest, KmsKeyState, idempotency_marker
+
+
+def shown_time(moment: datetime | None) -> str | None:
+    return rfc3339(moment) if moment is not None else None
+
+
+def version_request(key: KeyResource, version: KeyVersion) -> KeyVersionRequest:
+    spec = key.spec
+    return KeyVersionRequest(
+        tenant=spec.tenant,
+        key_name=spec.key_name,
+        version=version.version,
+        algorithm=spec.algorithm,
+        # The marker ties the KMS key to this ledger row: a retry after a crash
+        # finds the key it already made instead of making a second one.
+        marker=idempotency_marker(str(version.id), version.version),
+        labels={"tenant": spec.tenant, "key-name": spec.key_name, "version": str(version.version)},
+    )
+
+
+# Ledger statuses whose KMS key should be usable.
+_EXPECT_ENABLED = frozenset(
+    {KeyStatus.ACTIVE, KeyStatus.INACTIVE, KeyStatus.ROTATED, KeyStatus.EXPIRED}
+)
+
+
+def observe_drift(current: KeyVersion, state: KmsKeyState) -> Drift:
+    ref = current.kms_key_id
+    if current.status in _EXPECT_ENABLED and state is not KmsKeyState.ENABLED:
+        return Drift(
+            True,
+            f"version {current.version} is {current.status.value} in the ledger "
+            f"but {state.value} in the KMS ({ref}); changed outside keyledger",
+        )
+    return Drift(False, f"version {current.version} matches the KMS ({state.value})")
+
+
+def narrate(action: Action, outcome: Outcome) -> None:
+    match action:
+        case FinishPending(pending=pending) if pending.parent_id is None:
+            outcome.note("Activated", f"version {pending.version} created and ACTIVE")
+        case FinishPending(pending=pending):
+            outcome.note("Rotated", f"version {pending.version} is ACTIVE")
+        case CreateVersion(trigger=trigger, parent=parent) if parent is not None:
+            outcome.note("Rotating", f"rotating version {parent.version} ({trigger.value})")
+        case Rollback(current=current, target=target):
+            outcome.note(
+                "RolledBack",
+                f"version {target.version} is primary again; version {current.version} is INACTIVE",
+            )
+        case RefuseRequest(kind=kind, reason=reason, message=message):
+            outcome.warn(reason, f"{kind.value} request refused: {message}")
+        case Compromise(version=version, reason=reason):
+            outcome.warn(
+                "KeyCompromised",
+                f"version {version.version} disabled and marked COMPROMISED: {reason}",
+            )
+        case Expire(version=version):
+            outcome.warn("KeyExpired", f"version {version.version} expired")
+        case CloseRollbackWindow(version=version):
+            outcome.note(
+                "RollbackWindowClosed", f"version {version.version} can no longer be made primary"
+            )
+        case Deactivate(version=version):
+            outcome.note("Deactivated", f"version {version.version} is INACTIVE (spec.state)")
+        case Reactivate(version=version):
+            outcome.note("Reactivated", f"version {version.version} is ACTIVE again")
+
+
+def apply_deletion_policy(spec: KeySpec, backend: KeyBackend | None, ref: str) -> KeyEventType:
+    if spec.deletion_policy is DeletionPolicy.RETAIN or backend is None:
+        return KeyEventType.DELETION_RETAINED
+    state = backend.describe(ref).state
+    if spec.deletion_policy is DeletionPolicy.DISABLE:
+        if state is KmsKeyState.ENABLED:
+            backend.disable(ref)
+        return KeyEventType.DELETION_DISABLED
+    if state is not KmsKeyState.PENDING_DELETION and state is not KmsKeyState.MISSING:
+        backend.schedule_deletion(ref, spec.deletion_window_days)
+    return KeyEventType.DELETION_SCHEDULED

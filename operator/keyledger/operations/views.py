@@ -1,0 +1,58 @@
+"""The EncryptionKey and its ledger history as operations see them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from keyledger.lifecycle.plan import RequestKind
+from keyledger.lifecycle.spec import KeySpec
+from keyledger.lifecycle.versions import KeyVersion
+from keyledger.store.models import EncryptionKeyRecord
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class KeyResource:
+    """The EncryptionKey being reconciled, reduced to what operations need."""
+
+    uid: str
+    namespace: str
+    name: str
+    generation: int | None
+    spec: KeySpec
+    annotations: Mapping[str, str]
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def to_version(record: EncryptionKeyRecord) -> KeyVersion:
+    return KeyVersion(
+        id=record.id,
+        version=record.version,
+        status=record.status,
+        kms_key_id=record.kms_key_id,
+        created_at=record.created_at,
+        activated_at=record.activated_at,
+        expires_at=record.expires_at,
+        rotated_at=record.rotated_at,
+        last_used_at=record.last_used_at,
+        can_rollback=record.can_rollback,
+        rollback_expires_at=record.rollback_expires_at,
+        parent_id=record.parent_key_id,
+    )
+
+
+@dataclass(frozen=True)
+class LedgerView:
+    versions: list[KeyVersion]
+    handled: dict[RequestKind, set[str]]
+    last_handled: dict[str, str]
