@@ -229,6 +229,7 @@ def test_second_resource_for_the_same_key_name_is_refused(
         ({"tenant": None}, "spec.tenant: Required value"),
         ({"deletionPolicy": "Shred"}, "spec.deletionPolicy"),
         ({"rotation": {"period": "ninety days"}}, "spec.rotation.period"),
+        ({"rollback": {"window": "0d"}}, "spec.rollback.window: Invalid value"),
         ({"expiry": {"after": "30d", "at": "2030-01-01T00:00:00Z"}}, "expiry.after or expiry.at"),
     ],
 )
