@@ -182,7 +182,14 @@ ENCRYPTION_KEY_SPEC = obj(
             "description": "Days before scheduled deletion happens.",
         },
         "adopt": obj(
-            {"kmsKeyId": string("Existing KMS key to take over.", minLength=1)}, ["kmsKeyId"]
+            {
+                "kmsKeyId": string(
+                    "Existing KMS key to take over as version 1, as the provider refers to it "
+                    "(key ARN, PKCS#11 URI, ...); rotations make new keys as usual.",
+                    minLength=1,
+                )
+            },
+            ["kmsKeyId"],
         ),
     },
     ["tenant", "keyType", "providerRef"],
@@ -198,6 +205,15 @@ ENCRYPTION_KEY_SPEC = obj(
                 "(!has(self.keyName) || self.keyName == oldSelf.keyName)",
                 "message": "keyName is immutable: create a new EncryptionKey for another key name",
                 "fieldPath": ".keyName",
+                "reason": "FieldValueForbidden",
+            },
+            {
+                # Adoption happens once, for the first version; a later edit could not act.
+                "rule": "has(self.adopt) == has(oldSelf.adopt) && "
+                "(!has(self.adopt) || self.adopt == oldSelf.adopt)",
+                "message": "adopt is immutable: it is read once, when the first version is "
+                "made; to adopt another KMS key, create a new EncryptionKey",
+                "fieldPath": ".adopt",
                 "reason": "FieldValueForbidden",
             },
         ]

@@ -35,6 +35,7 @@ class InstrumentedBackend:
     def __init__(self, inner: KeyBackend) -> None:
         self.inner = inner
         self.provider: KmsProvider = inner.provider
+        self.adoption_refusal = inner.adoption_refusal
         self.region = inner.region
         self.endpoint = inner.endpoint
 

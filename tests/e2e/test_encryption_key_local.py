@@ -259,6 +259,7 @@ def test_invalid_manifest_is_refused_naming_the_field(
         ("keyName", "renamed", "keyName is immutable"),
         ("keyType", "BACKUP", "keyType is immutable"),
         ("providerRef", {"kind": "KeyProvider", "name": "x"}, "providerRef is immutable"),
+        ("adopt", {"kmsKeyId": "local:tests/late"}, "adopt is immutable"),
     ],
 )
 def test_identity_fields_are_immutable(

@@ -54,6 +54,12 @@ class Change:
 RowChange = NewVersion | Change
 
 
+def adopts_existing_key(spec: KeySpec, pending: KeyVersion) -> bool:
+    """Whether this version takes over `spec.adopt.kmsKeyId` instead of making a key:
+    only the key's first version does; rotations make new keys as always."""
+    return spec.adopt_kms_key_id is not None and pending.parent_id is None
+
+
 def request_details(kind: RequestKind, token: str | None) -> dict[str, Any]:
     return {"request": kind.value, "token": token} if token is not None else {}
 
@@ -103,10 +109,11 @@ def _changes(
                         {"replaced_by_version": pending.version},
                     )
                 )
+            adopted = adopts_existing_key(spec, pending)
             changes.append(
                 Change(
                     pending.id,
-                    KeyEventType.ACTIVATED,
+                    KeyEventType.ADOPTED if adopted else KeyEventType.ACTIVATED,
                     KeyStatus.ACTIVE,
                     {
                         "kms_key_id": kms_key_id,

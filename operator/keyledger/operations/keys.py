@@ -19,6 +19,7 @@ from keyledger.failpoints import failpoint
 from keyledger.lifecycle.plan import (
     Action,
     Compromise,
+    CreateVersion,
     FinishPending,
     RequestKind,
     Rollback,
@@ -27,11 +28,18 @@ from keyledger.lifecycle.plan import (
 from keyledger.lifecycle.requests import pending_requests
 from keyledger.lifecycle.spec import DeletionPolicy
 from keyledger.lifecycle.status import Drift, build_status
-from keyledger.lifecycle.transitions import NewVersion, RowChange, changes_for
+from keyledger.lifecycle.transitions import (
+    NewVersion,
+    RowChange,
+    adopts_existing_key,
+    changes_for,
+)
 from keyledger.lifecycle.versions import KeyVersion, current_version
 from keyledger.operations.outcome import Outcome
 from keyledger.operations.steps import (
+    ADOPTION_REFUSED,
     apply_deletion_policy,
+    check_adoptable,
     narrate,
     observe_drift,
     shown_time,
@@ -244,14 +252,20 @@ class KeyOperations:
         outcome: Outcome,
     ) -> None:
         kms_key_id: str | None = None
+        adopt = key.spec.adopt_kms_key_id
         match action:
+            case CreateVersion(parent=None) if adopt is not None:
+                # Refuse before the ledger holds anything: nothing half-created.
+                self._check_adoption(backend, adopt, None)
             case FinishPending(pending=pending):
                 request = version_request(key, pending)
-                kms_key = backend.create_key_version(request)
-                failpoint("finish-pending.after-kms-create")
-                backend.make_primary(kms_key.ref, request)
+                if adopt is not None and adopts_existing_key(key.spec, pending):
+                    kms_key_id = self._check_adoption(backend, adopt, pending)
+                else:
+                    kms_key_id = backend.create_key_version(request).ref
+                    failpoint("finish-pending.after-kms-create")
+                backend.make_primary(kms_key_id, request)
                 failpoint("finish-pending.after-make-primary")
-                kms_key_id = kms_key.ref
             case Rollback(target=target):
                 assert target.kms_key_id is not None
                 backend.make_primary(target.kms_key_id, version_request(key, target))
@@ -264,7 +278,19 @@ class KeyOperations:
         changes = changes_for(action, versions, key.spec, self.clock(), kms_key_id)
         self._commit(key, backend, versions, changes, why)
         failpoint(f"{type(action).__name__}.after-ledger")
-        narrate(action, outcome)
+        narrate(action, outcome, key.spec)
+
+    def _check_adoption(self, backend: KeyBackend, ref: str, pending: KeyVersion | None) -> str:
+        with self.sessions() as session:
+            owner = KeyLedger(session).by_kms_key_id(ref)
+            if owner is not None and (pending is None or owner.id != pending.id):
+                raise InvalidSpec(
+                    f"spec.adopt.kmsKeyId: {ref} is already version {owner.version} of "
+                    f"{owner.tenant_id}/{owner.key_name}; a KMS key belongs to one key version",
+                    reason=ADOPTION_REFUSED,
+                )
+        check_adoptable(backend, ref)
+        return ref
 
     def _commit(
         self,

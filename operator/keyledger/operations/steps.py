@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from keyledger.domain import KeyEventType, KeyStatus
+from keyledger.errors import InvalidSpec, ProviderError
 from keyledger.lifecycle.conditions import rfc3339
 from keyledger.lifecycle.plan import (
     Action,
@@ -20,10 +21,13 @@ from keyledger.lifecycle.plan import (
 )
 from keyledger.lifecycle.spec import DeletionPolicy, KeySpec
 from keyledger.lifecycle.status import Drift
+from keyledger.lifecycle.transitions import adopts_existing_key
 from keyledger.lifecycle.versions import KeyVersion
 from keyledger.operations.outcome import Outcome
 from keyledger.operations.views import KeyResource
 from keyledger.providers.base import KeyBackend, KeyVersionRequest, KmsKeyState, idempotency_marker
+
+ADOPTION_REFUSED = "AdoptionRefused"
 
 
 def shown_time(moment: datetime | None) -> str | None:
@@ -61,8 +65,43 @@ def observe_drift(current: KeyVersion, state: KmsKeyState) -> Drift:
     return Drift(False, f"version {current.version} matches the KMS ({state.value})")
 
 
-def narrate(action: Action, outcome: Outcome) -> None:
+def check_adoptable(backend: KeyBackend, ref: str) -> None:
+    """The key named by spec.adopt.kmsKeyId exists, is enabled, and wraps data keys
+    with the provider's credentials; otherwise say which, naming the field."""
+    field = "spec.adopt.kmsKeyId"
+    if backend.adoption_refusal is not None:
+        raise InvalidSpec(
+            f"spec.adopt: the {backend.provider.value} backend cannot adopt an existing key "
+            f"({backend.adoption_refusal}); remove spec.adopt to have keyledger create the key",
+            reason=ADOPTION_REFUSED,
+        )
+    try:
+        state = backend.describe(ref).state
+    except ProviderError as error:
+        if error.retryable:
+            raise  # the KMS is unwell, not the reference: retried
+        raise InvalidSpec(f"{field}: {error.message}", reason=ADOPTION_REFUSED) from error
+    if state is KmsKeyState.MISSING:
+        raise InvalidSpec(
+            f"{field}: {ref} does not exist in the provider's KMS; check the reference, "
+            "or remove spec.adopt to create a new key",
+            reason=ADOPTION_REFUSED,
+        )
+    if state is not KmsKeyState.ENABLED:
+        raise InvalidSpec(
+            f"{field}: {ref} is {state.value} in the KMS; only an enabled key can be adopted",
+            reason=ADOPTION_REFUSED,
+        )
+    backend.generate_data_key(ref)  # usable for what keyledger will ask of it
+
+
+def narrate(action: Action, outcome: Outcome, spec: KeySpec) -> None:
     match action:
+        case FinishPending(pending=pending) if adopts_existing_key(spec, pending):
+            outcome.note(
+                "Adopted",
+                f"version {pending.version} is the existing KMS key {spec.adopt_kms_key_id}",
+            )
         case FinishPending(pending=pending) if pending.parent_id is None:
             outcome.note("Activated", f"version {pending.version} created and ACTIVE")
         case FinishPending(pending=pending):

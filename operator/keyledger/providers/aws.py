@@ -92,6 +92,7 @@ _KEY_STATES = {
 
 class AwsKmsBackend:
     provider = KmsProvider.AWS_KMS
+    adoption_refusal: str | None = None
 
     def __init__(
         self,

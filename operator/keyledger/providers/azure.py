@@ -79,6 +79,7 @@ _WRAP_ALGORITHMS = {"RSA": "RSA-OAEP-256", "RSA-HSM": "RSA-OAEP-256", "oct-HSM":
 
 class AzureKeyVaultBackend:
     provider = KmsProvider.AZURE_KV
+    adoption_refusal: str | None = "adoption is not verified against a Key Vault server yet"
     region: str | None = None
 
     def __init__(

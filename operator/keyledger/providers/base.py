@@ -60,6 +60,8 @@ class KeyBackend(Protocol):
     """One configured KMS. Methods raise `keyledger.errors.ProviderError` subclasses."""
 
     provider: KmsProvider
+    # None when spec.adopt can take over an existing key of this KMS; else why not.
+    adoption_refusal: str | None
     region: str | None
     endpoint: str | None
 

@@ -99,6 +99,7 @@ _KEY_STATES = {
 
 class GcpKmsBackend:
     provider = KmsProvider.GCP_KMS
+    adoption_refusal: str | None = "adoption is not verified against a Cloud KMS server yet"
 
     def __init__(
         self,

@@ -45,6 +45,7 @@ _REF_PREFIX = "local:"
 
 class LocalBackend:
     provider = KmsProvider.LOCAL_SOFTWARE
+    adoption_refusal: str | None = None
     region: str | None = None
 
     def __init__(self, keystore: Path) -> None:

@@ -79,6 +79,7 @@ _NOT_OURS = (
 
 class Pkcs11Backend:
     provider = KmsProvider.LOCAL_HSM
+    adoption_refusal: str | None = None
     region: str | None = None
 
     def __init__(self, login: TokenLogin, caller: Caller) -> None:

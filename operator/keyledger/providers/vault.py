@@ -86,6 +86,10 @@ class _KeyInfo:
 
 class VaultBackend:
     provider = KmsProvider.HASHICORP_VAULT
+    adoption_refusal: str | None = (
+        "transit key versions are numbered by keyledger from 1, "
+        "so an adopted transit key's numbering could not be continued"
+    )
     region: str | None = None
 
     def __init__(self, session: VaultSession, *, mount: str, state: TransitStateStore) -> None:
