@@ -186,6 +186,12 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return None
 
 
+def ready_condition(obj: dict[str, Any]) -> dict[str, Any]:
+    found = condition(obj, "Ready")
+    assert found is not None, f"no Ready condition in {obj.get('status')}"
+    return found
+
+
 def wait_condition(
     cp: ControlPlane,
     kind: str,

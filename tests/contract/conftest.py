@@ -11,10 +11,13 @@ import importlib
 import pkgutil
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from types import ModuleType
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
+from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
 from tests.contract import backends
 from tests.contract.target import ContractTarget
 
@@ -79,3 +82,13 @@ def _targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Con
 def target(_targets: object, target_name: str) -> ContractTarget:
     start = _targets
     return start(target_name)  # type: ignore[operator,no-any-return]
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    """A fresh SQLite ledger, migrated, for driving keys through the operations."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    upgrade_database(url)
+    engine = make_engine(url)
+    yield make_session_factory(engine)
+    engine.dispose()

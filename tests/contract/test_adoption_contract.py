@@ -4,8 +4,6 @@ rotations then make keys of their own; what cannot be adopted is refused by name
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,18 +16,8 @@ from keyledger.lifecycle.spec import KeySpec
 from keyledger.operations.keys import KeyOperations
 from keyledger.operations.views import KeyResource
 from keyledger.providers.base import KeyVersionRequest
-from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
 from keyledger.store.repository import KeyLedger
 from tests.contract.target import ContractTarget
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    upgrade_database(url)
-    engine = make_engine(url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def _existing_key(target: ContractTarget, name: str) -> str:

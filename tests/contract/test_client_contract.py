@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +23,6 @@ from keyledger.lifecycle.spec import KeySpec
 from keyledger.operations.keys import KeyOperations
 from keyledger.operations.views import KeyResource
 from keyledger.providers.base import DataKey, KeyBackend
-from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
 from keyledger.store.repository import KeyLedger
 from tests.contract.target import ContractTarget
 
@@ -84,15 +81,6 @@ class Tenant:
             record = KeyLedger(session).active(self.key.spec.tenant, self.key.spec.key_name)
             assert record is not None
             return record.id
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    upgrade_database(url)
-    engine = make_engine(url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture

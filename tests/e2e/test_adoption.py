@@ -13,6 +13,7 @@ from keyledger.providers.base import KeyVersionRequest
 from keyledger.providers.local import LocalBackend
 from tests.fixtures_operator import (
     audit,
+    ready_condition,
     rows,
     wait_condition,
     wait_for_event,
@@ -55,6 +56,6 @@ def test_an_existing_key_is_adopted_and_a_missing_one_refused(
         status="False",
         reason="AdoptionRefused",
     )
-    message = next(c for c in refused["status"]["conditions"] if c["type"] == "Ready")["message"]
+    message = ready_condition(refused)["message"]
     assert message.startswith("spec.adopt.kmsKeyId:")
     assert rows(ledger_sessions, tenant, "imagined") == []  # refused before any ledger row

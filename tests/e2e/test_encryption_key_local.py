@@ -21,6 +21,7 @@ from tests.fixtures_operator import (
     encryption_key,
     get,
     provider_manifest,
+    ready_condition,
     rows,
     wait_condition,
     wait_for_event,
@@ -57,7 +58,7 @@ def test_key_becomes_ready_with_one_active_ledger_row(
     assert status["phase"] == "ACTIVE"
     assert status["version"] == 1
     assert status["observedGeneration"] == ek["metadata"]["generation"]
-    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    ready = ready_condition(ek)
     assert ready["reason"] == "KeyActive"
     assert ready["observedGeneration"] == ek["metadata"]["generation"]
     assert "keyledger.io/finalizer" in ek["metadata"]["finalizers"]
@@ -147,7 +148,7 @@ def test_missing_provider_waits_then_recovers(
         status="False",
         reason="ProviderNotFound",
     )
-    ready = next(c for c in ek["status"]["conditions"] if c["type"] == "Ready")
+    ready = ready_condition(ek)
     assert "KeyProvider 'later'" in ready["message"]
     assert "spec.providerRef" in ready["message"]
     assert rows(ledger_sessions, tenant, "orphan") == []  # nothing half-created
@@ -185,7 +186,7 @@ def test_provider_that_does_not_serve_the_tenant_is_refused(
         status="False",
         reason="ProviderNotAllowed",
     )
-    message = next(c for c in ek["status"]["conditions"] if c["type"] == "Ready")["message"]
+    message = ready_condition(ek)["message"]
     assert tenant in message and "allowedTenants" in message
     assert rows(ledger_sessions, tenant, "denied") == []
 
@@ -217,7 +218,7 @@ def test_second_resource_for_the_same_key_name_is_refused(
         status="False",
         reason="KeyNameTaken",
     )
-    message = next(c for c in ek["status"]["conditions"] if c["type"] == "Ready")["message"]
+    message = ready_condition(ek)["message"]
     assert f"{namespace}/first" in message and "spec.keyName" in message
     assert len(rows(ledger_sessions, tenant, "shared_key")) == 1
 

@@ -19,6 +19,7 @@ from tests.fixtures_operator import (
     encryption_key,
     get,
     new_operator,
+    ready_condition,
     statuses,
     wait_condition,
 )
@@ -101,7 +102,7 @@ def test_keys_wait_out_a_ledger_outage_and_finish_once(
             status="False",
             reason="LedgerUnavailable",
         )
-        ready = next(c for c in ek["status"]["conditions"] if c["type"] == "Ready")
+        ready = ready_condition(ek)
         assert "ledger database is unreachable" in ready["message"]
         assert "SELECT" not in ready["message"] and "INSERT" not in ready["message"]
     assert get(crds, "ek", "steady", namespace)["status"]["version"] == 1
