@@ -222,6 +222,16 @@ def test_second_resource_for_the_same_key_name_is_refused(
     assert f"{namespace}/first" in message and "spec.keyName" in message
     assert len(rows(ledger_sessions, tenant, "shared_key")) == 1
 
+    # Once the first resource is gone (Retain), the second takes the name and its
+    # history over on its next retry.
+    kubectl(crds, "delete", "ek", "first", "-n", namespace, "--wait=true")
+    ek = wait_condition(
+        crds, "ek", "second", "Ready", namespace=namespace, operator=operator, timeout=20
+    )
+    assert ek["status"]["version"] == 1
+    (record,) = rows(ledger_sessions, tenant, "shared_key")
+    assert record.resource_name == f"{namespace}/second"
+
 
 @pytest.mark.parametrize(
     ("change", "expected"),
