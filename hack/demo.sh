@@ -50,6 +50,8 @@ up() {
   "${kubectl}" get clusterkeyproviders
   echo
   "${kubectl}" get encryptionkeys --all-namespaces
+  echo
+  "${repo_root}/.venv/bin/python" "${repo_root}/hack/demo_client.py" "${demo_dir}/data"
   cat <<MSG
 
 The control plane and the operator keep running. To use them:

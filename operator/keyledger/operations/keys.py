@@ -193,14 +193,19 @@ class KeyOperations:
     # -- steps --------------------------------------------------------------------------
 
     def _claim(self, key: KeyResource, why: Transition, outcome: Outcome) -> None:
-        """Refuse a key name another resource manages; take over a released history."""
+        """Refuse a key name another resource manages; take over a released history,
+        or one whose resource was replaced under the same name."""
         spec = key.spec
         with self.sessions.begin() as session:
             ledger = KeyLedger(session)
             latest = ledger.latest(spec.tenant, spec.key_name)
             if latest is None or latest.resource_uid == key.uid:
                 return
-            if latest.resource_uid is not None:
+            # The recorded owner has this very namespace/name but another uid: it was
+            # deleted while the operator could not see it (a rebuilt cluster, GitOps
+            # re-applying the same YAML against a surviving ledger). Two resources
+            # cannot share a name, so the history is taken over, not refused.
+            if latest.resource_uid is not None and latest.resource_name != key.qualified_name:
                 raise InvalidSpec(
                     f"spec.keyName: tenant {spec.tenant!r} already has a key "
                     f"{spec.key_name!r} managed by EncryptionKey {latest.resource_name}; "
