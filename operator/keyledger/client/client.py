@@ -45,6 +45,7 @@ class _Version:
     kms_provider: KmsProvider
     kms_endpoint: str | None
     kms_region: str | None
+    authorized_services: tuple[str, ...]
 
     @classmethod
     def of(cls, record: EncryptionKeyRecord) -> _Version:
@@ -58,6 +59,7 @@ class _Version:
             record.kms_provider,
             record.kms_endpoint,
             record.kms_region,
+            tuple(record.authorized_services or ()),
         )
 
     @property
@@ -70,6 +72,8 @@ class KeyledgerClient:
 
     `backends` are opened by the application with its own credentials, one per
     KMS its tenants' keys live in (several of one kind are told apart by endpoint).
+    `service` names the calling service: a key version whose spec.authorizedServices
+    lists others is refused to it.
     After a rotation or compromise, encryption moves to the new version within
     `version_check_s`; decryption of a compromised version stops as quickly.
     """
@@ -80,6 +84,7 @@ class KeyledgerClient:
         backends: Sequence[KeyBackend],
         *,
         limits: CacheLimits | None = None,
+        service: str | None = None,
         version_check_s: float = 2.0,
         usage_flush_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
@@ -89,6 +94,7 @@ class KeyledgerClient:
         )
         self._backends = list(backends)
         self._limits = limits or CacheLimits()
+        self._service = service
         self._version_check_s = version_check_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -171,6 +177,7 @@ class KeyledgerClient:
             version = _Version.of(record)
         with self._lock:
             self._active[(tenant, key_name)] = (version, now)
+        self._check_service(version)
         return version
 
     def _version(self, key_id: uuid.UUID) -> _Version:
@@ -191,6 +198,7 @@ class KeyledgerClient:
                     self._by_id.clear()
                 self._by_id[key_id] = cached
         version = cached[0]
+        self._check_service(version)
         if version.status not in DECRYPTABLE:
             with self._lock:
                 self._opening.drop_version(key_id)
@@ -205,6 +213,20 @@ class KeyledgerClient:
                 )
             )
         return version
+
+    def _check_service(self, version: _Version) -> None:
+        # A guard against a service wired to the wrong tenant's key, not access
+        # control: that is the KMS's policy and the ledger's grants.
+        if (
+            self._service is not None
+            and version.authorized_services
+            and self._service not in version.authorized_services
+        ):
+            raise KeyNotUsable(
+                f"service {self._service!r} is not in spec.authorizedServices of "
+                f"{version.label} ({', '.join(version.authorized_services)}); add it there, "
+                "or use this tenant's key meant for the service"
+            )
 
     def _backend_for(self, version: _Version) -> KeyBackend:
         candidates = [b for b in self._backends if b.provider is version.kms_provider]
