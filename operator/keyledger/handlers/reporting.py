@@ -34,6 +34,8 @@ def apply_outcome(outcome: Outcome, body: kopf.Body, patch: kopf.Patch) -> None:
 
 def observe_key_status(body: kopf.Body, patched: dict[str, Any]) -> None:
     """The key's gauges, from its status as this patch leaves it."""
+    if body.metadata.get("deletionTimestamp"):
+        return  # being deleted: its gauges are about to go; a late pass must not revive them
     observe_key(
         body.metadata.namespace or "",
         body.metadata.name or "",
