@@ -17,3 +17,5 @@ ROTATE_REQUESTED_AT = "keyledger.io/rotate-requested-at"
 ROLLBACK_REQUESTED_AT = "keyledger.io/rollback-requested-at"
 COMPROMISED_REQUESTED_AT = "keyledger.io/compromised-requested-at"
 COMPROMISE_REASON = "keyledger.io/compromise-reason"
+# "true" freezes a key: no KMS or ledger changes until it is removed (drift is still checked).
+PAUSED = "keyledger.io/paused"

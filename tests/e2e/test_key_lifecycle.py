@@ -14,8 +14,10 @@ from keyledger.providers.base import KmsKeyState
 from keyledger.providers.local import LocalBackend
 from tests.fixtures_operator import (
     annotate,
+    apply,
     audit,
     condition,
+    encryption_key,
     get,
     rows,
     statuses,
@@ -466,3 +468,52 @@ def test_kubectl_plugin_rotates_and_rolls_back(
     assert again.returncode == 0
     assert "done: version 1 is ACTIVE" in again.stdout
     wait_for_event(crds, namespace, "plugged", "NoPreviousVersion")
+
+
+def test_a_paused_key_changes_nothing_until_resumed_then_catches_up(
+    crds: ControlPlane,
+    operator: OperatorProcess,
+    make_key: Any,
+    namespace: str,
+    tenant: str,
+    local_provider: str,
+    ledger_sessions: sessionmaker[Session],
+) -> None:
+    make_key("frozen", rotation={"period": "1h"})
+    wait_condition(crds, "ek", "frozen", "Ready", namespace=namespace, operator=operator)
+    annotate(crds, namespace, "frozen", paused="true")
+    ek = wait_condition(crds, "ek", "frozen", "Paused", namespace=namespace, operator=operator)
+    assert condition(ek, "Ready")["status"] == "True"  # the key itself stays usable
+    annotate(crds, namespace, "frozen", rotate_requested_at="during-the-freeze")
+
+    # Created paused: nothing is made, not even the first version.
+    manifest = encryption_key("later", namespace, tenant=tenant, provider=local_provider)
+    manifest["metadata"]["annotations"] = {"keyledger.io/paused": "true"}
+    apply(crds, manifest)
+    wait_condition(
+        crds,
+        "ek",
+        "later",
+        "Ready",
+        namespace=namespace,
+        operator=operator,
+        status="False",
+        reason="Paused",
+    )
+    time.sleep(4)  # several drift checks and handler passes
+    assert statuses(ledger_sessions, tenant, "frozen") == [(1, "ACTIVE")]
+    assert statuses(ledger_sessions, tenant, "later") == []
+
+    for name in ("frozen", "later"):
+        kubectl(crds, "annotate", "-n", namespace, f"ek/{name}", "keyledger.io/paused-")
+    wait_condition(
+        crds, "ek", "frozen", "Paused", namespace=namespace, operator=operator, status="False"
+    )
+    # The request made during the freeze is carried out now, once.
+    wait_for(
+        lambda: statuses(ledger_sessions, tenant, "frozen") == [(2, "ACTIVE"), (1, "ROTATED")],
+        "the request made while paused",
+        operator,
+    )
+    wait_condition(crds, "ek", "later", "Ready", namespace=namespace, operator=operator)
+    assert statuses(ledger_sessions, tenant, "later") == [(1, "ACTIVE")]

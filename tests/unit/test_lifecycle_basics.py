@@ -128,3 +128,15 @@ def test_status_of_pending_key_is_not_ready() -> None:
     view = build_status(_spec(), [_version(1, KeyStatus.PENDING)], "p", T0)
     assert view.conditions[0].status is False
     assert view.conditions[0].reason == "Creating"
+
+
+def test_a_paused_key_has_nothing_due() -> None:
+    spec = _spec(rotation={"period": "1d"})
+    versions = [_version(1, KeyStatus.ACTIVE)]
+    now = T0 + timedelta(hours=12)
+    running = build_status(spec, versions, "p", now)
+    assert running.next_due == T0 + timedelta(days=1)
+    paused = build_status(spec, versions, "p", now, paused=True)
+    assert paused.next_due is None
+    (condition,) = [c for c in paused.conditions if c.type == "Paused"]
+    assert condition.status is True and "keyledger.io/paused" in condition.message

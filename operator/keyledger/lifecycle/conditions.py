@@ -12,6 +12,7 @@ ROTATING = "Rotating"
 ROLLBACK_AVAILABLE = "RollbackAvailable"
 EXPIRING = "Expiring"
 DRIFTED = "Drifted"
+PAUSED = "Paused"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Set
 from keyledger.api import (
     COMPROMISE_REASON,
     COMPROMISED_REQUESTED_AT,
+    PAUSED,
     ROLLBACK_REQUESTED_AT,
     ROTATE_REQUESTED_AT,
 )
@@ -37,3 +38,9 @@ def pending_requests(
         compromise=tokens[RequestKind.COMPROMISE],
         compromise_reason=annotations.get(COMPROMISE_REASON),
     )
+
+
+def is_paused(annotations: Mapping[str, str]) -> bool:
+    """`keyledger.io/paused: "true"`: scheduled and requested changes wait; requests
+    made meanwhile are carried out once it is removed."""
+    return (annotations.get(PAUSED) or "").strip().lower() == "true"

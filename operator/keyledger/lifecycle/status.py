@@ -10,6 +10,7 @@ from keyledger.domain import KeyStatus
 from keyledger.lifecycle.conditions import (
     DRIFTED,
     EXPIRING,
+    PAUSED,
     READY,
     ROLLBACK_AVAILABLE,
     ROTATING,
@@ -67,6 +68,7 @@ def build_status(
     *,
     drift: Drift | None = None,
     handled_requests: dict[str, str] | None = None,
+    paused: bool = False,
 ) -> KeyStatusView:
     """Status fields and conditions for `versions` (newest first).
 
@@ -79,8 +81,13 @@ def build_status(
     if current is None:
         fields["phase"] = KeyStatus.PENDING.value
         conditions = [
-            Condition(READY, False, "Creating", f"version 1 is being created in {provider_label}"),
+            Condition(READY, False, "Paused", f"{PAUSED_WHY}: nothing is created until then")
+            if paused
+            else Condition(
+                READY, False, "Creating", f"version 1 is being created in {provider_label}"
+            ),
             Condition(ROTATING, False, "Idle", "no rotation in progress"),
+            _paused(paused),
         ]
         return KeyStatusView(fields=fields, conditions=conditions)
     parent = by_id(versions, current.parent_id)
@@ -109,6 +116,7 @@ def build_status(
         _rotating(pending),
         _rollback_available(current, parent, now),
         _expiring(current, schedule.expiring_from, now),
+        _paused(paused),
     ]
     if drift is not None:
         conditions.append(
@@ -119,7 +127,24 @@ def build_status(
                 drift.message,
             )
         )
-    return KeyStatusView(fields=fields, conditions=conditions, next_due=schedule.next_due(now))
+    # Paused: nothing is due; removing the annotation wakes the key through its update.
+    next_due = None if paused else schedule.next_due(now)
+    return KeyStatusView(fields=fields, conditions=conditions, next_due=next_due)
+
+
+PAUSED_WHY = "keyledger.io/paused is set"
+
+
+def _paused(paused: bool) -> Condition:
+    if paused:
+        return Condition(
+            PAUSED,
+            True,
+            "Paused",
+            f"{PAUSED_WHY}: scheduled and requested changes wait until it is removed; "
+            "drift is still checked",
+        )
+    return Condition(PAUSED, False, "Reconciling", "changes are made as spec and requests say")
 
 
 def _ready(

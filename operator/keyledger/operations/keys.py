@@ -25,7 +25,7 @@ from keyledger.lifecycle.plan import (
     Rollback,
     plan_next,
 )
-from keyledger.lifecycle.requests import pending_requests
+from keyledger.lifecycle.requests import is_paused, pending_requests
 from keyledger.lifecycle.spec import DeletionPolicy
 from keyledger.lifecycle.status import Drift, build_status
 from keyledger.lifecycle.transitions import (
@@ -84,10 +84,12 @@ class KeyOperations:
         """Bring the key to where spec, requests and time say it should be."""
         outcome = Outcome()
         why = Transition(actor=self.actor, correlation_id=correlation_id)
+        paused = is_paused(key.annotations)
         with self._lock(key):
-            self._claim(key, why, outcome)
+            if not paused:
+                self._claim(key, why, outcome)
             view = self._load(key)
-            for _ in range(MAX_ACTIONS_PER_PASS):
+            for _ in range(0 if paused else MAX_ACTIONS_PER_PASS):
                 requests = pending_requests(key.annotations, view.handled)
                 action = plan_next(key.spec, view.versions, requests, self.clock())
                 if action is None:
@@ -391,6 +393,7 @@ class KeyOperations:
             self.clock(),
             drift=drift,
             handled_requests=view.last_handled,
+            paused=is_paused(key.annotations),
         )
         outcome.status.update(status.fields)
         outcome.conditions.extend(status.conditions)
