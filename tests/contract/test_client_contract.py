@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,3 +218,19 @@ class _Spy:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.backend, name)
+
+
+def test_threads_share_one_client(tenant: Tenant) -> None:
+    # Services call the client from many threads at once; caches start cold, so
+    # several threads race to the KMS for the first data keys.
+    client, _ = _client(tenant, limits=CacheLimits(max_messages=25))
+    name = tenant.key.spec.key_name
+
+    def work(n: int) -> bool:
+        context = {"record": str(n)}
+        blob = client.encrypt("contract", name, PHI + str(n).encode(), context)
+        return client.decrypt(blob, context) == PHI + str(n).encode()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(work, range(200)))
+    client.close()
