@@ -496,6 +496,18 @@ def all_crds() -> dict[str, dict[str, Any]]:
                     "priority": 1,
                     "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
                 },
+                {
+                    "name": "Expires",
+                    "type": "string",
+                    "priority": 1,
+                    "jsonPath": ".status.expiresAt",
+                },
+                {
+                    "name": "Last Used",
+                    "type": "string",
+                    "priority": 1,
+                    "jsonPath": ".status.lastUsedAt",
+                },
                 AGE_COLUMN,
             ],
         ),

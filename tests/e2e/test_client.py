@@ -15,7 +15,7 @@ from keyledger.client.envelope import parse
 from keyledger.lifecycle.conditions import rfc3339
 from keyledger.providers.local import LocalBackend
 from tests.fixtures_operator import annotate, get, rows, wait_condition, wait_for
-from tests.harness.controlplane import ControlPlane
+from tests.harness.controlplane import ControlPlane, kubectl
 from tests.harness.operator import OperatorProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
@@ -66,3 +66,7 @@ def test_service_encrypts_across_a_rotation_and_reads_old_data(
         "status.lastUsedAt",
         operator,
     )
+    wide = kubectl(crds, "get", "ek", "records", "-n", namespace, "-o", "wide").stdout
+    header, row = wide.splitlines()[:2]
+    assert "EXPIRES" in header and "LAST USED" in header
+    assert rfc3339(used[2]) in row.split()
