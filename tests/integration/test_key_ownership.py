@@ -3,11 +3,13 @@ replacing it under the same namespace/name, or anyone once it was released."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from keyledger.api import PAUSED
 from keyledger.domain import KeyEventType
 from keyledger.errors import InvalidSpec
 from keyledger.lifecycle.spec import KeySpec
@@ -63,3 +65,18 @@ def test_a_resource_recreated_under_the_same_name_takes_its_history_back(
     with pytest.raises(InvalidSpec, match="managed by EncryptionKey tenant-acme/phi") as refused:
         operations.reconcile(_resource("uid-other", "phi-copy"), backend, "local")
     assert refused.value.reason == "KeyNameTaken"
+
+
+def test_a_paused_resource_neither_takes_over_nor_sees_another_ones_key(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    backend = LocalBackend(tmp_path / "keys.json")
+    operations = KeyOperations(sessions, actor="test")
+    operations.reconcile(_resource("uid-owner", "phi"), backend, "local")
+    paused = replace(_resource("uid-other", "phi-copy"), annotations={PAUSED: "true"})
+    with pytest.raises(InvalidSpec, match="managed by EncryptionKey tenant-acme/phi"):
+        operations.reconcile(paused, backend, "local")
+    with sessions() as session:
+        assert {v.resource_uid for v in KeyLedger(session).versions("acme", "records")} == {
+            "uid-owner"
+        }

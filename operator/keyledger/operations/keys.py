@@ -86,8 +86,7 @@ class KeyOperations:
         why = Transition(actor=self.actor, correlation_id=correlation_id)
         paused = is_paused(key.annotations)
         with self._lock(key):
-            if not paused:
-                self._claim(key, why, outcome)
+            self._claim(key, why, outcome, take=not paused)
             view = self._load(key)
             for _ in range(0 if paused else MAX_ACTIONS_PER_PASS):
                 requests = pending_requests(key.annotations, view.handled)
@@ -194,7 +193,7 @@ class KeyOperations:
 
     # -- steps --------------------------------------------------------------------------
 
-    def _claim(self, key: KeyResource, why: Transition, outcome: Outcome) -> None:
+    def _claim(self, key: KeyResource, why: Transition, outcome: Outcome, take: bool) -> None:
         """Refuse a key name another resource manages; take over a released history,
         or one whose resource was replaced under the same name."""
         spec = key.spec
@@ -214,6 +213,8 @@ class KeyOperations:
                     "choose another spec.keyName",
                     reason="KeyNameTaken",
                 )
+            if not take:
+                return  # paused: refuse what is not ours, but take nothing over yet
             now = self.clock()
             ledger.claim(
                 spec.tenant,
