@@ -17,4 +17,4 @@ ENV KEYLEDGER_MIGRATIONS_DIR=/app/migrations \
     PYTHONUNBUFFERED=1
 USER 65532:65532
 ENTRYPOINT ["keyledger"]
-CMD ["run", "--all-namespaces", "--standalone"]
+CMD ["run", "--standalone"]
