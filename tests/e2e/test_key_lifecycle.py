@@ -3,6 +3,9 @@ events and ledger rows, with the real operator, control plane and PostgreSQL."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -432,6 +435,20 @@ def test_drift_is_detected_and_resolved(
     wait_condition(crds, "ek", "drifty", "Ready", namespace=namespace, operator=operator)
 
 
+def kubectl_keyledger(
+    cp: ControlPlane, namespace: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`kubectl keyledger ...` as a user runs it, with the admin kubeconfig."""
+    return subprocess.run(
+        [sys.executable, "-m", "keyledger.cli.main", *args, "-n", namespace],
+        env={**os.environ, "KUBECONFIG": str(cp.kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
 def test_kubectl_plugin_rotates_and_rolls_back(
     crds: ControlPlane,
     operator: OperatorProcess,
@@ -440,23 +457,11 @@ def test_kubectl_plugin_rotates_and_rolls_back(
     tenant: str,
     ledger_sessions: sessionmaker[Session],
 ) -> None:
-    import os  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
     make_key("plugged", rollback={"window": "1h"})
     wait_condition(crds, "ek", "plugged", "Ready", namespace=namespace, operator=operator)
-    env = {**os.environ, "KUBECONFIG": str(crds.kubeconfig)}
 
     def plugin(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "keyledger.cli.main", *args, "-n", namespace],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
+        return kubectl_keyledger(crds, namespace, *args)
 
     rotated = plugin("rotate", "plugged")
     assert rotated.returncode == 0, rotated.stdout + rotated.stderr
@@ -481,8 +486,9 @@ def test_a_paused_key_changes_nothing_until_resumed_then_catches_up(
 ) -> None:
     make_key("frozen", rotation={"period": "1h"})
     wait_condition(crds, "ek", "frozen", "Ready", namespace=namespace, operator=operator)
-    annotate(crds, namespace, "frozen", paused="true")
-    ek = wait_condition(crds, "ek", "frozen", "Paused", namespace=namespace, operator=operator)
+    paused = kubectl_keyledger(crds, namespace, "pause", "frozen")
+    assert paused.returncode == 0 and "makes no changes" in paused.stdout, paused.stdout
+    ek = get(crds, "ek", "frozen", namespace)
     assert condition(ek, "Ready")["status"] == "True"  # the key itself stays usable
     annotate(crds, namespace, "frozen", rotate_requested_at="during-the-freeze")
 
@@ -504,11 +510,9 @@ def test_a_paused_key_changes_nothing_until_resumed_then_catches_up(
     assert statuses(ledger_sessions, tenant, "frozen") == [(1, "ACTIVE")]
     assert statuses(ledger_sessions, tenant, "later") == []
 
-    for name in ("frozen", "later"):
-        kubectl(crds, "annotate", "-n", namespace, f"ek/{name}", "keyledger.io/paused-")
-    wait_condition(
-        crds, "ek", "frozen", "Paused", namespace=namespace, operator=operator, status="False"
-    )
+    kubectl(crds, "annotate", "-n", namespace, "ek/later", "keyledger.io/paused-")
+    resumed = kubectl_keyledger(crds, namespace, "resume", "frozen")
+    assert resumed.returncode == 0 and "resumed" in resumed.stdout, resumed.stdout
     # The request made during the freeze is carried out now, once.
     wait_for(
         lambda: statuses(ledger_sessions, tenant, "frozen") == [(2, "ACTIVE"), (1, "ROTATED")],

@@ -102,6 +102,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if kind == "compromise":
             request.add_argument("--reason", required=True, help="why; kept in the audit trail")
+    for kind, help_text in (
+        ("pause", "freeze an EncryptionKey: no KMS or ledger changes until resumed"),
+        ("resume", "let a paused EncryptionKey catch up on what waited"),
+    ):
+        freeze = commands.add_parser(kind, help=help_text)
+        freeze.add_argument("name", help="EncryptionKey name")
+        freeze.add_argument("-n", "--namespace", default="default")
+        freeze.add_argument("--wait", type=float, default=60.0, help="seconds to wait (0: no wait)")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run"]:
         # Everything after `run` belongs to kopf, options included.
@@ -109,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "migrate":
         return _migrate(args.revision)
+    if args.command in ("pause", "resume"):
+        from keyledger.cli.requests import set_paused  # noqa: PLC0415
+
+        return set_paused(args.name, args.namespace, args.command == "pause", args.wait)
     if args.command in ("rotate", "rollback", "compromise"):
         from keyledger.cli.requests import request_transition  # noqa: PLC0415
         from keyledger.lifecycle.plan import RequestKind  # noqa: PLC0415
