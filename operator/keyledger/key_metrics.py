@@ -20,6 +20,9 @@ KEY_READY = Gauge("keyledger_key_ready", "1 when the EncryptionKey is Ready, els
 KEY_DRIFTED = Gauge(
     "keyledger_key_drifted", "1 when the KMS disagrees with the ledger, else 0.", _LABELS
 )
+KEY_PAUSED = Gauge(
+    "keyledger_key_paused", "1 while keyledger.io/paused freezes the key, else 0.", _LABELS
+)
 KEY_VERSION = Gauge("keyledger_key_version", "The key's current version.", _LABELS)
 KEY_EXPIRES = Gauge(
     "keyledger_key_expiration_timestamp_seconds",
@@ -31,7 +34,7 @@ KEY_NEXT_ROTATION = Gauge(
     "When the key is next rotated on schedule (absent: manual rotation only).",
     _LABELS,
 )
-_ALL = (KEY_READY, KEY_DRIFTED, KEY_VERSION, KEY_EXPIRES, KEY_NEXT_ROTATION)
+_ALL = (KEY_READY, KEY_DRIFTED, KEY_PAUSED, KEY_VERSION, KEY_EXPIRES, KEY_NEXT_ROTATION)
 
 
 def observe_key(namespace: str, name: str, tenant: str, status: Mapping[str, Any]) -> None:
@@ -40,6 +43,7 @@ def observe_key(namespace: str, name: str, tenant: str, status: Mapping[str, Any
     conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or ()}
     KEY_READY.labels(*labels).set(1 if conditions.get("Ready") == "True" else 0)
     KEY_DRIFTED.labels(*labels).set(1 if conditions.get("Drifted") == "True" else 0)
+    KEY_PAUSED.labels(*labels).set(1 if conditions.get("Paused") == "True" else 0)
     _set_or_remove(KEY_VERSION, labels, status.get("version"))
     _set_or_remove(KEY_EXPIRES, labels, _timestamp(status.get("expiresAt")))
     _set_or_remove(KEY_NEXT_ROTATION, labels, _timestamp(status.get("nextRotationAt")))

@@ -41,6 +41,7 @@ def test_key_gauges_follow_status_and_go_with_the_key(
     assert _gauges(operator, namespace, "watched", tenant) == {
         "ready": 1.0,
         "drifted": 0.0,
+        "paused": 0.0,
         "version": 1.0,
         "expiration_timestamp_seconds": _epoch(status["expiresAt"]),
         "next_rotation_timestamp_seconds": _epoch(status["nextRotationAt"]),
