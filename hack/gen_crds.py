@@ -93,6 +93,7 @@ VERSION_ENTRY = obj(
         "rotatedAt": {"type": "string", "format": "date-time"},
         "expiresAt": {"type": "string", "format": "date-time"},
         "rollbackExpiresAt": {"type": "string", "format": "date-time"},
+        "lastUsedAt": {"type": "string", "format": "date-time"},
     }
 )
 

@@ -66,6 +66,18 @@ def test_service_encrypts_across_a_rotation_and_reads_old_data(
         "status.lastUsedAt",
         operator,
     )
+    # ...and, in status.versions, when the rotated version last decrypted something.
+    wait_for(
+        lambda: (
+            {
+                entry["version"]: entry.get("lastUsedAt")
+                for entry in get(crds, "ek", "records", namespace)["status"]["versions"]
+            }
+            == {1: rfc3339(used[1]), 2: rfc3339(used[2])}
+        ),
+        "status.versions[].lastUsedAt",
+        operator,
+    )
     wide = kubectl(crds, "get", "ek", "records", "-n", namespace, "-o", "wide").stdout
     header, row = wide.splitlines()[:2]
     assert "EXPIRES" in header and "LAST USED" in header

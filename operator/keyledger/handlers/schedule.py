@@ -55,7 +55,10 @@ def _run_pass(
             provider.label,
             bool(previous and previous.drifted),
             correlation_id,
-            shown_last_used=body.status.get("lastUsedAt"),
+            shown={
+                entry.get("version"): entry.get("lastUsedAt")
+                for entry in body.status.get("versions") or ()
+            },
         )
         if checked.scheduled:
             checked.events[:0] = outcome.events

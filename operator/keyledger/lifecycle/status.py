@@ -56,8 +56,16 @@ def _version_entry(version: KeyVersion) -> dict[str, Any]:
         "rotatedAt": _time(version.rotated_at),
         "expiresAt": _time(version.expires_at),
         "rollbackExpiresAt": _time(version.rollback_expires_at) if version.can_rollback else None,
+        # When clients last used it: a ROTATED version nobody decrypts with any more
+        # is one whose deletion loses no data.
+        "lastUsedAt": _time(version.last_used_at),
     }
     return {k: v for k, v in entry.items() if v is not None}
+
+
+def shown_usage(versions: list[KeyVersion]) -> dict[int, str | None]:
+    """The `lastUsedAt` of each version as `status.versions` shows it."""
+    return {v.version: _time(v.last_used_at) for v in versions[:VERSION_HISTORY_LIMIT]}
 
 
 def build_status(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Mapping
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,7 +28,7 @@ from keyledger.lifecycle.plan import (
 )
 from keyledger.lifecycle.requests import is_paused, pending_requests
 from keyledger.lifecycle.spec import DeletionPolicy
-from keyledger.lifecycle.status import Drift, build_status
+from keyledger.lifecycle.status import Drift, build_status, shown_usage
 from keyledger.lifecycle.transitions import (
     NewVersion,
     RowChange,
@@ -42,7 +43,6 @@ from keyledger.operations.steps import (
     check_adoptable,
     narrate,
     observe_drift,
-    shown_time,
     version_request,
 )
 from keyledger.operations.views import Clock, KeyResource, LedgerView, to_version, utcnow
@@ -107,12 +107,13 @@ class KeyOperations:
         provider_label: str,
         was_drifted: bool,
         correlation_id: str | None = None,
-        shown_last_used: str | None = None,
+        shown: Mapping[int, str | None] | None = None,
     ) -> Outcome:
         """Compare the current version with the KMS; report, never repair.
 
         The outcome is empty unless the drift state changed, or the clients' last
-        use of the version (`last_used_at`) moved past what the status shows."""
+        use of a version (`last_used_at`) moved past what the status shows (`shown`:
+        version number to its `lastUsedAt` in `status.versions`)."""
         outcome = Outcome()
         with self._lock(key):
             view = self._load(key)
@@ -123,7 +124,7 @@ class KeyOperations:
             drift = observe_drift(current, backend.describe(current.kms_key_id).state)
             if drift.drifted == was_drifted:
                 # Nothing changed: no ledger or API writes, so idle keys stay cheap.
-                if shown_time(current.last_used_at) != shown_last_used:
+                if shown_usage(view.versions) != (shown or {}):
                     self._report(key, provider_label, drift, outcome, view)
                 return outcome
             self._record_drift(key, current, drift, correlation_id, outcome)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from keyledger.domain import KeyEventType, KeyStatus
 from keyledger.errors import InvalidSpec, ProviderError
-from keyledger.lifecycle.conditions import rfc3339
 from keyledger.lifecycle.plan import (
     Action,
     CloseRollbackWindow,
@@ -28,10 +25,6 @@ from keyledger.operations.views import KeyResource
 from keyledger.providers.base import KeyBackend, KeyVersionRequest, KmsKeyState, idempotency_marker
 
 ADOPTION_REFUSED = "AdoptionRefused"
-
-
-def shown_time(moment: datetime | None) -> str | None:
-    return rfc3339(moment) if moment is not None else None
 
 
 def version_request(key: KeyResource, version: KeyVersion) -> KeyVersionRequest:
