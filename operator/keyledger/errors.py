@@ -44,6 +44,13 @@ class ProviderError(KeyledgerError):
     retryable = True
 
 
+# Reasons of ProviderErrors that every backend reports alike, so that callers and
+# conditions tell them apart whichever KMS raised them.
+KEY_DISABLED = "KmsKeyDisabled"
+KEY_PENDING_DELETION = "KmsKeyPendingDeletion"
+DATA_KEY_NOT_WRAPPED_BY_KEY = "DataKeyNotWrappedByKey"
+
+
 class ProviderUnavailable(ProviderError):
     reason = "ProviderUnavailable"
 

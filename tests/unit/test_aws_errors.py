@@ -23,6 +23,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keyledger.errors import (
+    DATA_KEY_NOT_WRAPPED_BY_KEY,
+    KEY_DISABLED,
     InvalidSpec,
     KmsKeyNotFound,
     ProviderAccessDenied,
@@ -32,8 +34,6 @@ from keyledger.errors import (
 )
 from keyledger.providers.aws import AwsKmsBackend, open_aws_kms_backend
 from keyledger.providers.aws_errors import (
-    DATA_KEY_NOT_WRAPPED_BY_KEY,
-    KEY_DISABLED,
     REQUEST_REJECTED,
     kms_errors,
     translate_error,

@@ -29,6 +29,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keyledger.errors import (
+    KEY_DISABLED,
     InvalidSpec,
     KmsKeyNotFound,
     ProviderAccessDenied,
@@ -39,7 +40,6 @@ from keyledger.errors import (
 from keyledger.providers.azure import AzureKeyVaultBackend, open_azure_key_vault_backend
 from keyledger.providers.azure_client import AzureKeyVaultOptions
 from keyledger.providers.azure_errors import (
-    KEY_DISABLED,
     KEY_NAME_DELETED,
     REQUEST_REJECTED,
     key_vault_errors,

@@ -23,6 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keyledger.errors import (
+    KEY_DISABLED,
     InvalidSpec,
     KmsKeyNotFound,
     ProviderAccessDenied,
@@ -34,7 +35,6 @@ from keyledger.providers.base import BackendConfig, KmsKeyState
 from keyledger.providers.gcp import _kms_key, open_gcp_kms_backend
 from keyledger.providers.gcp_errors import (
     DATA_KEY_NOT_WRAPPED_BY_VERSION,
-    KEY_DISABLED,
     OPERATION_UNSUPPORTED,
     REQUEST_REJECTED,
     RESOURCE_EXISTS,

@@ -24,11 +24,15 @@ import boto3
 from botocore.config import Config
 
 from keyledger.domain import KmsProvider
-from keyledger.errors import InvalidSpec, KmsKeyNotFound, ProviderError
-from keyledger.providers.aws_errors import (
-    ALIAS_EXISTS,
+from keyledger.errors import (
     DATA_KEY_NOT_WRAPPED_BY_KEY,
     KEY_DISABLED,
+    InvalidSpec,
+    KmsKeyNotFound,
+    ProviderError,
+)
+from keyledger.providers.aws_errors import (
+    ALIAS_EXISTS,
     kms_errors,
 )
 from keyledger.providers.aws_names import (

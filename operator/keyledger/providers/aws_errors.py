@@ -31,6 +31,8 @@ from botocore.exceptions import (
 )
 
 from keyledger.errors import (
+    DATA_KEY_NOT_WRAPPED_BY_KEY,
+    KEY_DISABLED,
     KmsKeyNotFound,
     ProviderAccessDenied,
     ProviderError,
@@ -40,9 +42,7 @@ from keyledger.errors import (
 from keyledger.providers.sanitize import sanitize
 
 # Reasons of ProviderErrors raised here that callers (and conditions) tell apart.
-KEY_DISABLED = "KmsKeyDisabled"
 ALIAS_EXISTS = "KmsAliasExists"
-DATA_KEY_NOT_WRAPPED_BY_KEY = "DataKeyNotWrappedByKey"
 REQUEST_REJECTED = "KmsRequestRejected"
 
 

@@ -39,7 +39,14 @@ from azure.core.credentials import TokenCredential
 from azure.keyvault.keys import KeyOperation, KeyProperties
 
 from keyledger.domain import KmsProvider
-from keyledger.errors import InvalidSpec, KmsKeyNotFound, ProviderError
+from keyledger.errors import (
+    DATA_KEY_NOT_WRAPPED_BY_KEY,
+    KEY_DISABLED,
+    KEY_PENDING_DELETION,
+    InvalidSpec,
+    KmsKeyNotFound,
+    ProviderError,
+)
 from keyledger.providers.azure_client import (
     AzureKeyVaultOptions,
     EmulatorTrust,
@@ -49,9 +56,6 @@ from keyledger.providers.azure_client import (
     key_operation,
 )
 from keyledger.providers.azure_errors import (
-    DATA_KEY_NOT_WRAPPED_BY_KEY,
-    KEY_DISABLED,
-    KEY_PENDING_DELETION,
     REQUEST_REJECTED,
     key_vault_errors,
 )

@@ -27,6 +27,7 @@ from azure.core.exceptions import (
 )
 
 from keyledger.errors import (
+    KEY_DISABLED,
     KmsKeyNotFound,
     ProviderAccessDenied,
     ProviderError,
@@ -36,10 +37,7 @@ from keyledger.errors import (
 from keyledger.providers.sanitize import sanitize
 
 # Reasons of ProviderErrors raised here that callers (and conditions) tell apart.
-KEY_DISABLED = "KmsKeyDisabled"
-KEY_PENDING_DELETION = "KmsKeyPendingDeletion"
 KEY_NAME_DELETED = "KmsKeyNameDeleted"
-DATA_KEY_NOT_WRAPPED_BY_KEY = "DataKeyNotWrappedByKey"
 REQUEST_REJECTED = "KmsRequestRejected"
 
 # What the operator's identity must be allowed on the vault's keys.

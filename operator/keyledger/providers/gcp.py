@@ -35,7 +35,13 @@ from google.api_core.retry import Retry, if_exception_type
 from google.cloud import kms_v1
 
 from keyledger.domain import KmsProvider
-from keyledger.errors import InvalidSpec, KmsKeyNotFound, ProviderError
+from keyledger.errors import (
+    KEY_DISABLED,
+    KEY_PENDING_DELETION,
+    InvalidSpec,
+    KmsKeyNotFound,
+    ProviderError,
+)
 from keyledger.providers.base import (
     BackendConfig,
     DataKey,
@@ -46,8 +52,6 @@ from keyledger.providers.base import (
 from keyledger.providers.gcp_config import GcpKmsOptions, gcp_kms_options, open_kms_client
 from keyledger.providers.gcp_errors import (
     DATA_KEY_NOT_WRAPPED_BY_VERSION,
-    KEY_DISABLED,
-    KEY_PENDING_DELETION,
     kms_errors,
 )
 from keyledger.providers.gcp_markers import VersionMarkers

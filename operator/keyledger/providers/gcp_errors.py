@@ -19,6 +19,7 @@ from google.api_core import exceptions as api
 from google.auth import exceptions as auth
 
 from keyledger.errors import (
+    KEY_DISABLED,
     KmsKeyNotFound,
     ProviderAccessDenied,
     ProviderError,
@@ -28,8 +29,6 @@ from keyledger.errors import (
 from keyledger.providers.sanitize import sanitize
 
 # Reasons of ProviderErrors raised here (and by the backend) that callers tell apart.
-KEY_DISABLED = "KmsKeyDisabled"
-KEY_PENDING_DELETION = "KmsKeyPendingDeletion"
 RESOURCE_EXISTS = "KmsResourceExists"
 DATA_KEY_NOT_WRAPPED_BY_VERSION = "DataKeyNotWrappedByVersion"
 REQUEST_REJECTED = "KmsRequestRejected"

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from filelock import FileLock
 
 from keyledger.domain import KmsProvider
-from keyledger.errors import InvalidSpec, KmsKeyNotFound, ProviderError
+from keyledger.errors import KEY_DISABLED, InvalidSpec, KmsKeyNotFound, ProviderError
 from keyledger.providers.base import (
     BackendConfig,
     DataKey,
@@ -202,7 +202,7 @@ class LocalBackend:
         if entry is None:
             raise KmsKeyNotFound(f"{ref} does not exist in local keystore {self.path.stem!r}")
         if not entry["enabled"] or entry.get("deletion_date"):
-            raise ProviderError(f"{ref} is disabled", reason="KmsKeyDisabled")
+            raise ProviderError(f"{ref} is disabled", reason=KEY_DISABLED)
         return base64.b64decode(entry["material"])
 
 

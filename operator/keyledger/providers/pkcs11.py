@@ -31,7 +31,14 @@ from pkcs11 import exceptions as ckr
 from pkcs11.types import DecryptMixin, EncryptMixin
 
 from keyledger.domain import KmsProvider
-from keyledger.errors import InvalidSpec, KeyledgerError, KmsKeyNotFound, ProviderError
+from keyledger.errors import (
+    KEY_DISABLED,
+    KEY_PENDING_DELETION,
+    InvalidSpec,
+    KeyledgerError,
+    KmsKeyNotFound,
+    ProviderError,
+)
 from keyledger.providers.base import (
     BackendConfig,
     DataKey,
@@ -139,7 +146,7 @@ class Pkcs11Backend:
             if find_deletion_date(session, version) is not None:
                 raise ProviderError(
                     f"{ref} is scheduled for deletion and cannot be enabled again",
-                    reason="KmsKeyPendingDeletion",
+                    reason=KEY_PENDING_DELETION,
                 )
             self._set_usage(session, version, True)
 
@@ -302,11 +309,9 @@ class Pkcs11Backend:
         if key is None:
             raise KmsKeyNotFound(f"{ref.uri} does not exist in token {self.token_label!r}")
         if described.state is KmsKeyState.PENDING_DELETION:
-            raise ProviderError(
-                f"{ref.uri} is scheduled for deletion", reason="KmsKeyPendingDeletion"
-            )
+            raise ProviderError(f"{ref.uri} is scheduled for deletion", reason=KEY_PENDING_DELETION)
         if described.state is not KmsKeyState.ENABLED:
-            raise ProviderError(f"{ref.uri} is disabled", reason="KmsKeyDisabled")
+            raise ProviderError(f"{ref.uri} is disabled", reason=KEY_DISABLED)
         return key
 
     def _set_usage(self, session: Session, ref: VersionRef, enabled: bool) -> None:
@@ -333,7 +338,7 @@ class Pkcs11Backend:
 
 def _encrypt(key: SecretKey, ref: VersionRef, iv: bytes, plaintext: bytes) -> bytes:
     if not isinstance(key, EncryptMixin):
-        raise ProviderError(f"{ref.uri} is disabled for encryption", reason="KmsKeyDisabled")
+        raise ProviderError(f"{ref.uri} is disabled for encryption", reason=KEY_DISABLED)
     sealed = key.encrypt(plaintext, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(iv))
     assert isinstance(sealed, bytes)  # bytes in, bytes out
     return sealed
@@ -341,7 +346,7 @@ def _encrypt(key: SecretKey, ref: VersionRef, iv: bytes, plaintext: bytes) -> by
 
 def _decrypt(key: SecretKey, ref: VersionRef, iv: bytes, sealed: bytes) -> bytes:
     if not isinstance(key, DecryptMixin):
-        raise ProviderError(f"{ref.uri} is disabled for decryption", reason="KmsKeyDisabled")
+        raise ProviderError(f"{ref.uri} is disabled for decryption", reason=KEY_DISABLED)
     plaintext = key.decrypt(sealed, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(iv))
     assert isinstance(plaintext, bytes)
     return plaintext

@@ -44,7 +44,14 @@ from typing import Any
 import hvac
 
 from keyledger.domain import KmsProvider
-from keyledger.errors import InvalidSpec, KeyledgerError, KmsKeyNotFound, ProviderError
+from keyledger.errors import (
+    KEY_DISABLED,
+    KEY_PENDING_DELETION,
+    InvalidSpec,
+    KeyledgerError,
+    KmsKeyNotFound,
+    ProviderError,
+)
 from keyledger.providers.base import (
     BackendConfig,
     DataKey,
@@ -160,7 +167,7 @@ class VaultBackend:
             raise ProviderError(
                 f"{ref} cannot become the primary version: it is scheduled for deletion or "
                 "blocked by min_decryption_version",
-                reason="KmsKeyDisabled",
+                reason=KEY_DISABLED,
             )
         self._configure(target.key, min_encryption_version=target.version)
 
@@ -176,7 +183,7 @@ class VaultBackend:
             if state.version(target.version).deletion_date is not None:
                 raise ProviderError(
                     f"{ref} is scheduled for deletion and cannot be enabled again",
-                    reason="KmsKeyPendingDeletion",
+                    reason=KEY_PENDING_DELETION,
                 )
             # Lowering min_decryption_version to this version unblocks the ones
             # between it and the old floor: record those as disabled so that they stay so.
@@ -393,10 +400,10 @@ class VaultBackend:
         version = self.state.read(target.key).version(target.version)
         if version.deletion_date is not None:
             raise ProviderError(
-                f"{target.ref} is scheduled for deletion", reason="KmsKeyPendingDeletion"
+                f"{target.ref} is scheduled for deletion", reason=KEY_PENDING_DELETION
             )
         if version.disabled:
-            raise ProviderError(f"{target.ref} is disabled", reason="KmsKeyDisabled")
+            raise ProviderError(f"{target.ref} is disabled", reason=KEY_DISABLED)
 
     def _transit_crypto(
         self, target: TransitVersion, endpoint: str, body: dict[str, Any], *, what: str

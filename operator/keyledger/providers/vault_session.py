@@ -18,6 +18,7 @@ import hvac
 import requests
 
 from keyledger.errors import (
+    KEY_DISABLED,
     KmsKeyNotFound,
     ProviderAccessDenied,
     ProviderError,
@@ -106,7 +107,7 @@ def crypto_refusal(ref: str, what: str, text: str) -> ProviderError:
     if "disallowed by policy" in text or "no such key version" in text:
         return ProviderError(
             f"transit refuses {what} with {ref}: blocked by min_decryption_version",
-            reason="KmsKeyDisabled",
+            reason=KEY_DISABLED,
         )
     # Decrypting with the wrong key fails authentication; never echo the ciphertext.
     return ProviderError(f"cannot finish {what} with {ref}: not wrapped by it")
