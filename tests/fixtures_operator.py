@@ -220,6 +220,22 @@ def wait_condition(
     )
 
 
+def wait_not_ready(
+    cp: ControlPlane, name: str, reason: str, *, namespace: str, operator: OperatorProcess
+) -> dict[str, Any]:
+    """Poll until EncryptionKey `name` is Ready=False for `reason`; returns it."""
+    return wait_condition(
+        cp,
+        "ek",
+        name,
+        "Ready",
+        namespace=namespace,
+        operator=operator,
+        status="False",
+        reason=reason,
+    )
+
+
 def events_for(cp: ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
     out = kubectl(
         cp,

@@ -17,6 +17,7 @@ from tests.fixtures_operator import (
     rows,
     wait_condition,
     wait_for_event,
+    wait_not_ready,
 )
 from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
@@ -46,15 +47,8 @@ def test_an_existing_key_is_adopted_and_a_missing_one_refused(
     assert "ADOPTED" in [e.event_type.value for e in audit(ledger_sessions, record)]
 
     make_key("imagined", adopt={"kmsKeyId": "local:tests/00000000-no-such-key"})
-    refused = wait_condition(
-        crds,
-        "ek",
-        "imagined",
-        "Ready",
-        namespace=namespace,
-        operator=operator,
-        status="False",
-        reason="AdoptionRefused",
+    refused = wait_not_ready(
+        crds, "imagined", "AdoptionRefused", namespace=namespace, operator=operator
     )
     message = ready_condition(refused)["message"]
     assert message.startswith("spec.adopt.kmsKeyId:")

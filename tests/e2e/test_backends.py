@@ -45,6 +45,7 @@ from tests.fixtures_operator import (
     statuses,
     wait_condition,
     wait_for,
+    wait_not_ready,
 )
 from tests.harness.controlplane import ControlPlane, kubectl
 from tests.harness.moto_kms import moto_kms
@@ -370,15 +371,8 @@ def test_wrong_credentials_heal_when_the_secret_is_fixed(
         )
         apply(crds, key_on(name.lower(), namespace, tenant, provider))
     for name, (kms, tenant, _) in cases.items():
-        ek = wait_condition(
-            crds,
-            "ek",
-            name.lower(),
-            "Ready",
-            namespace=namespace,
-            operator=operator,
-            status="False",
-            reason="ProviderNotReady",
+        ek = wait_not_ready(
+            crds, name.lower(), "ProviderNotReady", namespace=namespace, operator=operator
         )
         assert kms.wrong_value not in condition(ek, "Ready")["message"]  # type: ignore[index]
         assert rows(ledger_sessions, tenant, name.lower()) == []

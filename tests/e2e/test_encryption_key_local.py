@@ -25,6 +25,7 @@ from tests.fixtures_operator import (
     rows,
     wait_condition,
     wait_for_event,
+    wait_not_ready,
 )
 from tests.harness.controlplane import ControlPlane, kubectl
 from tests.harness.operator import OperatorProcess
@@ -138,16 +139,7 @@ def test_missing_provider_waits_then_recovers(
             providerRef={"kind": "KeyProvider", "name": "later"},
         ),
     )
-    ek = wait_condition(
-        crds,
-        "ek",
-        "orphan",
-        "Ready",
-        namespace=namespace,
-        operator=operator,
-        status="False",
-        reason="ProviderNotFound",
-    )
+    ek = wait_not_ready(crds, "orphan", "ProviderNotFound", namespace=namespace, operator=operator)
     ready = ready_condition(ek)
     assert "KeyProvider 'later'" in ready["message"]
     assert "spec.providerRef" in ready["message"]
@@ -176,15 +168,8 @@ def test_provider_that_does_not_serve_the_tenant_is_refused(
     )
     wait_condition(crds, "ckp", name, "Ready", namespace=None, operator=operator)
     apply(crds, encryption_key("denied", namespace, tenant=tenant, provider=name))
-    ek = wait_condition(
-        crds,
-        "ek",
-        "denied",
-        "Ready",
-        namespace=namespace,
-        operator=operator,
-        status="False",
-        reason="ProviderNotAllowed",
+    ek = wait_not_ready(
+        crds, "denied", "ProviderNotAllowed", namespace=namespace, operator=operator
     )
     message = ready_condition(ek)["message"]
     assert tenant in message and "allowedTenants" in message
@@ -208,16 +193,7 @@ def test_second_resource_for_the_same_key_name_is_refused(
             "second", namespace, tenant=tenant, provider=local_provider, keyName="shared_key"
         ),
     )
-    ek = wait_condition(
-        crds,
-        "ek",
-        "second",
-        "Ready",
-        namespace=namespace,
-        operator=operator,
-        status="False",
-        reason="KeyNameTaken",
-    )
+    ek = wait_not_ready(crds, "second", "KeyNameTaken", namespace=namespace, operator=operator)
     message = ready_condition(ek)["message"]
     assert f"{namespace}/first" in message and "spec.keyName" in message
     assert len(rows(ledger_sessions, tenant, "shared_key")) == 1
@@ -310,16 +286,7 @@ def test_namespace_selector_limits_a_cluster_provider(
     )
     wait_condition(crds, "ckp", name, "Ready", namespace=None, operator=operator)
     apply(crds, encryption_key("gated", namespace, tenant=tenant, provider=name))
-    ek = wait_condition(
-        crds,
-        "ek",
-        "gated",
-        "Ready",
-        namespace=namespace,
-        operator=operator,
-        status="False",
-        reason="ProviderNotAllowed",
-    )
+    ek = wait_not_ready(crds, "gated", "ProviderNotAllowed", namespace=namespace, operator=operator)
     assert "spec.namespaceSelector" in condition(ek, "Ready")["message"]  # type: ignore[index]
     assert rows(ledger_sessions, tenant, "gated") == []
     # Labelling the namespace is enough: the key retries and goes Ready by itself.

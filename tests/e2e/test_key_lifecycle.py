@@ -27,6 +27,7 @@ from tests.fixtures_operator import (
     wait_condition,
     wait_for,
     wait_for_event,
+    wait_not_ready,
 )
 from tests.harness.controlplane import ControlPlane, kubectl
 from tests.harness.operator import OperatorProcess
@@ -320,16 +321,7 @@ def test_disable_and_enable(
         "-p",
         '{"spec": {"state": "Inactive"}}',
     )
-    ek = wait_condition(
-        crds,
-        "ek",
-        "toggle",
-        "Ready",
-        namespace=namespace,
-        operator=operator,
-        status="False",
-        reason="KeyInactive",
-    )
+    ek = wait_not_ready(crds, "toggle", "KeyInactive", namespace=namespace, operator=operator)
     assert ek["status"]["phase"] == "INACTIVE"
     assert statuses(ledger_sessions, tenant, "toggle") == [(1, "INACTIVE")]
     kubectl(
@@ -496,16 +488,7 @@ def test_a_paused_key_changes_nothing_until_resumed_then_catches_up(
     manifest = encryption_key("later", namespace, tenant=tenant, provider=local_provider)
     manifest["metadata"]["annotations"] = {"keyledger.io/paused": "true"}
     apply(crds, manifest)
-    wait_condition(
-        crds,
-        "ek",
-        "later",
-        "Ready",
-        namespace=namespace,
-        operator=operator,
-        status="False",
-        reason="Paused",
-    )
+    wait_not_ready(crds, "later", "Paused", namespace=namespace, operator=operator)
     time.sleep(4)  # several drift checks and handler passes
     assert statuses(ledger_sessions, tenant, "frozen") == [(1, "ACTIVE")]
     assert statuses(ledger_sessions, tenant, "later") == []

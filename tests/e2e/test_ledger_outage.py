@@ -22,6 +22,7 @@ from tests.fixtures_operator import (
     ready_condition,
     statuses,
     wait_condition,
+    wait_not_ready,
 )
 from tests.harness.controlplane import ControlPlane, kubectl
 from tests.harness.operator import OperatorProcess
@@ -92,16 +93,7 @@ def test_keys_wait_out_a_ledger_outage_and_finish_once(
     apply(crds, key("newcomer"))
     annotate(crds, namespace, "steady", rotate_requested_at="during-outage")
     for name in ("newcomer", "steady"):
-        ek = wait_condition(
-            crds,
-            "ek",
-            name,
-            "Ready",
-            namespace=namespace,
-            operator=operator,
-            status="False",
-            reason="LedgerUnavailable",
-        )
+        ek = wait_not_ready(crds, name, "LedgerUnavailable", namespace=namespace, operator=operator)
         ready = ready_condition(ek)
         assert "ledger database is unreachable" in ready["message"]
         assert "SELECT" not in ready["message"] and "INSERT" not in ready["message"]
