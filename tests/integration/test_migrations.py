@@ -8,6 +8,7 @@ trail, timestamps in UTC.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -34,12 +35,12 @@ from keyledger.store.engine import (
     make_session_factory,
     upgrade_database,
 )
-from keyledger.store.models import Base, EncryptionKeyRecord, KeyEventRecord
+from keyledger.store.models import Base, EncryptionKeyRecord, HandledRequestRecord, KeyEventRecord
 from tests.harness.postgres import PostgresServer, create_database, drop_database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0001"
-LEDGER_TABLES = {"encryption_keys", "key_events"}
+HEAD = "0002"
+LEDGER_TABLES = {"encryption_keys", "key_events", "handled_requests"}
 APPEND_ONLY = "key_events is append-only"
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -187,7 +188,7 @@ def test_a_failed_upgrade_leaves_the_schema_as_it_was(
             import sqlalchemy as sa
             from alembic import op
 
-            revision = "0002"
+            revision = "9999"
             down_revision = "{HEAD}"
 
             def upgrade():
@@ -207,6 +208,53 @@ def test_a_failed_upgrade_leaves_the_schema_as_it_was(
     # One transaction for the whole upgrade, SQLite included: not even 0001 stuck.
     engine = engine_for(empty_database_url)
     assert inspect(engine).get_table_names() == []
+
+
+def test_handled_request_tokens_move_to_their_table_and_back(
+    empty_database_url: str, engine_for: Callable[[str], Engine]
+) -> None:
+    """0002 copies the tokens recorded in key_events into handled_requests (once per
+    request, long ones by digest) and its downgrade leaves key_events as it was."""
+    engine = engine_for(empty_database_url)
+    upgrade_database(empty_database_url, "0001")
+    long_token = "x" * 300
+    with make_session_factory(engine).begin() as session:
+        first = key_version(status=KeyStatus.ACTIVE)
+        session.add(first)
+        session.flush()
+        requests = [
+            {"request": "rotate", "token": "t1"},
+            {"request": "rollback", "token": "t2"},
+            {"request": "rollback", "token": "t2", "rolled_back_from": 2},
+            {"request": "compromise", "token": long_token, "reason": "leaked"},
+            {"trigger": "schedule"},
+        ]
+        for details in requests:
+            event = key_event(first)
+            event.details = details
+            session.add(event)
+
+    upgrade_database(empty_database_url)
+    engine.dispose()
+    with make_session_factory(engine)() as session:
+        moved = session.execute(
+            select(
+                HandledRequestRecord.kind, HandledRequestRecord.token, HandledRequestRecord.key_id
+            ).order_by(HandledRequestRecord.id)
+        ).all()
+    digest = "sha256:" + hashlib.sha256(long_token.encode()).hexdigest()
+    assert [(kind, token) for kind, token, _ in moved] == [
+        ("rotate", "t1"),
+        ("rollback", "t2"),
+        ("compromise", digest),
+    ]
+    assert {key_id for _, _, key_id in moved} == {first.id}
+
+    downgrade_database(empty_database_url, "0001")
+    engine.dispose()
+    assert "handled_requests" not in inspect(engine).get_table_names()
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM key_events")).scalar_one() == 5
 
 
 def test_alembic_command_line_from_the_repository_root(

@@ -14,16 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keyledger.domain import KeyStatus
-from keyledger.lifecycle.plan import (
-    CreateVersion,
-    FinishPending,
-    Requests,
-    Rollback,
-    plan_next,
-)
+from keyledger.lifecycle.actions import Change, CreateVersion, FinishPending, Rollback
+from keyledger.lifecycle.plan import plan_next
+from keyledger.lifecycle.requests import Requests
 from keyledger.lifecycle.spec import DesiredState, KeySpec
 from keyledger.lifecycle.states import TERMINAL, TRANSITIONS
-from keyledger.lifecycle.transitions import Change, apply_in_memory, changes_for
+from keyledger.lifecycle.transitions import apply_in_memory, changes_for
 from keyledger.lifecycle.versions import KeyVersion, by_id
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return set_paused(args.name, args.namespace, args.command == "pause", args.wait)
     if args.command in ("rotate", "rollback", "compromise"):
         from keyledger.cli.requests import request_transition  # noqa: PLC0415
-        from keyledger.lifecycle.plan import RequestKind  # noqa: PLC0415
+        from keyledger.lifecycle.actions import RequestKind  # noqa: PLC0415
 
         return request_transition(
             RequestKind(args.command),

@@ -22,8 +22,8 @@ from keyledger.api import (
     VERSION,
 )
 from keyledger.kube import load_kubernetes_config
+from keyledger.lifecycle.actions import RequestKind
 from keyledger.lifecycle.conditions import PAUSED as PAUSED_CONDITION
-from keyledger.lifecycle.plan import RequestKind
 from keyledger.lifecycle.requests import ANNOTATIONS
 
 # Reads a key's status; returns what to print once the operator has done the work.

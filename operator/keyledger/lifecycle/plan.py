@@ -7,11 +7,25 @@ crash anywhere resumes from the ledger alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
-from enum import StrEnum
 
 from keyledger.domain import KeyStatus
+from keyledger.lifecycle.actions import (
+    Action,
+    CloseRollbackWindow,
+    Compromise,
+    CreateVersion,
+    Deactivate,
+    Expire,
+    FinishPending,
+    Reactivate,
+    RefuseRequest,
+    RequestKind,
+    Rollback,
+    Trigger,
+)
+from keyledger.lifecycle.requests import Requests
 from keyledger.lifecycle.schedule import rotation_due_at
 from keyledger.lifecycle.spec import DesiredState, KeySpec
 from keyledger.lifecycle.versions import KeyVersion, by_id, current_version, pending_version
@@ -20,105 +34,8 @@ from keyledger.lifecycle.versions import KeyVersion, by_id, current_version, pen
 EXPIRABLE = frozenset({KeyStatus.ACTIVE, KeyStatus.INACTIVE, KeyStatus.ROTATED})
 
 
-class Trigger(StrEnum):
-    """Why a new version is made; recorded in the audit row."""
-
-    CREATE = "create"
-    SCHEDULE = "schedule"
-    BEFORE_EXPIRY = "before-expiry"
-    REQUEST = "request"
-    REPLACE_COMPROMISED = "replace-compromised"
-    REPLACE_EXPIRED = "replace-expired"
-
-
-class RequestKind(StrEnum):
-    ROTATE = "rotate"
-    ROLLBACK = "rollback"
-    COMPROMISE = "compromise"
-
-
-@dataclass(frozen=True)
-class Requests:
-    """Annotation requests not yet handled (tokens already in the ledger are dropped)."""
-
-    rotate: str | None = None
-    rollback: str | None = None
-    compromise: str | None = None
-    compromise_reason: str | None = None
-
-
-@dataclass(frozen=True)
-class CreateVersion:
-    trigger: Trigger
-    parent: KeyVersion | None
-    request_token: str | None = None
-
-
-@dataclass(frozen=True)
-class FinishPending:
-    """Complete a version whose ledger row exists but whose KMS step may not."""
-
-    pending: KeyVersion
-
-
-@dataclass(frozen=True)
-class Rollback:
-    current: KeyVersion
-    target: KeyVersion
-    request_token: str
-
-
-@dataclass(frozen=True)
-class RefuseRequest:
-    kind: RequestKind
-    request_token: str
-    version: KeyVersion
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Compromise:
-    version: KeyVersion
-    request_token: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Expire:
-    version: KeyVersion
-
-
-@dataclass(frozen=True)
-class CloseRollbackWindow:
-    version: KeyVersion
-
-
-@dataclass(frozen=True)
-class Deactivate:
-    version: KeyVersion
-
-
-@dataclass(frozen=True)
-class Reactivate:
-    version: KeyVersion
-
-
-Action = (
-    CreateVersion
-    | FinishPending
-    | Rollback
-    | RefuseRequest
-    | Compromise
-    | Expire
-    | CloseRollbackWindow
-    | Deactivate
-    | Reactivate
-)
-
-
 def plan_next(
-    spec: KeySpec, versions: list[KeyVersion], requests: Requests, now: datetime
+    spec: KeySpec, versions: Sequence[KeyVersion], requests: Requests, now: datetime
 ) -> Action | None:
     """The single most urgent thing to do, or None when the key is where it should be."""
     pending = pending_version(versions)
@@ -154,7 +71,7 @@ def _compromise(current: KeyVersion, requests: Requests) -> Action | None:
 
 
 def _rollback(
-    current: KeyVersion, versions: list[KeyVersion], requests: Requests, now: datetime
+    current: KeyVersion, versions: Sequence[KeyVersion], requests: Requests, now: datetime
 ) -> Action | None:
     token = requests.rollback
     if token is None:
@@ -238,7 +155,7 @@ def _rotate_on_schedule(spec: KeySpec, current: KeyVersion, now: datetime) -> Ac
     return CreateVersion(Trigger.SCHEDULE if by_period else Trigger.BEFORE_EXPIRY, current)
 
 
-def _expire(versions: list[KeyVersion], now: datetime) -> Action | None:
+def _expire(versions: Sequence[KeyVersion], now: datetime) -> Action | None:
     for version in versions:
         if (
             version.status in EXPIRABLE
@@ -263,7 +180,7 @@ def _replace_unusable(spec: KeySpec, current: KeyVersion) -> Action | None:
     return None
 
 
-def _close_windows(versions: list[KeyVersion], now: datetime) -> Action | None:
+def _close_windows(versions: Sequence[KeyVersion], now: datetime) -> Action | None:
     for version in versions:
         if version.can_rollback and (
             version.rollback_expires_at is None or version.rollback_expires_at <= now

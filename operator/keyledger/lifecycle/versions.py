@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,7 +31,7 @@ class KeyVersion:
     parent_id: uuid.UUID | None = None
 
 
-def current_version(versions: list[KeyVersion]) -> KeyVersion | None:
+def current_version(versions: Sequence[KeyVersion]) -> KeyVersion | None:
     """The version a user thinks of as "the key".
 
     The ACTIVE one; else the INACTIVE one activated last (disabled by
@@ -46,9 +47,9 @@ def current_version(versions: list[KeyVersion]) -> KeyVersion | None:
     return max(settled, key=lambda v: v.version, default=None)
 
 
-def pending_version(versions: list[KeyVersion]) -> KeyVersion | None:
+def pending_version(versions: Sequence[KeyVersion]) -> KeyVersion | None:
     return next((v for v in versions if v.status is KeyStatus.PENDING), None)
 
 
-def by_id(versions: list[KeyVersion], version_id: uuid.UUID | None) -> KeyVersion | None:
+def by_id(versions: Sequence[KeyVersion], version_id: uuid.UUID | None) -> KeyVersion | None:
     return next((v for v in versions if v.id == version_id), None)

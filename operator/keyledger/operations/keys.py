@@ -8,48 +8,24 @@ crash at any point resumes from the ledger alone.
 
 from __future__ import annotations
 
-import threading
-from collections import defaultdict
 from collections.abc import Mapping
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.domain import KeyEventType, KeyStatus
-from keyledger.errors import InvalidSpec, LedgerConflict, ProviderNotReady
-from keyledger.failpoints import failpoint
-from keyledger.lifecycle.plan import (
-    Action,
-    Compromise,
-    CreateVersion,
-    FinishPending,
-    RequestKind,
-    Rollback,
-    plan_next,
-)
-from keyledger.lifecycle.requests import is_paused, pending_requests
+from keyledger.errors import InvalidSpec, ProviderNotReady
+from keyledger.lifecycle.actions import RequestKind
+from keyledger.lifecycle.plan import plan_next
+from keyledger.lifecycle.requests import is_paused, pending_requests, request_tokens
 from keyledger.lifecycle.spec import DeletionPolicy
 from keyledger.lifecycle.status import Drift, build_status, shown_usage
-from keyledger.lifecycle.transitions import (
-    NewVersion,
-    RowChange,
-    adopts_existing_key,
-    changes_for,
-)
 from keyledger.lifecycle.versions import KeyVersion, current_version
+from keyledger.operations.executor import ActionExecutor
+from keyledger.operations.locks import KeyLocks
 from keyledger.operations.outcome import Outcome
-from keyledger.operations.steps import (
-    ADOPTION_REFUSED,
-    apply_deletion_policy,
-    check_adoptable,
-    narrate,
-    observe_drift,
-    version_request,
-)
+from keyledger.operations.steps import apply_deletion_policy, observe_drift
 from keyledger.operations.views import Clock, KeyResource, LedgerView, to_version, utcnow
-from keyledger.providers.base import (
-    KeyBackend,
-    KmsKeyState,
-)
+from keyledger.providers.base import KeyBackend
 from keyledger.store.availability import ledger_reachable
 from keyledger.store.repository import KeyLedger, Transition
 
@@ -62,13 +38,8 @@ class KeyOperations:
         self.sessions = sessions
         self.actor = actor
         self.clock = clock
-        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-        self._locks_guard = threading.Lock()
-
-    def _lock(self, key: KeyResource) -> threading.Lock:
-        # Handlers and the schedule daemon may act on one key at once; one at a time.
-        with self._locks_guard:
-            return self._locks[key.uid]
+        self.locks = KeyLocks()
+        self.executor = ActionExecutor(sessions, clock)
 
     # -- entry points -----------------------------------------------------------------
 
@@ -85,7 +56,7 @@ class KeyOperations:
         outcome = Outcome()
         why = Transition(actor=self.actor, correlation_id=correlation_id)
         paused = is_paused(key.annotations)
-        with self._lock(key):
+        with self.locks.hold(key.uid):
             self._claim(key, why, outcome, take=not paused)
             view = self._load(key)
             for _ in range(0 if paused else MAX_ACTIONS_PER_PASS):
@@ -93,7 +64,7 @@ class KeyOperations:
                 action = plan_next(key.spec, view.versions, requests, self.clock())
                 if action is None:
                     break
-                self._execute(action, view.versions, key, backend, why, outcome)
+                self.executor.execute(action, view.versions, key, backend, why, outcome)
                 view = self._load(key)
             # The ledger as the last step left it: reported without reading it again.
             self._report(key, provider_label, drift, outcome, view)
@@ -115,7 +86,7 @@ class KeyOperations:
         use of a version (`last_used_at`) moved past what the status shows (`shown`:
         version number to its `lastUsedAt` in `status.versions`)."""
         outcome = Outcome()
-        with self._lock(key):
+        with self.locks.hold(key.uid):
             view = self._load(key)
             current = current_version(view.versions)
             if current is None or current.kms_key_id is None:
@@ -135,7 +106,11 @@ class KeyOperations:
     def retire(
         self, key: KeyResource, backend: KeyBackend | None, correlation_id: str | None
     ) -> Outcome:
-        """Apply `spec.deletionPolicy` when the resource is deleted; ledger rows stay."""
+        """Apply `spec.deletionPolicy` when the resource is deleted; ledger rows stay.
+
+        The KMS calls come first, outside any transaction (each is idempotent: it
+        looks at the key's state before changing it), then one transaction records
+        them and releases the key name. A crash in between repeats the calls."""
         outcome = Outcome()
         spec = key.spec
         why = Transition(
@@ -143,30 +118,40 @@ class KeyOperations:
             correlation_id=correlation_id,
             reason=f"EncryptionKey {key.qualified_name} deleted",
         )
-        with self._lock(key), self.sessions.begin() as session:
-            ledger = KeyLedger(session)
-            records = [
-                r for r in ledger.versions(spec.tenant, spec.key_name) if r.resource_uid == key.uid
-            ]
-            now = self.clock()
-            live = [r for r in records if r.kms_key_id and r.status is not KeyStatus.COMPROMISED]
+        with self.locks.hold(key.uid):
+            with self.sessions() as session:
+                live = [
+                    to_version(r)
+                    for r in KeyLedger(session).versions(spec.tenant, spec.key_name)
+                    if r.resource_uid == key.uid
+                    and r.kms_key_id
+                    and r.status is not KeyStatus.COMPROMISED
+                ]
             if spec.deletion_policy is not DeletionPolicy.RETAIN and live and backend is None:
                 raise ProviderNotReady(
                     f"spec.deletionPolicy {spec.deletion_policy.value} needs the provider, which "
                     "is unavailable; restore it, or set deletionPolicy: Retain to delete anyway"
                 )
-            for record in live:
-                assert record.kms_key_id is not None
-                event = apply_deletion_policy(spec, backend, record.kms_key_id)
-                ledger.record_event(
-                    record,
-                    event,
-                    from_status=record.status,
-                    to_status=record.status,
-                    now=now,
-                    why=why,
-                )
-            ledger.release(spec.tenant, spec.key_name, now=now)
+            applied = {
+                v.id: apply_deletion_policy(spec, backend, v.kms_key_id)
+                for v in live
+                if v.kms_key_id is not None
+            }
+            with self.sessions.begin() as session:
+                ledger = KeyLedger(session)
+                now = self.clock()
+                for version_id, event in applied.items():
+                    record = ledger.get(version_id)
+                    assert record is not None, "ledger rows are never deleted"
+                    ledger.record_event(
+                        record,
+                        event,
+                        from_status=record.status,
+                        to_status=record.status,
+                        now=now,
+                        why=why,
+                    )
+                ledger.release(spec.tenant, spec.key_name, now=now)
         outcome.note(
             "Deleted",
             f"applied deletionPolicy {spec.deletion_policy.value} to "
@@ -240,117 +225,22 @@ class KeyOperations:
         )
 
     def _load(self, key: KeyResource) -> LedgerView:
+        """The key's versions and its request tokens: two reads whose cost does not
+        grow with the key's history of handled requests."""
+        tokens = request_tokens(key.annotations)
         with self.sessions() as session:
             ledger = KeyLedger(session)
             versions = [to_version(r) for r in ledger.versions(key.spec.tenant, key.spec.key_name)]
-            history = ledger.request_history(key.spec.tenant, key.spec.key_name)
-        handled: dict[RequestKind, set[str]] = defaultdict(set)
-        last: dict[str, str] = {}
-        for kind, token in history:
-            handled[RequestKind(kind)].add(token)
-            last[kind] = token
-        return LedgerView(versions, dict(handled), last)
-
-    def _execute(
-        self,
-        action: Action,
-        versions: list[KeyVersion],
-        key: KeyResource,
-        backend: KeyBackend,
-        why: Transition,
-        outcome: Outcome,
-    ) -> None:
-        kms_key_id: str | None = None
-        adopt = key.spec.adopt_kms_key_id
-        match action:
-            case CreateVersion(parent=None) if adopt is not None:
-                # Refuse before the ledger holds anything: nothing half-created.
-                self._check_adoption(backend, adopt, None)
-            case FinishPending(pending=pending):
-                request = version_request(key, pending)
-                if adopt is not None and adopts_existing_key(key.spec, pending):
-                    kms_key_id = self._check_adoption(backend, adopt, pending)
-                else:
-                    kms_key_id = backend.create_key_version(request).ref
-                    failpoint("finish-pending.after-kms-create")
-                backend.make_primary(kms_key_id, request)
-                failpoint("finish-pending.after-make-primary")
-            case Rollback(target=target):
-                assert target.kms_key_id is not None
-                backend.make_primary(target.kms_key_id, version_request(key, target))
-                failpoint("rollback.after-make-primary")
-            case Compromise(version=version) if version.kms_key_id is not None:
-                # Disable first: a leaked key stops working before anything else happens.
-                if backend.describe(version.kms_key_id).state is KmsKeyState.ENABLED:
-                    backend.disable(version.kms_key_id)
-                failpoint("compromise.after-kms-disable")
-        changes = changes_for(action, versions, key.spec, self.clock(), kms_key_id)
-        self._commit(key, backend, versions, changes, why)
-        failpoint(f"{type(action).__name__}.after-ledger")
-        narrate(action, outcome, key.spec)
-
-    def _check_adoption(self, backend: KeyBackend, ref: str, pending: KeyVersion | None) -> str:
-        with self.sessions() as session:
-            owner = KeyLedger(session).by_kms_key_id(ref)
-            if owner is not None and (pending is None or owner.id != pending.id):
-                raise InvalidSpec(
-                    f"spec.adopt.kmsKeyId: {ref} is already version {owner.version} of "
-                    f"{owner.tenant_id}/{owner.key_name}; a KMS key belongs to one key version",
-                    reason=ADOPTION_REFUSED,
-                )
-        check_adoptable(backend, ref)
-        return ref
-
-    def _commit(
-        self,
-        key: KeyResource,
-        backend: KeyBackend,
-        planned: list[KeyVersion],
-        changes: list[RowChange],
-        why: Transition,
-    ) -> None:
-        spec = key.spec
-        statuses = {v.id: v.status for v in planned}
-        with self.sessions.begin() as session:
-            ledger = KeyLedger(session)
-            now = self.clock()
-            for change in changes:
-                if isinstance(change, NewVersion):
-                    parent = ledger.get(change.parent_id) if change.parent_id else None
-                    ledger.add_pending(
-                        tenant=spec.tenant,
-                        key_name=spec.key_name,
-                        key_type=spec.key_type,
-                        version=change.version,
-                        provider=backend.provider,
-                        region=backend.region,
-                        endpoint=backend.endpoint,
-                        algorithm=spec.algorithm,
-                        purpose=spec.purpose,
-                        compliance_tags=dict(spec.compliance_tags),
-                        authorized_services=list(spec.authorized_services),
-                        access_policy=dict(spec.access_policy),
-                        parent=parent,
-                        resource_uid=key.uid,
-                        resource_name=key.qualified_name,
-                        now=now,
-                        why=why,
-                        details=change.details,
-                    )
-                    continue
-                record = ledger.get(change.version_id)
-                if record is None or record.status is not statuses[change.version_id]:
-                    # Someone else moved this version since we planned: plan again.
-                    raise LedgerConflict(f"version {change.version_id} changed while planning")
-                ledger.update_version(
-                    record,
-                    change.event,
-                    to_status=change.to_status,
-                    fields=change.fields,
-                    now=now,
-                    why=why,
-                    details=change.details,
-                )
+            requests = ledger.handled_requests(
+                key.spec.tenant,
+                key.spec.key_name,
+                kinds=[kind.value for kind in RequestKind],
+                tokens={kind.value: token for kind, token in tokens.items()},
+            )
+        handled: dict[RequestKind, set[str]] = {}
+        for kind, token in requests.handled:
+            handled.setdefault(RequestKind(kind), set()).add(token)
+        return LedgerView(versions, handled, requests.last)
 
     def _record_drift(
         self,

@@ -4,29 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
+from keyledger.lifecycle.actions import Notice
+from keyledger.lifecycle.actions.base import note, warn
 from keyledger.lifecycle.conditions import Condition
-
-
-@dataclass(frozen=True)
-class UserEvent:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
 
 
 @dataclass
 class Outcome:
     status: dict[str, Any] = field(default_factory=dict)
     conditions: list[Condition] = field(default_factory=list)
-    events: list[UserEvent] = field(default_factory=list)
+    events: list[Notice] = field(default_factory=list)
     # When the key next needs a scheduled pass; set whenever the status was built.
     next_due: datetime | None = None
     scheduled: bool = False
 
     def note(self, reason: str, message: str) -> None:
-        self.events.append(UserEvent("Normal", reason, message))
+        self.events.append(note(reason, message))
 
     def warn(self, reason: str, message: str) -> None:
-        self.events.append(UserEvent("Warning", reason, message))
+        self.events.append(warn(reason, message))

@@ -1,26 +1,14 @@
-"""What each step asks of the KMS and tells the user; no ledger access here."""
+"""KMS-side pieces of the operations: version requests, drift, adoption, deletion policy.
+
+No ledger access here."""
 
 from __future__ import annotations
 
 from keyledger.domain import KeyEventType, KeyStatus
 from keyledger.errors import InvalidSpec, ProviderError
-from keyledger.lifecycle.plan import (
-    Action,
-    CloseRollbackWindow,
-    Compromise,
-    CreateVersion,
-    Deactivate,
-    Expire,
-    FinishPending,
-    Reactivate,
-    RefuseRequest,
-    Rollback,
-)
 from keyledger.lifecycle.spec import DeletionPolicy, KeySpec
 from keyledger.lifecycle.status import Drift
-from keyledger.lifecycle.transitions import adopts_existing_key
 from keyledger.lifecycle.versions import KeyVersion
-from keyledger.operations.outcome import Outcome
 from keyledger.operations.views import KeyResource
 from keyledger.providers.base import KeyBackend, KeyVersionRequest, KmsKeyState, idempotency_marker
 
@@ -86,43 +74,6 @@ def check_adoptable(backend: KeyBackend, ref: str) -> None:
             reason=ADOPTION_REFUSED,
         )
     backend.generate_data_key(ref)  # usable for what keyledger will ask of it
-
-
-def narrate(action: Action, outcome: Outcome, spec: KeySpec) -> None:
-    match action:
-        case FinishPending(pending=pending) if adopts_existing_key(spec, pending):
-            outcome.note(
-                "Adopted",
-                f"version {pending.version} is the existing KMS key {spec.adopt_kms_key_id}",
-            )
-        case FinishPending(pending=pending) if pending.parent_id is None:
-            outcome.note("Activated", f"version {pending.version} created and ACTIVE")
-        case FinishPending(pending=pending):
-            outcome.note("Rotated", f"version {pending.version} is ACTIVE")
-        case CreateVersion(trigger=trigger, parent=parent) if parent is not None:
-            outcome.note("Rotating", f"rotating version {parent.version} ({trigger.value})")
-        case Rollback(current=current, target=target):
-            outcome.note(
-                "RolledBack",
-                f"version {target.version} is primary again; version {current.version} is INACTIVE",
-            )
-        case RefuseRequest(kind=kind, reason=reason, message=message):
-            outcome.warn(reason, f"{kind.value} request refused: {message}")
-        case Compromise(version=version, reason=reason):
-            outcome.warn(
-                "KeyCompromised",
-                f"version {version.version} disabled and marked COMPROMISED: {reason}",
-            )
-        case Expire(version=version):
-            outcome.warn("KeyExpired", f"version {version.version} expired")
-        case CloseRollbackWindow(version=version):
-            outcome.note(
-                "RollbackWindowClosed", f"version {version.version} can no longer be made primary"
-            )
-        case Deactivate(version=version):
-            outcome.note("Deactivated", f"version {version.version} is INACTIVE (spec.state)")
-        case Reactivate(version=version):
-            outcome.note("Reactivated", f"version {version.version} is ACTIVE again")
 
 
 def apply_deletion_policy(spec: KeySpec, backend: KeyBackend | None, ref: str) -> KeyEventType:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from keyledger.lifecycle.plan import RequestKind
+from keyledger.lifecycle.actions import RequestKind
 from keyledger.lifecycle.spec import KeySpec
 from keyledger.lifecycle.versions import KeyVersion
 from keyledger.store.models import EncryptionKeyRecord

@@ -178,3 +178,41 @@ class KeyEventRecord(Base):
         Index("ix_key_events_tenant_occurred", "tenant_id", "occurred_at"),
         Index("ix_key_events_key_id", "key_id"),
     )
+
+
+class HandledRequestRecord(Base):
+    """An annotation request (rotate, rollback, compromise) a key has settled.
+
+    Written in the same transaction as the audit row of the action that carried
+    it out or refused it; the token is then never acted on again. A table of its
+    own, found through its indexes, so that a pass costs the same however long
+    the key's history is."""
+
+    __tablename__ = "handled_requests"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    tenant_id: Mapped[str] = mapped_column(String(255))
+    key_name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))
+    token: Mapped[str] = mapped_column(String(160))
+    handled_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The version the request was settled on.
+    key_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("encryption_keys.id", ondelete="RESTRICT")
+    )
+
+    __table_args__ = (
+        # Whether a token is handled already: one index probe.
+        Index(
+            "uq_handled_requests_key_kind_token",
+            "tenant_id",
+            "key_name",
+            "kind",
+            "token",
+            unique=True,
+        ),
+        # The last handled token of each kind (status.lastHandledRequests).
+        Index("ix_handled_requests_latest", "tenant_id", "key_name", "kind", "id"),
+    )

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, literal, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from keyledger.domain import KeyEventType, KeyStatus, KeyType, KmsProvider
-from keyledger.store.models import EncryptionKeyRecord, KeyEventRecord
+from keyledger.store.models import EncryptionKeyRecord, HandledRequestRecord, KeyEventRecord
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,15 @@ class Transition:
     actor: str
     correlation_id: str | None = None
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class HandledRequests:
+    """`handled`: (kind, token) pairs asked about that are settled; `last`: the last
+    settled token of each kind."""
+
+    handled: frozenset[tuple[str, str]]
+    last: dict[str, str]
 
 
 class KeyLedger:
@@ -84,23 +93,38 @@ class KeyLedger:
             .order_by(KeyEventRecord.id)
         ).all()
 
-    def request_history(self, tenant: str, key_name: str) -> list[tuple[str, str]]:
-        """(request kind, token) of every handled annotation request, oldest first."""
-        events = self.session.scalars(
-            select(KeyEventRecord)
-            .where(
-                KeyEventRecord.tenant_id == tenant,
-                KeyEventRecord.key_name == key_name,
-                KeyEventRecord.details.is_not(None),
+    def handled_requests(
+        self, tenant: str, key_name: str, kinds: Iterable[str], tokens: Mapping[str, str]
+    ) -> HandledRequests:
+        """Which of `tokens` (request kind to the token an annotation carries) are
+        handled, and the last handled token of each of `kinds`: one statement of
+        index probes, whatever the length of the key's history."""
+        table = HandledRequestRecord
+        of_key = (table.tenant_id == tenant, table.key_name == key_name)
+        parts = []
+        for kind in kinds:
+            latest = (
+                select(table.kind, table.token, literal(True).label("latest"))
+                .where(*of_key, table.kind == kind)
+                .order_by(table.id.desc())
+                .limit(1)
+                .subquery()
             )
-            .order_by(KeyEventRecord.id)
-        ).all()
-        history = []
-        for event in events:
-            details = event.details or {}
-            if details.get("request") and details.get("token"):
-                history.append((str(details["request"]), str(details["token"])))
-        return history
+            parts.append(select(latest))
+        if tokens:
+            matches = or_(*(and_(table.kind == k, table.token == t) for k, t in tokens.items()))
+            parts.append(
+                select(table.kind, table.token, literal(False).label("latest")).where(
+                    *of_key, matches
+                )
+            )
+        handled: set[tuple[str, str]] = set()
+        last: dict[str, str] = {}
+        for kind, token, is_latest in self.session.execute(union_all(*parts)).all():
+            handled.add((kind, token))
+            if is_latest:
+                last[kind] = token
+        return HandledRequests(frozenset(handled), last)
 
     # -- writes -------------------------------------------------------------------
 
@@ -256,3 +280,18 @@ class KeyLedger:
         )
         self.session.add(event)
         return event
+
+    def record_request(
+        self, record: EncryptionKeyRecord, kind: str, token: str, *, now: datetime
+    ) -> None:
+        """Mark an annotation request settled on `record`, with the action's audit row."""
+        self.session.add(
+            HandledRequestRecord(
+                tenant_id=record.tenant_id,
+                key_name=record.key_name,
+                kind=kind,
+                token=token,
+                handled_at=now,
+                key_id=record.id,
+            )
+        )
