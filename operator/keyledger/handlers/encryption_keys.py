@@ -12,11 +12,11 @@ from keyledger.errors import InvalidSpec, KeyledgerError
 from keyledger.handlers.errors import UNEXPECTED_ERROR_BACKOFF, to_kopf_error
 from keyledger.handlers.keys_common import key_resource, last_drift, provider_for
 from keyledger.handlers.reporting import (
-    apply_outcome,
+    failure_outcome,
     forget_key_status,
     observe_key_status,
     post_events,
-    report_failure,
+    write_outcome,
 )
 from keyledger.runtime import Runtime
 
@@ -44,11 +44,9 @@ def reconcile_encryption_key(
             key, runtime.backends.open(provider), provider.label, correlation_id, last_drift(body)
         )
     except KeyledgerError as error:
-        report_failure(error, body, patch)
-        observe_key_status(body, dict(patch.status))
+        observe_key_status(body, write_outcome(failure_outcome(error), body, patch.status.update))
         raise to_kopf_error(error, retry) from error
-    apply_outcome(outcome, body, patch)
-    observe_key_status(body, dict(patch.status))
+    observe_key_status(body, write_outcome(outcome, body, patch.status.update))
     runtime.board.publish(key.uid, outcome.next_due)
 
 

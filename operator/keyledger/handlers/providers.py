@@ -8,7 +8,7 @@ import kopf
 
 from keyledger.api import CLUSTER_KEY_PROVIDERS, GROUP, KEY_PROVIDERS, VERSION
 from keyledger.errors import KeyledgerError
-from keyledger.handlers.reporting import apply_outcome
+from keyledger.handlers.reporting import write_outcome
 from keyledger.lifecycle.spec import ProviderKind
 from keyledger.operations.health import check_provider
 from keyledger.operations.providers import ProviderView
@@ -54,9 +54,8 @@ def namespace_label_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str,
 @kopf.timer(GROUP, VERSION, CLUSTER_KEY_PROVIDERS, interval=RECHECK_INTERVAL, idle=5)
 def check_cluster_provider(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
-    apply_outcome(
-        check_provider(ProviderKind.CLUSTER, body, runtime.backends, runtime.keys), body, patch
-    )
+    outcome = check_provider(ProviderKind.CLUSTER, body, runtime.backends, runtime.keys)
+    write_outcome(outcome, body, patch.status.update)
 
 
 @kopf.on.resume(GROUP, VERSION, KEY_PROVIDERS)
@@ -65,6 +64,5 @@ def check_cluster_provider(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, 
 @kopf.timer(GROUP, VERSION, KEY_PROVIDERS, interval=RECHECK_INTERVAL, idle=5)
 def check_key_provider(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
-    apply_outcome(
-        check_provider(ProviderKind.NAMESPACED, body, runtime.backends, runtime.keys), body, patch
-    )
+    outcome = check_provider(ProviderKind.NAMESPACED, body, runtime.backends, runtime.keys)
+    write_outcome(outcome, body, patch.status.update)

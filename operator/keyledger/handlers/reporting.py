@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,23 +13,38 @@ from keyledger.key_metrics import forget_key, observe_key
 from keyledger.lifecycle.conditions import READY, Condition, merge_conditions
 from keyledger.operations.outcome import Outcome
 
-
-def status_patch(outcome: Outcome, body: kopf.Body) -> dict[str, Any]:
-    """The merge patch for `status`: the outcome's fields and its conditions merged in."""
-    status: dict[str, Any] = dict(outcome.status)
-    status["conditions"] = _conditions(body, outcome.conditions)
-    status["observedGeneration"] = body.metadata.get("generation")
-    return status
+# Where a status change goes: kopf's patch in handlers; a direct merge patch in the
+# schedule task, which lives as long as the key and so has no per-pass kopf patch.
+StatusWriter = Callable[[dict[str, Any]], None]
 
 
-def changes_status(patch: dict[str, Any], body: kopf.Body) -> bool:
-    """Whether merging `patch` would change the status (an unchanged one is not sent)."""
-    return any(body.status.get(field) != value for field, value in patch.items())
+def status_changes(outcome: Outcome, body: kopf.Body) -> dict[str, Any]:
+    """The status fields `outcome` changes, as a merge patch; empty when it changes
+    nothing, so that an unchanged key costs no API write."""
+    if not outcome.status and not outcome.conditions:
+        return {}  # the operation had nothing to say about the status
+    wanted: dict[str, Any] = dict(outcome.status)
+    wanted["conditions"] = _conditions(body, outcome.conditions)
+    wanted["observedGeneration"] = body.metadata.get("generation")
+    return {name: value for name, value in wanted.items() if body.status.get(name) != value}
 
 
-def apply_outcome(outcome: Outcome, body: kopf.Body, patch: kopf.Patch) -> None:
-    patch.status.update(status_patch(outcome, body))
+def write_outcome(outcome: Outcome, body: kopf.Body, write: StatusWriter) -> dict[str, Any]:
+    """The one way status is written, from handlers and the schedule task alike:
+    only what changed, then the outcome's events. Returns what was written."""
+    changes = status_changes(outcome, body)
+    if changes:
+        write(changes)
     post_events(outcome, body)
+    return changes
+
+
+def failure_outcome(error: KeyledgerError) -> Outcome:
+    """Ready=False with the error's constant reason and its (sanitized) message."""
+    outcome = Outcome()
+    outcome.conditions.append(Condition(READY, False, error.reason, error.message))
+    outcome.warn(error.reason, error.message)
+    return outcome
 
 
 def observe_key_status(body: kopf.Body, patched: dict[str, Any]) -> None:
@@ -53,14 +68,6 @@ def forget_key_status(body: kopf.Body) -> None:
 def post_events(outcome: Outcome, body: kopf.Body) -> None:
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-
-
-def report_failure(error: KeyledgerError, body: kopf.Body, patch: kopf.Patch) -> None:
-    """Ready=False with the error's constant reason and its (sanitized) message."""
-    condition = Condition(READY, False, error.reason, error.message)
-    patch.status["conditions"] = _conditions(body, [condition])
-    patch.status["observedGeneration"] = body.metadata.get("generation")
-    kopf.event(body, type="Warning", reason=error.reason, message=error.message)
 
 
 def _conditions(body: kopf.Body, updates: Iterable[Condition]) -> list[dict[str, Any]]:

@@ -21,12 +21,7 @@ from keyledger.api import ENCRYPTION_KEYS, GROUP, VERSION
 from keyledger.errors import KeyledgerError
 from keyledger.handlers.errors import retry_delay
 from keyledger.handlers.keys_common import key_resource, last_drift, provider_for
-from keyledger.handlers.reporting import (
-    changes_status,
-    observe_key_status,
-    post_events,
-    status_patch,
-)
+from keyledger.handlers.reporting import observe_key_status, write_outcome
 from keyledger.kube import patch_status
 from keyledger.operations.outcome import Outcome
 from keyledger.runtime import Runtime
@@ -67,17 +62,13 @@ def _run_pass(
 
 
 async def _apply(runtime: Runtime, body: kopf.Body, outcome: Outcome) -> None:
-    patch = status_patch(outcome, body)
-    if outcome.conditions and changes_status(patch, body):
-        await asyncio.to_thread(
-            patch_status,
-            ENCRYPTION_KEYS,
-            body.metadata.namespace or "",
-            body.metadata.name or "",
-            patch,
-        )
-        observe_key_status(body, patch)
-    post_events(outcome, body)
+    def write(changes: dict[str, Any]) -> None:
+        namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+        patch_status(ENCRYPTION_KEYS, namespace, name, changes)
+
+    changes = await asyncio.to_thread(write_outcome, outcome, body, write)
+    if changes:
+        observe_key_status(body, changes)
     if outcome.scheduled:
         runtime.board.publish(body.metadata.uid or "", outcome.next_due)
 
