@@ -43,12 +43,19 @@ BACKENDS = ["awsKms", "azureKeyVault", "vault", "gcpKms", "pkcs11", "local"]
 
 
 def obj(
-    properties: dict[str, Any], required: list[str] | None = None, **extra: Any
+    properties: dict[str, Any],
+    required: list[str] | None = None,
+    *,
+    validations: list[dict[str, str]] | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
+    """An object schema; `validations` become its x-kubernetes-validations (CEL rules)."""
     schema: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
         schema["required"] = required
     schema.update(extra)
+    if validations:
+        schema["x-kubernetes-validations"] = validations
     return schema
 
 
@@ -161,14 +168,12 @@ ENCRYPTION_KEY_SPEC = obj(
                 "warnBefore": DURATION,
             },
             description="When versions expire: `after` activation, or `at` a fixed time.",
-            **{
-                "x-kubernetes-validations": [
-                    {
-                        "rule": "!(has(self.after) && has(self.at))",
-                        "message": "set either expiry.after or expiry.at, not both",
-                    }
-                ]
-            },
+            validations=[
+                {
+                    "rule": "!(has(self.after) && has(self.at))",
+                    "message": "set either expiry.after or expiry.at, not both",
+                }
+            ],
         ),
         "deletionPolicy": string(
             "What deleting the resource does to the KMS key.",
@@ -194,31 +199,27 @@ ENCRYPTION_KEY_SPEC = obj(
         ),
     },
     ["tenant", "keyType", "providerRef"],
-    **{
-        "x-kubernetes-validations": [
-            immutable("tenant", "create a new EncryptionKey for another tenant"),
-            immutable("keyType", "create a new EncryptionKey for another key type"),
-            immutable(
-                "providerRef", "keys cannot move between providers; create a new EncryptionKey"
-            ),
-            {
-                "rule": "has(self.keyName) == has(oldSelf.keyName) && "
-                "(!has(self.keyName) || self.keyName == oldSelf.keyName)",
-                "message": "keyName is immutable: create a new EncryptionKey for another key name",
-                "fieldPath": ".keyName",
-                "reason": "FieldValueForbidden",
-            },
-            {
-                # Adoption happens once, for the first version; a later edit could not act.
-                "rule": "has(self.adopt) == has(oldSelf.adopt) && "
-                "(!has(self.adopt) || self.adopt == oldSelf.adopt)",
-                "message": "adopt is immutable: it is read once, when the first version is "
-                "made; to adopt another KMS key, create a new EncryptionKey",
-                "fieldPath": ".adopt",
-                "reason": "FieldValueForbidden",
-            },
-        ]
-    },
+    validations=[
+        immutable("tenant", "create a new EncryptionKey for another tenant"),
+        immutable("keyType", "create a new EncryptionKey for another key type"),
+        immutable("providerRef", "keys cannot move between providers; create a new EncryptionKey"),
+        {
+            "rule": "has(self.keyName) == has(oldSelf.keyName) && "
+            "(!has(self.keyName) || self.keyName == oldSelf.keyName)",
+            "message": "keyName is immutable: create a new EncryptionKey for another key name",
+            "fieldPath": ".keyName",
+            "reason": "FieldValueForbidden",
+        },
+        {
+            # Adoption happens once, for the first version; a later edit could not act.
+            "rule": "has(self.adopt) == has(oldSelf.adopt) && "
+            "(!has(self.adopt) || self.adopt == oldSelf.adopt)",
+            "message": "adopt is immutable: it is read once, when the first version is "
+            "made; to adopt another KMS key, create a new EncryptionKey",
+            "fieldPath": ".adopt",
+            "reason": "FieldValueForbidden",
+        },
+    ],
 )
 
 ENCRYPTION_KEY_STATUS = obj(
@@ -395,7 +396,7 @@ def provider_spec(cluster: bool) -> dict[str, Any]:
                 "fieldPath": ".pkcs11",
             }
         )
-    return obj(properties, **{"x-kubernetes-validations": rules})
+    return obj(properties, validations=rules)
 
 
 PROVIDER_STATUS = obj(
@@ -464,7 +465,7 @@ def crd(  # mirrors the CRD's own fields, read side by side
 
 
 def all_crds() -> dict[str, dict[str, Any]]:
-    provider_columns = [
+    provider_columns: list[dict[str, Any]] = [
         {"name": "Backend", "type": "string", "jsonPath": ".status.backend"},
         READY_COLUMN,
         {

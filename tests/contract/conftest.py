@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from types import ModuleType
@@ -61,7 +61,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def _targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ContractTarget]]:
+def _targets(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[str], ContractTarget]]:
     started: dict[str, ContractTarget] = {}
     with ExitStack() as stack:
 
@@ -75,13 +77,12 @@ def _targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Con
                 assert not missing, f"{name} declares {missing} but its target lacks them"
             return started[name]
 
-        yield start  # type: ignore[misc]
+        yield start
 
 
 @pytest.fixture
-def target(_targets: object, target_name: str) -> ContractTarget:
-    start = _targets
-    return start(target_name)  # type: ignore[operator,no-any-return]
+def target(_targets: Callable[[str], ContractTarget], target_name: str) -> ContractTarget:
+    return _targets(target_name)
 
 
 @pytest.fixture

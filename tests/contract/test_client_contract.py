@@ -105,7 +105,7 @@ def tenant(target: ContractTarget, ledger: sessionmaker[Session]) -> Tenant:
 def _client(tenant: Tenant, **options: Any) -> tuple[KeyledgerClient, Counting]:
     counting = Counting(tenant.backend)
     # version_check_s=0: every call reads the ledger, so lifecycle steps show at once.
-    client = KeyledgerClient(tenant.sessions, [counting], version_check_s=0, **options)  # type: ignore[list-item]
+    client = KeyledgerClient(tenant.sessions, [counting], version_check_s=0, **options)
     return client, counting
 
 
@@ -190,7 +190,7 @@ def test_no_data_key_reaches_the_ledger(tenant: Tenant) -> None:
         seen.append(generate(ref))
         return seen[-1]
 
-    counting.backend = _Spy(counting.backend, keep)  # type: ignore[assignment]
+    counting.backend = _Spy(counting.backend, keep)
     client.encrypt("contract", tenant.key.spec.key_name, PHI, CONTEXT)
     client.close()
     assert seen

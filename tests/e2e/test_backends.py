@@ -41,6 +41,7 @@ from tests.fixtures_operator import (
     encryption_key,
     get,
     new_operator,
+    ready_condition,
     rows,
     statuses,
     wait_condition,
@@ -331,7 +332,7 @@ def test_key_lifecycle_on_a_real_kms(
     )
     assert (ek["status"]["version"], ek["status"]["phase"]) == (1, "ACTIVE")
     assert ek["status"]["kmsKeyRef"] == v1.kms_key_id
-    assert condition(ek, "Ready")["status"] == "True"  # type: ignore[index]
+    assert ready_condition(ek)["status"] == "True"
     assert statuses(ledger_sessions, tenant, "phi") == [(2, "INACTIVE"), (1, "ACTIVE")]
 
     kubectl(crds, "delete", "-n", namespace, "ek/phi", "--timeout=60s")
@@ -374,7 +375,7 @@ def test_wrong_credentials_heal_when_the_secret_is_fixed(
         ek = wait_not_ready(
             crds, name.lower(), "ProviderNotReady", namespace=namespace, operator=operator
         )
-        assert kms.wrong_value not in condition(ek, "Ready")["message"]  # type: ignore[index]
+        assert kms.wrong_value not in ready_condition(ek)["message"]
         assert rows(ledger_sessions, tenant, name.lower()) == []
 
     for name, (kms, _, _) in cases.items():

@@ -58,11 +58,10 @@ def test_service_encrypts_across_a_rotation_and_reads_old_data(
 
     used = {r.version: r.last_used_at for r in rows(ledger_sessions, tenant, "records")}
     assert used[1] is not None and used[2] is not None
+    first_used, current_used = rfc3339(used[1]), rfc3339(used[2])
     # The next drift check (every 3 s here) shows the current version's last use.
     wait_for(
-        lambda: (
-            get(crds, "ek", "records", namespace)["status"].get("lastUsedAt") == rfc3339(used[2])
-        ),
+        lambda: get(crds, "ek", "records", namespace)["status"].get("lastUsedAt") == current_used,
         "status.lastUsedAt",
         operator,
     )
@@ -73,7 +72,7 @@ def test_service_encrypts_across_a_rotation_and_reads_old_data(
                 entry["version"]: entry.get("lastUsedAt")
                 for entry in get(crds, "ek", "records", namespace)["status"]["versions"]
             }
-            == {1: rfc3339(used[1]), 2: rfc3339(used[2])}
+            == {1: first_used, 2: current_used}
         ),
         "status.versions[].lastUsedAt",
         operator,

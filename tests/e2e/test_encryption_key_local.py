@@ -17,7 +17,6 @@ from keyledger.store.models import KeyEventRecord
 from keyledger.store.repository import KeyLedger
 from tests.fixtures_operator import (
     apply,
-    condition,
     encryption_key,
     get,
     provider_manifest,
@@ -287,7 +286,7 @@ def test_namespace_selector_limits_a_cluster_provider(
     wait_condition(crds, "ckp", name, "Ready", namespace=None, operator=operator)
     apply(crds, encryption_key("gated", namespace, tenant=tenant, provider=name))
     ek = wait_not_ready(crds, "gated", "ProviderNotAllowed", namespace=namespace, operator=operator)
-    assert "spec.namespaceSelector" in condition(ek, "Ready")["message"]  # type: ignore[index]
+    assert "spec.namespaceSelector" in ready_condition(ek)["message"]
     assert rows(ledger_sessions, tenant, "gated") == []
     # Labelling the namespace is enough: the key retries and goes Ready by itself.
     kubectl(crds, "label", "namespace", namespace, f"keyledger.io/{tenant}=allowed")

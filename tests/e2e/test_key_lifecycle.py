@@ -22,6 +22,7 @@ from tests.fixtures_operator import (
     condition,
     encryption_key,
     get,
+    ready_condition,
     rows,
     statuses,
     wait_condition,
@@ -149,7 +150,7 @@ def test_rollback_inside_the_window(
         status="False",
     )
     assert ek["status"]["version"] == 1 and ek["status"]["kmsKeyRef"] == v1_ref
-    assert condition(ek, "Ready")["status"] == "True"  # type: ignore[index]
+    assert ready_condition(ek)["status"] == "True"
     wait_for_event(crds, namespace, "rb", "RolledBack")
 
 
@@ -233,7 +234,7 @@ def test_expiry(
         timeout=30,
     )
     assert ek["status"]["phase"] == "EXPIRED"
-    assert "rotate-requested-at" in condition(ek, "Ready")["message"]  # type: ignore[index]
+    assert "rotate-requested-at" in ready_condition(ek)["message"]
     assert statuses(ledger_sessions, tenant, "brief") == [(1, "EXPIRED")]
     wait_for_event(crds, namespace, "brief", "KeyExpired")
 
@@ -412,7 +413,7 @@ def test_drift_is_detected_and_resolved(
         '{"spec": {"purpose": "still drifted"}}',
     )
     time.sleep(1)
-    assert condition(get(crds, "ek", "drifty", namespace), "Ready")["status"] == "False"  # type: ignore[index]
+    assert ready_condition(get(crds, "ek", "drifty", namespace))["status"] == "False"
     keystore(operator).enable(record.kms_key_id)
     wait_condition(
         crds,
@@ -481,7 +482,7 @@ def test_a_paused_key_changes_nothing_until_resumed_then_catches_up(
     paused = kubectl_keyledger(crds, namespace, "pause", "frozen")
     assert paused.returncode == 0 and "makes no changes" in paused.stdout, paused.stdout
     ek = get(crds, "ek", "frozen", namespace)
-    assert condition(ek, "Ready")["status"] == "True"  # the key itself stays usable
+    assert ready_condition(ek)["status"] == "True"  # the key itself stays usable
     annotate(crds, namespace, "frozen", rotate_requested_at="during-the-freeze")
 
     # Created paused: nothing is made, not even the first version.

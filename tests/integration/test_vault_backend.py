@@ -327,7 +327,9 @@ def test_kubernetes_auth_logs_in_with_the_service_account_and_again_when_expired
                 "tokenPath": str(token_file),
             },
         }
-        return open_vault_backend(BackendConfig("k8s", "vault", options), Settings())
+        backend = open_vault_backend(BackendConfig("k8s", "vault", options), Settings())
+        assert isinstance(backend, VaultBackend)
+        return backend
 
     as_operator = backend_as("keyledger")
     as_operator.check()

@@ -164,7 +164,8 @@ def test_service_errors_map_to_their_kind(
     assert translated.reason == reason
     assert "WrapKey" in translated.message
     assert REF in translated.message
-    assert error.error is not None and error.error.code in translated.message
+    assert error.error is not None and error.error.code is not None
+    assert error.error.code in translated.message
 
 
 def test_throttling_is_retryable_and_access_denial_is_not() -> None:
@@ -299,7 +300,7 @@ class _FixedToken:
 def _offline_backend() -> AzureKeyVaultBackend:
     return AzureKeyVaultBackend(
         AzureKeyVaultOptions("https://127.0.0.1:9", "RSA", None),
-        _FixedToken(),  # type: ignore[arg-type]
+        _FixedToken(),
     )
 
 

@@ -85,9 +85,11 @@ def test_error_kinds_map_to_keyledger_errors(
 
 def test_access_denied_and_unavailable_say_what_to_fix() -> None:
     denied = _map(ckr.PinIncorrect())
+    assert isinstance(denied, ProviderAccessDenied)
     assert "credentials Secret (key `pin`)" in denied.message
     assert not denied.retryable
     absent = _map(ckr.NoSuchToken())
+    assert isinstance(absent, ProviderUnavailable)
     assert "spec.pkcs11.tokenLabel" in absent.message
     assert MODULE in absent.message
     assert absent.retryable

@@ -8,7 +8,7 @@ from keyledger.errors import InvalidSpec, ProviderNotReady
 from keyledger.lifecycle.spec import ProviderKind, ProviderRef
 from keyledger.operations.providers import ProviderView, resolve_provider, selector_matches
 
-READY = {"conditions": [{"type": "Ready", "status": "True", "message": "ok"}]}
+READY: dict[str, object] = {"conditions": [{"type": "Ready", "status": "True", "message": "ok"}]}
 
 
 def _cluster(name: str, spec: dict[str, object], status: dict[str, object] = READY) -> ProviderView:

@@ -25,7 +25,7 @@ from keyledger.errors import (
     ProviderUnavailable,
 )
 from keyledger.providers.base import BackendConfig
-from keyledger.providers.vault import open_vault_backend
+from keyledger.providers.vault import VaultBackend, open_vault_backend
 from keyledger.providers.vault_names import TransitVersion, transit_key_name
 from keyledger.providers.vault_session import VaultAuth, VaultSession, translate_vault_error
 from keyledger.providers.vault_state import KeyState, VersionState, raised_floor
@@ -36,11 +36,12 @@ ADDRESS = "http://vault.example:8200"
 
 
 def _vault_error(kind: type[hvac.exceptions.VaultError], *errors: str) -> Exception:
-    return kind(
+    error: Exception = kind(
         errors=list(errors) or None,
         method="post",
         url=f"{ADDRESS}/v1/kms/transit/datakey/plaintext/keyledger.acme.phi",
     )
+    return error
 
 
 def _translate(error: Exception) -> ProviderError:
@@ -189,9 +190,11 @@ def test_scheduled_deletion_counts_as_refused() -> None:
 # -- configuration ---------------------------------------------------------------------
 
 
-def _open(options: dict[str, object], credentials: dict[str, str] | None = None) -> object:
+def _open(options: dict[str, object], credentials: dict[str, str] | None = None) -> VaultBackend:
     config = BackendConfig("p", "vault", options, credentials or {})
-    return open_vault_backend(config, Settings())
+    backend = open_vault_backend(config, Settings())
+    assert isinstance(backend, VaultBackend)
+    return backend
 
 
 @pytest.mark.parametrize(
@@ -214,6 +217,6 @@ def test_bad_configuration_names_the_field(
 
 def test_defaults() -> None:
     backend = _open({"address": ADDRESS + "/"}, {"token": TOKEN})
-    assert backend.mount == "transit"  # type: ignore[attr-defined]
-    assert backend.state.mount == "secret"  # type: ignore[attr-defined]
-    assert backend.endpoint == ADDRESS  # type: ignore[attr-defined]
+    assert backend.mount == "transit"
+    assert backend.state.mount == "secret"
+    assert backend.endpoint == ADDRESS

@@ -23,7 +23,7 @@ CAPABILITIES = ("with_wrong_credentials", "unreachable")
 
 
 def _backend(token: SoftHsmToken, label: str, pin: str, workdir: Path) -> Pkcs11Backend:
-    return open_pkcs11_backend(
+    backend = open_pkcs11_backend(
         BackendConfig(
             provider_name="contract-hsm",
             backend="pkcs11",
@@ -32,6 +32,8 @@ def _backend(token: SoftHsmToken, label: str, pin: str, workdir: Path) -> Pkcs11
         ),
         Settings(data_dir=workdir),
     )
+    assert isinstance(backend, Pkcs11Backend)
+    return backend
 
 
 @contextmanager

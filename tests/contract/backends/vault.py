@@ -35,9 +35,11 @@ def backend_for(address: str, token: str) -> VaultBackend:
         "statePath": STATE_PATH,
         "auth": {"method": "token"},
     }
-    return open_vault_backend(
+    backend = open_vault_backend(
         BackendConfig("contract", "vault", options, {"token": token}), Settings()
     )
+    assert isinstance(backend, VaultBackend)
+    return backend
 
 
 def prepare_server(server: OpenBaoServer) -> str:
