@@ -7,16 +7,14 @@ The URL comes from the Config's `sqlalchemy.url` (set in code by
 
 from __future__ import annotations
 
-import os
 from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import Connection, pool, text
 
+from keyledger.settings import Settings
 from keyledger.store.engine import make_engine, normalize_url
 from keyledger.store.models import Base
-
-URL_ENV = "KEYLEDGER_DATABASE_URL"
 
 config = context.config
 # Only the CLI has an ini file; called from the operator, leave its logging alone.
@@ -27,10 +25,12 @@ target_metadata = Base.metadata
 
 
 def _database_url() -> str:
-    url = config.get_main_option("sqlalchemy.url") or os.environ.get(URL_ENV)
+    url = config.get_main_option("sqlalchemy.url")
+    if not url and (configured := Settings().database_url) is not None:
+        url = configured.get_secret_value()
     if not url:
         raise RuntimeError(
-            f"no ledger database to migrate: set {URL_ENV} "
+            "no ledger database to migrate: set KEYLEDGER_DATABASE_URL "
             "(e.g. postgresql://user@host/keyledger or sqlite:////var/lib/keyledger/ledger.db)"
         )
     return normalize_url(url).render_as_string(hide_password=False)

@@ -2,8 +2,8 @@
 
 `KEYLEDGER_FAILPOINTS=finish-pending.after-kms-create` makes the process kill
 itself (SIGKILL, no cleanup, exactly like an OOM kill or a node loss) the first
-time it reaches that point. Unset in production, where each call is one dict
-lookup.
+time it reaches that point. Read once, through Settings; unset in production,
+where each call is one lookup in an empty set.
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ import logging
 import os
 import signal
 
-log = logging.getLogger(__name__)
+from keyledger.settings import get_settings
 
-ENV = "KEYLEDGER_FAILPOINTS"
+log = logging.getLogger(__name__)
 
 
 def failpoint(name: str) -> None:
-    armed = os.environ.get(ENV)
-    if armed and name in armed.split(","):
+    if name in get_settings().failpoints:
         log.critical("failpoint %s reached: killing the operator", name)
         logging.shutdown()
         os.kill(os.getpid(), signal.SIGKILL)

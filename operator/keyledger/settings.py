@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from keyledger.lifecycle.durations import parse_duration
 
@@ -44,6 +45,12 @@ class Settings(BaseSettings):
     namespaces: str = ""
     # Prometheus metrics on this port (0: off).
     metrics_port: int = 9090
+    # The Alembic `migrations/` directory; unset means the repository's own,
+    # next to the package (an installed package must name it).
+    migrations_dir: Path | None = None
+    # Crash-safety tests only: comma-separated failpoint names (see
+    # keyledger.failpoints) at which the process kills itself. Empty in production.
+    failpoints: Annotated[frozenset[str], NoDecode] = frozenset()
 
     @field_validator("drift_interval", mode="before")
     @classmethod
@@ -51,6 +58,18 @@ class Settings(BaseSettings):
         # The same spelling as durations in specs: 10m, 30s, 1h.
         if isinstance(value, str) and value and value[-1] in "smhd":
             return parse_duration(value, "KEYLEDGER_DRIFT_INTERVAL")
+        return value
+
+    @field_validator("migrations_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("failpoints", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(name.strip() for name in value.split(",") if name.strip())
         return value
 
     def namespace_patterns(self) -> list[str]:

@@ -8,7 +8,6 @@ top-level `migrations/` directory, never by `create_all`.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,10 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from keyledger.settings import Settings
+
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR_ENV = "KEYLEDGER_MIGRATIONS_DIR"
 # operator/keyledger/store/engine.py -> <repo>/migrations
 _REPO_MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
 
@@ -64,11 +64,12 @@ def downgrade_database(url: str | URL, revision: str) -> None:
 
 
 def migrations_dir() -> Path:
-    configured = os.environ.get(MIGRATIONS_DIR_ENV)
-    directory = Path(configured) if configured else _REPO_MIGRATIONS_DIR
+    # A fresh Settings, not the cached one: this runs once per migration, not on
+    # a hot path, and the environment it reads is the one of this moment.
+    directory = Settings().migrations_dir or _REPO_MIGRATIONS_DIR
     if not (directory / "env.py").is_file():
         raise RuntimeError(
-            f"no Alembic migrations at {directory}: set {MIGRATIONS_DIR_ENV} to the "
+            f"no Alembic migrations at {directory}: set KEYLEDGER_MIGRATIONS_DIR to the "
             "keyledger `migrations/` directory"
         )
     return directory
