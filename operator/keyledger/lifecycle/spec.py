@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from keyledger.domain import KeyType
 from keyledger.errors import InvalidSpec
@@ -37,6 +37,10 @@ class ProviderRef:
 
 DEFAULT_ROLLBACK_WINDOW = timedelta(days=7)
 DEFAULT_EXPIRY_WARNING = timedelta(days=14)
+# The CRD's bounds; each backend may narrow them (see its schedule_deletion).
+DELETION_WINDOW_DAYS = range(7, 31)
+
+_Choice = TypeVar("_Choice", bound=StrEnum)
 
 
 @dataclass(frozen=True)
@@ -62,17 +66,24 @@ class KeySpec:
 
     @classmethod
     def from_resource(cls, name: str, spec: Mapping[str, Any]) -> KeySpec:
-        """Read a spec the API server already validated; re-check what it cannot."""
-        try:
-            ref = spec["providerRef"]
-            provider_ref = ProviderRef(kind=ProviderKind(ref["kind"]), name=ref["name"])
-            tenant = spec["tenant"]
-            key_type = KeyType(spec["keyType"])
-        except (KeyError, ValueError, TypeError) as exc:
+        """Read a spec the API server already validated; re-check what it cannot.
+
+        Each bad value raises InvalidSpec naming its field and what it may be:
+        the spec may come from a resource written before a CRD change, or from
+        a caller that bypassed the API server.
+        """
+        ref = spec.get("providerRef")
+        if not isinstance(ref, Mapping):
             raise InvalidSpec(
-                f"spec is missing or has an invalid {exc}; "
-                "tenant, keyType and providerRef {kind, name} are required"
-            ) from exc
+                f"spec.providerRef is {_shown(ref)}: it is required, "
+                "{kind: ClusterKeyProvider or KeyProvider, name: <provider name>}"
+            )
+        provider_ref = ProviderRef(
+            kind=_choice(ProviderKind, ref.get("kind"), "spec.providerRef.kind"),
+            name=_required_text(ref.get("name"), "spec.providerRef.name", "the provider's name"),
+        )
+        tenant = _required_text(spec.get("tenant"), "spec.tenant", "the tenant that owns the key")
+        key_type = _choice(KeyType, spec.get("keyType"), "spec.keyType")
         rotation = spec.get("rotation") or {}
         rollback = spec.get("rollback") or {}
         expiry = spec.get("expiry") or {}
@@ -86,7 +97,7 @@ class KeySpec:
             compliance_tags=dict(spec.get("complianceTags") or {}),
             authorized_services=tuple(spec.get("authorizedServices") or ()),
             access_policy=dict(spec.get("accessPolicy") or {}),
-            state=DesiredState(spec.get("state", "Active")),
+            state=_choice(DesiredState, spec.get("state", "Active"), "spec.state"),
             rotation_period=_optional_duration(rotation.get("period"), "spec.rotation.period"),
             rollback_window=_optional_duration(rollback.get("window"), "spec.rollback.window")
             or DEFAULT_ROLLBACK_WINDOW,
@@ -94,8 +105,10 @@ class KeySpec:
             expire_at=_optional_timestamp(expiry.get("at"), "spec.expiry.at"),
             expiry_warning=_optional_duration(expiry.get("warnBefore"), "spec.expiry.warnBefore")
             or DEFAULT_EXPIRY_WARNING,
-            deletion_policy=DeletionPolicy(spec.get("deletionPolicy", "Retain")),
-            deletion_window_days=int(spec.get("deletionWindowDays", 30)),
+            deletion_policy=_choice(
+                DeletionPolicy, spec.get("deletionPolicy", "Retain"), "spec.deletionPolicy"
+            ),
+            deletion_window_days=_deletion_window_days(spec.get("deletionWindowDays", 30)),
             adopt_kms_key_id=(spec.get("adopt") or {}).get("kmsKeyId"),
         )
 
@@ -106,6 +119,33 @@ class KeySpec:
         if self.expire_after is not None:
             return activated_at + self.expire_after
         return None
+
+
+def _shown(value: object) -> str:
+    return "missing" if value is None else repr(value)
+
+
+def _choice(choices: type[_Choice], value: object, field_path: str) -> _Choice:
+    allowed = [choice.value for choice in choices]
+    if value in allowed:
+        return choices(value)
+    raise InvalidSpec(f"{field_path} is {_shown(value)}: use one of {', '.join(allowed)}")
+
+
+def _required_text(value: object, field_path: str, what: str) -> str:
+    if isinstance(value, str) and value:
+        return value
+    raise InvalidSpec(f"{field_path} is {_shown(value)}: it is required, {what}")
+
+
+def _deletion_window_days(value: object) -> int:
+    # bool is an int to Python, not to the CRD.
+    if isinstance(value, int) and not isinstance(value, bool) and value in DELETION_WINDOW_DAYS:
+        return value
+    raise InvalidSpec(
+        f"spec.deletionWindowDays is {_shown(value)}: use a whole number of days from "
+        f"{DELETION_WINDOW_DAYS.start} to {DELETION_WINDOW_DAYS.stop - 1}"
+    )
 
 
 def _optional_duration(value: str | None, field_path: str) -> timedelta | None:
