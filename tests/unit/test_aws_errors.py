@@ -8,7 +8,6 @@ out or expire tokens on demand.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 from botocore.exceptions import (
@@ -50,11 +49,19 @@ REF = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890
 
 
 def _client_error(code: str, message: str, status: int = 400, op: str = "Decrypt") -> ClientError:
-    response: dict[str, Any] = {
-        "Error": {"Code": code, "Message": message},
-        "ResponseMetadata": {"RequestId": REQUEST_ID, "HTTPStatusCode": status},
-    }
-    return ClientError(response, op)  # type: ignore[arg-type]
+    return ClientError(
+        {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {
+                "RequestId": REQUEST_ID,
+                "HostId": "",
+                "HTTPStatusCode": status,
+                "HTTPHeaders": {},
+                "RetryAttempts": 0,
+            },
+        },
+        op,
+    )
 
 
 def _translate(error: BotoCoreError | ClientError) -> ProviderError:

@@ -68,6 +68,7 @@ class _Response:
     def __init__(self, status: int, body: dict[str, Any]) -> None:
         self.status_code = status
         self.reason = "reason"
+        self.request = f"POST {VAULT}/keys/phi/wrapkey"
         self.headers = {"x-ms-request-id": REQUEST_ID}
         self.content_type = "application/json"
         self._text = json.dumps(body)
@@ -89,7 +90,7 @@ def _http_error(
     error: dict[str, Any] = {"code": code, "message": message}
     if inner:
         error["innererror"] = {"code": inner}
-    return kind(response=_Response(status, {"error": error}))  # type: ignore[arg-type]
+    return kind(response=_Response(status, {"error": error}))
 
 
 def _translate(error: AzureError) -> ProviderError:

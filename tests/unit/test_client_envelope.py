@@ -63,7 +63,7 @@ def test_what_is_not_an_envelope_says_why(blob: bytes, message: str) -> None:
 
 def test_context_must_be_strings() -> None:
     with pytest.raises(TypeError, match="strings to strings"):
-        seal(KEY_ID, WRAPPED, DATA_KEY, b"phi", {"count": 3})  # type: ignore[dict-item]
+        seal(KEY_ID, WRAPPED, DATA_KEY, b"phi", {"count": 3})  # type: ignore[dict-item]  # the wrong type is the point
 
 
 def _sealing(key_id: uuid.UUID = KEY_ID, born: float = 0.0) -> SealingKey:

@@ -32,7 +32,7 @@ from keyledger.errors import (
     ProviderUnavailable,
 )
 from keyledger.providers.base import BackendConfig, KmsKeyState
-from keyledger.providers.gcp import _kms_key, open_gcp_kms_backend
+from keyledger.providers.gcp import GcpKmsBackend, _kms_key, open_gcp_kms_backend
 from keyledger.providers.gcp_errors import (
     DATA_KEY_NOT_WRAPPED_BY_VERSION,
     OPERATION_UNSUPPORTED,
@@ -183,9 +183,11 @@ def test_sdk_exception_is_not_chained_into_the_raised_error() -> None:
 EMULATOR = {"project": "p", "location": "global", "endpoint": "127.0.0.1:9", "insecure": True}
 
 
-def _open(options: dict[str, object], credentials: dict[str, str] | None = None) -> object:
+def _open(options: dict[str, object], credentials: dict[str, str] | None = None) -> GcpKmsBackend:
     config = BackendConfig("gcp-prod", "gcpKms", options, credentials or {})
-    return open_gcp_kms_backend(config, Settings())
+    backend = open_gcp_kms_backend(config, Settings())
+    assert isinstance(backend, GcpKmsBackend)
+    return backend
 
 
 @pytest.mark.parametrize(
@@ -251,7 +253,7 @@ def test_service_account_key_is_accepted_and_kept_out_of_repr() -> None:
         {"serviceAccountJson": json.dumps(_service_account(pem))},
     )
     assert PRIVATE_KEY_ID not in repr(backend)
-    backend.close()  # type: ignore[attr-defined]
+    backend.close()
 
 
 def test_missing_application_default_credentials_are_access_denied(
@@ -268,8 +270,8 @@ def test_missing_application_default_credentials_are_access_denied(
 
 def test_destroy_scheduled_days_sets_the_duration_new_crypto_keys_get() -> None:
     backend = _open({**EMULATOR, "destroyScheduledDays": 7})
-    assert backend.options.destroy_scheduled == timedelta(days=7)  # type: ignore[attr-defined]
-    backend.close()  # type: ignore[attr-defined]
+    assert backend.options.destroy_scheduled == timedelta(days=7)
+    backend.close()
 
 
 # -- names, labels, refs and the wrapped form ------------------------------------

@@ -222,6 +222,7 @@ class FakeToken:
 
 
 def _login(token: FakeToken) -> TokenLogin:
+    # FakeSession stands in for pkcs11.Session, a concrete class with no protocol to meet.
     return TokenLogin(Pkcs11Module(path=MODULE, lib=None), TOKEN, open_session=token.open)  # type: ignore[arg-type]
 
 
