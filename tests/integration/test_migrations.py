@@ -222,7 +222,7 @@ def test_handled_request_tokens_move_to_their_table_and_back(
         first = key_version(status=KeyStatus.ACTIVE)
         session.add(first)
         session.flush()
-        requests = [
+        requests: list[dict[str, Any]] = [
             {"request": "rotate", "token": "t1"},
             {"request": "rollback", "token": "t2"},
             {"request": "rollback", "token": "t2", "rolled_back_from": 2},

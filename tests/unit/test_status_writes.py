@@ -4,7 +4,7 @@ fields an outcome changes, and nothing at all when it changes nothing."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -15,13 +15,13 @@ from keyledger.operations.outcome import Outcome
 
 
 def _body(status: dict[str, Any]) -> kopf.Body:
-    return kopf.Body(
-        {
-            "metadata": {"name": "phi", "namespace": "t", "uid": "u", "generation": 3},
-            "spec": {"tenant": "acme"},
-            "status": status,
-        }
-    )
+    raw = {
+        "metadata": {"name": "phi", "namespace": "t", "uid": "u", "generation": 3},
+        "spec": {"tenant": "acme"},
+        "status": status,
+    }
+    # kopf's RawMeta leaves out metadata.generation, which every real object has.
+    return kopf.Body(cast(kopf.RawBody, raw))
 
 
 def _ready(message: str) -> Outcome:
