@@ -19,3 +19,11 @@ COMPROMISED_REQUESTED_AT = "keyledger.io/compromised-requested-at"
 COMPROMISE_REASON = "keyledger.io/compromise-reason"
 # "true" freezes a key: no KMS or ledger changes until it is removed (drift is still checked).
 PAUSED = "keyledger.io/paused"
+
+# Set by the admission webhook only: who asked for the key's creation, its current
+# spec and each pending request. Users cannot forge it (the webhook recomputes it
+# from the stored object on every write); a write that bypassed the webhook leaves
+# a record that does not match, and the change is audited as unattributed.
+REQUESTERS = "keyledger.io/requesters"
+# Namespace label binding a namespace to one tenant.
+TENANT_LABEL = "keyledger.io/tenant"

@@ -8,6 +8,12 @@ union; a new kind of KMS step must be handled by the executor's exhaustive
 """
 
 from keyledger.lifecycle.actions.base import (
+    ByCreator,
+    ByOperator,
+    ByRequest,
+    BySpec,
+    ByVersionCreator,
+    Cause,
     Change,
     DisableVersion,
     HandledRequest,
@@ -44,6 +50,12 @@ Action = (
 
 __all__ = [
     "Action",
+    "ByCreator",
+    "ByOperator",
+    "ByRequest",
+    "BySpec",
+    "ByVersionCreator",
+    "Cause",
     "Change",
     "CloseRollbackWindow",
     "Compromise",

@@ -142,11 +142,49 @@ class DisableVersion:
 KmsStep = NoKmsCall | VerifyAdoptable | ProvideVersion | MakePrimary | DisableVersion
 
 
+# -- on whose behalf -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ByOperator:
+    """Time did it: a schedule, an expiry, a window closing, an automatic replacement."""
+
+
+@dataclass(frozen=True)
+class ByRequest:
+    """The user who set the request annotation with this token."""
+
+    request: HandledRequest
+
+
+@dataclass(frozen=True)
+class ByCreator:
+    """The user who created the EncryptionKey."""
+
+
+@dataclass(frozen=True)
+class BySpec:
+    """The user who last changed the spec (e.g. spec.state)."""
+
+
+@dataclass(frozen=True)
+class ByVersionCreator:
+    """Whoever caused the version's PENDING row: finishing it is their act too."""
+
+    version: KeyVersion
+
+
+Cause = ByOperator | ByRequest | ByCreator | BySpec | ByVersionCreator
+
+
 class LifecycleAction(Protocol):
     """What every action defines; `Action` (in the package) is the closed union of them."""
 
     @property
     def handled_request(self) -> HandledRequest | None: ...
+
+    @property
+    def cause(self) -> Cause: ...
 
     def kms_step(self, spec: KeySpec) -> KmsStep: ...
 

@@ -8,6 +8,8 @@ from datetime import datetime
 
 from keyledger.domain import KeyEventType, KeyStatus
 from keyledger.lifecycle.actions.base import (
+    ByRequest,
+    Cause,
     Change,
     DisableVersion,
     HandledRequest,
@@ -31,6 +33,10 @@ class Compromise:
     @property
     def handled_request(self) -> HandledRequest:
         return HandledRequest(RequestKind.COMPROMISE, self.request_token)
+
+    @property
+    def cause(self) -> Cause:
+        return ByRequest(self.handled_request)
 
     def kms_step(self, spec: KeySpec) -> KmsStep:
         # Disable first: a leaked key stops working before anything else happens.

@@ -8,6 +8,8 @@ from datetime import datetime
 
 from keyledger.domain import KeyEventType, KeyStatus
 from keyledger.lifecycle.actions.base import (
+    BySpec,
+    Cause,
     Change,
     HandledRequest,
     KmsStep,
@@ -27,6 +29,10 @@ class Deactivate:
     @property
     def handled_request(self) -> HandledRequest | None:
         return None
+
+    @property
+    def cause(self) -> Cause:
+        return BySpec()
 
     def kms_step(self, spec: KeySpec) -> KmsStep:
         return NoKmsCall()
@@ -51,6 +57,10 @@ class Reactivate:
     @property
     def handled_request(self) -> HandledRequest | None:
         return None
+
+    @property
+    def cause(self) -> Cause:
+        return BySpec()
 
     def kms_step(self, spec: KeySpec) -> KmsStep:
         return NoKmsCall()

@@ -8,6 +8,8 @@ from datetime import datetime
 
 from keyledger.domain import KeyEventType, KeyStatus
 from keyledger.lifecycle.actions.base import (
+    ByOperator,
+    Cause,
     Change,
     HandledRequest,
     KmsStep,
@@ -27,6 +29,10 @@ class Expire:
     @property
     def handled_request(self) -> HandledRequest | None:
         return None
+
+    @property
+    def cause(self) -> Cause:
+        return ByOperator()
 
     def kms_step(self, spec: KeySpec) -> KmsStep:
         return NoKmsCall()

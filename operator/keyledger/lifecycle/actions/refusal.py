@@ -8,6 +8,8 @@ from datetime import datetime
 
 from keyledger.domain import KeyEventType
 from keyledger.lifecycle.actions.base import (
+    ByRequest,
+    Cause,
     Change,
     HandledRequest,
     KmsStep,
@@ -32,6 +34,10 @@ class RefuseRequest:
     @property
     def handled_request(self) -> HandledRequest:
         return HandledRequest(self.kind, self.request_token)
+
+    @property
+    def cause(self) -> Cause:
+        return ByRequest(self.handled_request)
 
     def kms_step(self, spec: KeySpec) -> KmsStep:
         return NoKmsCall()

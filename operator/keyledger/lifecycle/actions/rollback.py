@@ -8,6 +8,9 @@ from datetime import datetime
 
 from keyledger.domain import KeyEventType, KeyStatus
 from keyledger.lifecycle.actions.base import (
+    ByOperator,
+    ByRequest,
+    Cause,
     Change,
     HandledRequest,
     KmsStep,
@@ -31,6 +34,10 @@ class Rollback:
     @property
     def handled_request(self) -> HandledRequest:
         return HandledRequest(RequestKind.ROLLBACK, self.request_token)
+
+    @property
+    def cause(self) -> Cause:
+        return ByRequest(self.handled_request)
 
     def kms_step(self, spec: KeySpec) -> KmsStep:
         return MakePrimary(self.target)
@@ -80,6 +87,10 @@ class CloseRollbackWindow:
     @property
     def handled_request(self) -> HandledRequest | None:
         return None
+
+    @property
+    def cause(self) -> Cause:
+        return ByOperator()
 
     def kms_step(self, spec: KeySpec) -> KmsStep:
         return NoKmsCall()

@@ -8,6 +8,11 @@ from datetime import datetime
 
 from keyledger.domain import KeyEventType, KeyStatus
 from keyledger.lifecycle.actions.base import (
+    ByCreator,
+    ByOperator,
+    ByRequest,
+    ByVersionCreator,
+    Cause,
     Change,
     HandledRequest,
     KmsStep,
@@ -49,6 +54,14 @@ class CreateVersion:
             return None
         return HandledRequest(RequestKind.ROTATE, self.request_token)
 
+    @property
+    def cause(self) -> Cause:
+        if self.trigger is Trigger.CREATE:
+            return ByCreator()
+        if self.handled_request is not None:
+            return ByRequest(self.handled_request)
+        return ByOperator()
+
     def kms_step(self, spec: KeySpec) -> KmsStep:
         if self.parent is None and spec.adopt_kms_key_id is not None:
             # Refuse before the ledger holds anything: nothing half-created.
@@ -81,6 +94,10 @@ class FinishPending:
     @property
     def handled_request(self) -> HandledRequest | None:
         return None
+
+    @property
+    def cause(self) -> Cause:
+        return ByVersionCreator(self.pending)
 
     def kms_step(self, spec: KeySpec) -> KmsStep:
         adopt = spec.adopt_kms_key_id if adopts_existing_key(spec, self.pending) else None
