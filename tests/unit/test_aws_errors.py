@@ -32,13 +32,13 @@ from keyledger.errors import (
     ProviderThrottled,
     ProviderUnavailable,
 )
-from keyledger.providers.aws import AwsKmsBackend, open_aws_kms_backend
-from keyledger.providers.aws_errors import (
+from keyledger.providers.aws.backend import AwsKmsBackend, open_aws_kms_backend
+from keyledger.providers.aws.errors import (
     REQUEST_REJECTED,
     kms_errors,
     translate_error,
 )
-from keyledger.providers.aws_names import marker_alias, primary_alias
+from keyledger.providers.aws.names import marker_alias, primary_alias
 from keyledger.providers.base import BackendConfig, KeyVersionRequest
 from keyledger.settings import Settings
 

@@ -37,15 +37,15 @@ from keyledger.errors import (
     ProviderThrottled,
     ProviderUnavailable,
 )
-from keyledger.providers.azure import AzureKeyVaultBackend, open_azure_key_vault_backend
-from keyledger.providers.azure_client import AzureKeyVaultOptions
-from keyledger.providers.azure_errors import (
+from keyledger.providers.azure.backend import AzureKeyVaultBackend, open_azure_key_vault_backend
+from keyledger.providers.azure.config import AzureKeyVaultOptions
+from keyledger.providers.azure.errors import (
     KEY_NAME_DELETED,
     REQUEST_REJECTED,
     key_vault_errors,
     translate_error,
 )
-from keyledger.providers.azure_names import (
+from keyledger.providers.azure.names import (
     MAX_KEY_NAME_LENGTH,
     MAX_TAGS,
     KeyVersionId,

@@ -32,8 +32,8 @@ from keyledger.errors import (
     ProviderUnavailable,
 )
 from keyledger.providers.base import BackendConfig, KmsKeyState
-from keyledger.providers.gcp import _kms_key, open_gcp_kms_backend
-from keyledger.providers.gcp_errors import (
+from keyledger.providers.gcp.backend import _kms_key, open_gcp_kms_backend
+from keyledger.providers.gcp.errors import (
     DATA_KEY_NOT_WRAPPED_BY_VERSION,
     OPERATION_UNSUPPORTED,
     REQUEST_REJECTED,
@@ -41,13 +41,13 @@ from keyledger.providers.gcp_errors import (
     kms_errors,
     translate_error,
 )
-from keyledger.providers.gcp_names import (
+from keyledger.providers.gcp.names import (
     VersionRef,
     crypto_key_id,
     key_ring_id,
     marker_label,
 )
-from keyledger.providers.gcp_wrapping import unwrap_envelope, wrap_envelope
+from keyledger.providers.gcp.wrapping import unwrap_envelope, wrap_envelope
 from keyledger.settings import Settings
 
 PRIVATE_KEY_LINE = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7"

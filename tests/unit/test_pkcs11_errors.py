@@ -24,10 +24,10 @@ from keyledger.errors import (
     ProviderUnavailable,
 )
 from keyledger.providers.base import BackendConfig
-from keyledger.providers.pkcs11 import open_pkcs11_backend
-from keyledger.providers.pkcs11_errors import module_error, provider_error
-from keyledger.providers.pkcs11_objects import VersionRef, version_ref
-from keyledger.providers.pkcs11_session import Caller, Pkcs11Module, TokenLogin
+from keyledger.providers.pkcs11.backend import open_pkcs11_backend
+from keyledger.providers.pkcs11.errors import module_error, provider_error
+from keyledger.providers.pkcs11.objects import VersionRef, version_ref
+from keyledger.providers.pkcs11.session import Caller, Pkcs11Module, TokenLogin
 from keyledger.settings import Settings
 
 PIN = "4711-0815-secret"

@@ -25,10 +25,10 @@ from keyledger.errors import (
     ProviderUnavailable,
 )
 from keyledger.providers.base import BackendConfig
-from keyledger.providers.vault import open_vault_backend
-from keyledger.providers.vault_names import TransitVersion, transit_key_name
-from keyledger.providers.vault_session import VaultAuth, VaultSession, translate_vault_error
-from keyledger.providers.vault_state import KeyState, VersionState, raised_floor
+from keyledger.providers.vault.backend import open_vault_backend
+from keyledger.providers.vault.names import TransitVersion, transit_key_name
+from keyledger.providers.vault.session import VaultAuth, VaultSession, translate_vault_error
+from keyledger.providers.vault.state import KeyState, VersionState, raised_floor
 from keyledger.settings import Settings
 
 TOKEN = "hvs.CAESIJ1mAbCdEfGhIjKlMnOpQrStUvWxYz0123456789"

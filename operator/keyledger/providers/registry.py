@@ -31,12 +31,12 @@ def register_backend(field_name: str) -> Callable[[BackendFactory], BackendFacto
 # Where each built-in backend lives; imported only when a provider uses it, so
 # that an SDK is loaded (and must be installed) only for the backends in use.
 BUILTIN_BACKEND_MODULES = {
-    "local": "keyledger.providers.local",
-    "awsKms": "keyledger.providers.aws",
-    "vault": "keyledger.providers.vault",
-    "pkcs11": "keyledger.providers.pkcs11",
-    "gcpKms": "keyledger.providers.gcp",
-    "azureKeyVault": "keyledger.providers.azure",
+    "local": "keyledger.providers.local.backend",
+    "awsKms": "keyledger.providers.aws.backend",
+    "vault": "keyledger.providers.vault.backend",
+    "pkcs11": "keyledger.providers.pkcs11.backend",
+    "gcpKms": "keyledger.providers.gcp.backend",
+    "azureKeyVault": "keyledger.providers.azure.backend",
 }
 
 

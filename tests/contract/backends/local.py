@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from keyledger.providers.local import LocalBackend
+from keyledger.providers.local.backend import LocalBackend
 from tests.contract.target import ContractTarget
 
 NAME = "local"

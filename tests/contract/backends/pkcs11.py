@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from keyledger.providers.base import BackendConfig
-from keyledger.providers.pkcs11 import Pkcs11Backend, open_pkcs11_backend
+from keyledger.providers.pkcs11.backend import Pkcs11Backend, open_pkcs11_backend
 from keyledger.settings import Settings
 from tests.contract.target import ContractTarget
 from tests.harness.softhsm import SoftHsmToken, softhsm

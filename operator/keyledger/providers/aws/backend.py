@@ -7,7 +7,7 @@ re-pointed on rotate and rollback: AWS's own rotation keeps one ARN and cannot
 be undone, so it is not used. Tags record tenant, key name, version and the
 idempotency marker, and a second alias derived from the marker
 (`alias/keyledger-marker/<marker>`) finds a version with one DescribeKey
-(naming rules: `aws_names`).
+(naming rules: `names`).
 
 The operator's IAM identity needs exactly `REQUIRED_IAM_ACTIONS` (the test
 server grants only these, so the contract suite proves the list is enough).
@@ -31,11 +31,11 @@ from keyledger.errors import (
     KmsKeyNotFound,
     ProviderError,
 )
-from keyledger.providers.aws_errors import (
+from keyledger.providers.aws.errors import (
     ALIAS_EXISTS,
     kms_errors,
 )
-from keyledger.providers.aws_names import (
+from keyledger.providers.aws.names import (
     MARKER_TAG,
     key_id,
     marker_alias,

@@ -59,7 +59,7 @@ _KINDS = (
         (api.PermissionDenied, api.Forbidden),
         ProviderAccessDenied,
         "Grant the operator's service account the Cloud KMS permissions keyledger needs "
-        "(see REQUIRED_PERMISSIONS in keyledger.providers.gcp) on the project or key ring",
+        "(see REQUIRED_PERMISSIONS in keyledger.providers.gcp.backend) on the project or key ring",
     ),
     _Kind(
         (api.TooManyRequests,),

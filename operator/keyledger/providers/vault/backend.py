@@ -1,7 +1,7 @@
 """The `vault` backend: HashiCorp Vault / OpenBao transit, through hvac.
 
 Versions. One transit key (aes256-gcm96) per tenant key, named from tenant and
-keyName (see `vault_names`); ledger version N is transit version N, with ref
+keyName (see `names`); ledger version N is transit version N, with ref
 `vault:<mount>/<transit key>#<N>`; `rotate` makes N+1. The ledger pins the
 active version and every data key names `key_version`; `make_primary` sets the
 key's `min_encryption_version` to the primary, so transit itself refuses new
@@ -11,7 +11,7 @@ re-read the ledger.
 
 Disable, enable, deletion. Transit has no per-version switch. keyledger keeps
 per-version state (disabled, deletion date, the creating marker) in a KV v2
-mount of the same Vault, see `vault_state`, and checks it before every data-key
+mount of the same Vault, see `state`, and checks it before every data-key
 call. Where transit can enforce the same thing it does: when the oldest versions
 are all refused, `min_decryption_version` is raised past them, so Vault refuses
 them to every client, not only keyledger's. A version refused in the middle
@@ -28,7 +28,7 @@ below it, so a retry after a crash returns the version already made; a version
 held by another marker, or a gap, is refused (`TransitVersionConflict`).
 
 Access. Token auth (credentialsRef key `token`) or kubernetes auth with the
-operator's ServiceAccount token; `vault_policy.required_policy` is the policy.
+operator's ServiceAccount token; `policy.required_policy` is the policy.
 """
 
 from __future__ import annotations
@@ -60,11 +60,11 @@ from keyledger.providers.base import (
     KmsKeyState,
 )
 from keyledger.providers.registry import register_backend
-from keyledger.providers.vault_config import vault_options
-from keyledger.providers.vault_names import TransitVersion, transit_key_name
-from keyledger.providers.vault_policy import check_access
-from keyledger.providers.vault_session import VaultSession, crypto_refusal
-from keyledger.providers.vault_state import (
+from keyledger.providers.vault.config import vault_options
+from keyledger.providers.vault.names import TransitVersion, transit_key_name
+from keyledger.providers.vault.policy import check_access
+from keyledger.providers.vault.session import VaultSession, crypto_refusal
+from keyledger.providers.vault.state import (
     KeyState,
     TransitStateStore,
     TransitVersionConflict,

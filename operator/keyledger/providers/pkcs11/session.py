@@ -33,13 +33,13 @@ from pkcs11 import Mechanism, Session
 from pkcs11 import exceptions as ckr
 
 from keyledger.errors import ProviderAccessDenied, ProviderError
-from keyledger.providers.pkcs11_errors import (
+from keyledger.providers.pkcs11.errors import (
     PIN_REJECTED,
     STALE_SESSION,
     module_error,
     provider_error,
 )
-from keyledger.providers.pkcs11_objects import attribute_mapper
+from keyledger.providers.pkcs11.objects import attribute_mapper
 
 if TYPE_CHECKING:
     from pkcs11 import _pkcs11

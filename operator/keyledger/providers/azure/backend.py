@@ -1,6 +1,6 @@
 """The `azureKeyVault` backend: Azure Key Vault (or Managed HSM) keys, through azure-keyvault-keys.
 
-Versions. One Key Vault key per (tenant, keyName) (naming: `azure_names`); each
+Versions. One Key Vault key per (tenant, keyName) (naming: `names`); each
 ledger version is a Key Vault key *version*, made by `create_key` on the same
 name, and its ref is the versioned key id. The ledger pins that id, so
 `make_primary` only validates: Key Vault's own "current" is always the newest
@@ -47,7 +47,7 @@ from keyledger.errors import (
     KmsKeyNotFound,
     ProviderError,
 )
-from keyledger.providers.azure_client import (
+from keyledger.providers.azure.config import (
     AzureKeyVaultOptions,
     EmulatorTrust,
     azure_credential,
@@ -55,11 +55,11 @@ from keyledger.providers.azure_client import (
     key_client,
     key_operation,
 )
-from keyledger.providers.azure_errors import (
+from keyledger.providers.azure.errors import (
     REQUEST_REJECTED,
     key_vault_errors,
 )
-from keyledger.providers.azure_names import (
+from keyledger.providers.azure.names import (
     DELETE_AFTER_TAG,
     KEY_PREFIX,
     MARKER_TAG,

@@ -27,8 +27,8 @@ from google.oauth2 import service_account
 
 from keyledger.errors import InvalidSpec, ProviderAccessDenied
 from keyledger.providers.base import BackendConfig
-from keyledger.providers.gcp_errors import CREDENTIALS_HINT
-from keyledger.providers.gcp_names import validate_key_ring_id
+from keyledger.providers.gcp.errors import CREDENTIALS_HINT
+from keyledger.providers.gcp.names import validate_key_ring_id
 from keyledger.providers.sanitize import sanitize
 
 CLOUD_KMS_SCOPE = "https://www.googleapis.com/auth/cloudkms"

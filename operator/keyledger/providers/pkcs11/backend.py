@@ -1,7 +1,7 @@
 """The `pkcs11` backend: AES-256 version keys in an HSM token, used through PKCS#11.
 
 Each version is a secret key object that never leaves the token (sensitive,
-not extractable, AES-GCM only); see `pkcs11_objects` for the layout and refs.
+not extractable, AES-GCM only); see `objects` for the layout and refs.
 Data keys are 32 bytes from the HSM's RNG, wrapped by AES-GCM encryption
 inside the HSM under the version key: wrapped = IV(12) || ciphertext || tag.
 
@@ -46,8 +46,8 @@ from keyledger.providers.base import (
     KmsKey,
     KmsKeyState,
 )
-from keyledger.providers.pkcs11_errors import return_code
-from keyledger.providers.pkcs11_objects import (
+from keyledger.providers.pkcs11.errors import return_code
+from keyledger.providers.pkcs11.objects import (
     ENABLED_USAGE,
     USAGE_ATTRIBUTES,
     VERSION_KEY_TEMPLATE,
@@ -62,7 +62,7 @@ from keyledger.providers.pkcs11_objects import (
     marker_record,
     version_ref,
 )
-from keyledger.providers.pkcs11_session import Caller, TokenLogin, token_login
+from keyledger.providers.pkcs11.session import Caller, TokenLogin, token_login
 from keyledger.providers.registry import register_backend
 from keyledger.settings import Settings
 

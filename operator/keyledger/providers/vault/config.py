@@ -9,7 +9,7 @@ from pathlib import Path
 
 from keyledger.errors import InvalidSpec
 from keyledger.providers.base import BackendConfig
-from keyledger.providers.vault_session import SERVICE_ACCOUNT_TOKEN, VaultAuth
+from keyledger.providers.vault.session import SERVICE_ACCOUNT_TOKEN, VaultAuth
 
 # Path segments: no "." or ".." (Vault would resolve them), nothing a ref could not parse.
 _PATH = re.compile(r"^(?!\.\.?(/|$))[A-Za-z0-9_.-]+(/(?!\.\.?(/|$))[A-Za-z0-9_.-]+)*$")
