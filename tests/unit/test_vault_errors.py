@@ -26,8 +26,10 @@ from keyledger.errors import (
 )
 from keyledger.providers.base import BackendConfig
 from keyledger.providers.vault.backend import open_vault_backend
+from keyledger.providers.vault.config import VaultAuth
+from keyledger.providers.vault.errors import translate_error
 from keyledger.providers.vault.names import TransitVersion, transit_key_name
-from keyledger.providers.vault.session import VaultAuth, VaultSession, translate_vault_error
+from keyledger.providers.vault.session import VaultSession
 from keyledger.providers.vault.state import KeyState, VersionState, raised_floor
 from keyledger.settings import Settings
 
@@ -44,7 +46,7 @@ def _vault_error(kind: type[hvac.exceptions.VaultError], *errors: str) -> Except
 
 
 def _translate(error: Exception) -> ProviderError:
-    return translate_vault_error(error, action="doing it", address=ADDRESS, secrets=[TOKEN])
+    return translate_error(error, action="doing it", address=ADDRESS, secrets=[TOKEN])
 
 
 @pytest.mark.parametrize(
