@@ -38,8 +38,8 @@ from keyledger.providers.gcp.errors import (
     OPERATION_UNSUPPORTED,
     REQUEST_REJECTED,
     RESOURCE_EXISTS,
-    kms_errors,
     translate_error,
+    translated_errors,
 )
 from keyledger.providers.gcp.names import (
     VersionRef,
@@ -170,7 +170,9 @@ def test_status_details_are_not_copied_into_the_message() -> None:
 def test_sdk_exception_is_not_chained_into_the_raised_error() -> None:
     with (
         pytest.raises(ProviderThrottled) as raised,
-        kms_errors(where=WHERE, operation="Encrypt", target=REF, secrets=(PRIVATE_KEY_LINE,)),
+        translated_errors(
+            where=WHERE, operation="Encrypt", target=REF, secrets=(PRIVATE_KEY_LINE,)
+        ),
     ):
         raise api.ResourceExhausted(f"slow down {PRIVATE_KEY_LINE}")
     assert raised.value.__cause__ is None

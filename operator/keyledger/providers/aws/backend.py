@@ -31,9 +31,10 @@ from keyledger.errors import (
     KmsKeyNotFound,
     ProviderError,
 )
+from keyledger.providers.aws.config import read_options
 from keyledger.providers.aws.errors import (
     ALIAS_EXISTS,
-    kms_errors,
+    translated_errors,
 )
 from keyledger.providers.aws.names import (
     MARKER_TAG,
@@ -245,7 +246,7 @@ class AwsKmsBackend:
     # -- internals ----------------------------------------------------------------
 
     def _errors(self, target: str | None = None) -> AbstractContextManager[None]:
-        return kms_errors(where=self._where, target=target, secrets=self._secrets)
+        return translated_errors(where=self._where, target=target, secrets=self._secrets)
 
     def _create_alias(self, alias: str, ref: str) -> bool:
         """Create `alias` -> `ref`; False when the alias already exists."""
@@ -315,30 +316,11 @@ def _kms_key(ref: str, metadata: KeyMetadataTypeDef) -> KmsKey:
 
 @register_backend("awsKms")
 def open_aws_kms_backend(config: BackendConfig, settings: Settings) -> AwsKmsBackend:
-    where = f"provider {config.provider_name!r}"
-    region = config.options.get("region")
-    if not isinstance(region, str) or not region:
-        raise InvalidSpec(f"{where}: spec.awsKms.region is required, e.g. eu-west-1")
-    endpoint = config.options.get("endpoint") or None
-    if endpoint is not None and not (
-        isinstance(endpoint, str) and endpoint.startswith(("https://", "http://"))
-    ):
-        raise InvalidSpec(f"{where}: spec.awsKms.endpoint must be an http(s):// URL")
-    credentials = config.credentials
-    access_key_id = credentials.get("accessKeyId") or None
-    secret_access_key = credentials.get("secretAccessKey") or None
-    if (access_key_id is None) != (secret_access_key is None) or (
-        credentials.get("sessionToken") and access_key_id is None
-    ):
-        raise InvalidSpec(
-            f"{where}: the credentialsRef Secret must hold both accessKeyId and "
-            "secretAccessKey (and optionally sessionToken); remove credentialsRef to use "
-            "the operator's own AWS identity",
-        )
+    options = read_options(config)
     return AwsKmsBackend(
-        region=region,
-        endpoint=endpoint,
-        access_key_id=access_key_id,
-        secret_access_key=secret_access_key,
-        session_token=credentials.get("sessionToken") or None,
+        region=options.region,
+        endpoint=options.endpoint,
+        access_key_id=options.access_key_id,
+        secret_access_key=options.secret_access_key,
+        session_token=options.session_token,
     )

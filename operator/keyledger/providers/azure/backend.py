@@ -51,13 +51,13 @@ from keyledger.providers.azure.config import (
     AzureKeyVaultOptions,
     EmulatorTrust,
     azure_credential,
-    azure_options,
     key_client,
     key_operation,
+    read_options,
 )
 from keyledger.providers.azure.errors import (
     REQUEST_REJECTED,
-    key_vault_errors,
+    translated_errors,
 )
 from keyledger.providers.azure.names import (
     DELETE_AFTER_TAG,
@@ -257,7 +257,7 @@ class AzureKeyVaultBackend:
     # -- internals ----------------------------------------------------------------
 
     def _errors(self, operation: str, target: str | None = None) -> AbstractContextManager[None]:
-        return key_vault_errors(
+        return translated_errors(
             where=self._where, operation=operation, target=target, secrets=self._secrets
         )
 
@@ -341,7 +341,7 @@ def _utc(moment: datetime) -> datetime:
 def open_azure_key_vault_backend(
     config: BackendConfig, settings: Settings, *, emulator: EmulatorTrust | None = None
 ) -> AzureKeyVaultBackend:
-    options = azure_options(config)
+    options = read_options(config)
     transport = {"connection_verify": emulator.ca_file} if emulator else {}
     credential = azure_credential(config, options, instance_discovery=emulator is None, **transport)
     secret = config.credentials.get("clientSecret") or ""

@@ -49,10 +49,10 @@ from keyledger.providers.base import (
     KmsKey,
     KmsKeyState,
 )
-from keyledger.providers.gcp.config import GcpKmsOptions, gcp_kms_options, open_kms_client
+from keyledger.providers.gcp.config import GcpKmsOptions, open_kms_client, read_options
 from keyledger.providers.gcp.errors import (
     DATA_KEY_NOT_WRAPPED_BY_VERSION,
-    kms_errors,
+    translated_errors,
 )
 from keyledger.providers.gcp.markers import VersionMarkers
 from keyledger.providers.gcp.names import VersionRef, location_name
@@ -288,7 +288,7 @@ class GcpKmsBackend:
         *,
         invalid_argument_reason: str | None = None,
     ) -> AbstractContextManager[None]:
-        return kms_errors(
+        return translated_errors(
             where=self._where,
             operation=operation,
             target=target,
@@ -354,6 +354,6 @@ def _kms_key(ref: str, version: kms_v1.CryptoKeyVersion) -> KmsKey:
 
 @register_backend("gcpKms")
 def open_gcp_kms_backend(config: BackendConfig, settings: Settings) -> GcpKmsBackend:
-    options = gcp_kms_options(config)
+    options = read_options(config)
     client, secrets = open_kms_client(config, options)
     return GcpKmsBackend(client, options, secrets)

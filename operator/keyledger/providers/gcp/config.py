@@ -50,7 +50,7 @@ class GcpKmsOptions:
     destroy_scheduled: timedelta
 
 
-def gcp_kms_options(config: BackendConfig) -> GcpKmsOptions:
+def read_options(config: BackendConfig) -> GcpKmsOptions:
     where = f"provider {config.provider_name!r}"
     options = config.options
     project = _path_segment(options.get("project"), "spec.gcpKms.project", where, "my-project")
@@ -93,7 +93,7 @@ def open_kms_client(
 ) -> tuple[kms_v1.KeyManagementServiceClient, tuple[str, ...]]:
     """The client, and the credential strings that must never show in messages."""
     if options.insecure:
-        assert options.endpoint is not None  # checked by gcp_kms_options
+        assert options.endpoint is not None  # checked by read_options
         channel = grpc.insecure_channel(options.endpoint)
         transport = KeyManagementServiceGrpcTransport(channel=channel)
         return kms_v1.KeyManagementServiceClient(transport=transport), ()
