@@ -17,7 +17,6 @@ from keyledger.settings import Settings
 from tests.contract.target import ContractTarget
 from tests.harness.moto_kms import MotoKms, moto_kms
 
-NAME = "awsKms"
 CAPABILITIES = ("with_wrong_credentials", "unreachable", "primary_ref")
 
 

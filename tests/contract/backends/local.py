@@ -9,8 +9,6 @@ from pathlib import Path
 from keyledger.providers.local.backend import LocalBackend
 from tests.contract.target import ContractTarget
 
-NAME = "local"
-
 
 @contextmanager
 def open_target(workdir: Path) -> Iterator[ContractTarget]:

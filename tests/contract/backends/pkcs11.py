@@ -17,7 +17,6 @@ from keyledger.settings import Settings
 from tests.contract.target import ContractTarget
 from tests.harness.softhsm import SoftHsmToken, softhsm
 
-NAME = "pkcs11"
 # No primary_ref: PKCS#11 has no "current version"; the ledger pins it.
 CAPABILITIES = ("with_wrong_credentials", "unreachable")
 

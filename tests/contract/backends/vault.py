@@ -19,7 +19,6 @@ from tests.contract.target import ContractTarget
 from tests.harness.net import free_port
 from tests.harness.openbao import OpenBaoServer, start_openbao, stop_openbao
 
-NAME = "vault"
 CAPABILITIES = ("with_wrong_credentials", "unreachable", "primary_ref")
 
 TRANSIT_MOUNT = "kms/transit"  # nested on purpose: refs and state paths must cope

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 import boto3
 from botocore.config import Config
 
-from keyledger.domain import KmsProvider
 from keyledger.errors import (
     DATA_KEY_NOT_WRAPPED_BY_KEY,
     KEY_DISABLED,
@@ -50,7 +49,7 @@ from keyledger.providers.base import (
     KmsKey,
     KmsKeyState,
 )
-from keyledger.providers.registry import register_backend
+from keyledger.providers.registry import kms_provider_of, register_backend
 from keyledger.settings import Settings
 
 if TYPE_CHECKING:
@@ -96,7 +95,7 @@ _KEY_STATES = {
 
 
 class AwsKmsBackend:
-    provider = KmsProvider.AWS_KMS
+    provider = kms_provider_of("awsKms")
     adoption_refusal: str | None = None
 
     def __init__(

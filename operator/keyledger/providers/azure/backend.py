@@ -38,7 +38,6 @@ from datetime import UTC, datetime, timedelta
 from azure.core.credentials import TokenCredential
 from azure.keyvault.keys import KeyOperation, KeyProperties
 
-from keyledger.domain import KmsProvider
 from keyledger.errors import (
     DATA_KEY_NOT_WRAPPED_BY_KEY,
     KEY_DISABLED,
@@ -71,7 +70,7 @@ from keyledger.providers.azure.names import (
     version_tags,
 )
 from keyledger.providers.base import BackendConfig, DataKey, KeyVersionRequest, KmsKey, KmsKeyState
-from keyledger.providers.registry import register_backend
+from keyledger.providers.registry import kms_provider_of, register_backend
 from keyledger.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,7 +81,7 @@ _WRAP_ALGORITHMS = {"RSA": "RSA-OAEP-256", "RSA-HSM": "RSA-OAEP-256", "oct-HSM":
 
 
 class AzureKeyVaultBackend:
-    provider = KmsProvider.AZURE_KV
+    provider = kms_provider_of("azureKeyVault")
     adoption_refusal: str | None = "adoption is not verified against a Key Vault server yet"
     region: str | None = None
 

@@ -34,7 +34,6 @@ from google.api_core import exceptions as api
 from google.api_core.retry import Retry, if_exception_type
 from google.cloud import kms_v1
 
-from keyledger.domain import KmsProvider
 from keyledger.errors import (
     KEY_DISABLED,
     KEY_PENDING_DELETION,
@@ -57,7 +56,7 @@ from keyledger.providers.gcp.errors import (
 from keyledger.providers.gcp.markers import VersionMarkers
 from keyledger.providers.gcp.names import VersionRef, location_name
 from keyledger.providers.gcp.wrapping import unwrap_envelope, wrap_envelope
-from keyledger.providers.registry import register_backend
+from keyledger.providers.registry import kms_provider_of, register_backend
 from keyledger.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -102,7 +101,7 @@ _KEY_STATES = {
 
 
 class GcpKmsBackend:
-    provider = KmsProvider.GCP_KMS
+    provider = kms_provider_of("gcpKms")
     adoption_refusal: str | None = "adoption is not verified against a Cloud KMS server yet"
 
     def __init__(

@@ -23,7 +23,6 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from filelock import FileLock
 
-from keyledger.domain import KmsProvider
 from keyledger.errors import KEY_DISABLED, KmsKeyNotFound, ProviderError
 from keyledger.providers.base import (
     BackendConfig,
@@ -35,7 +34,7 @@ from keyledger.providers.base import (
 from keyledger.providers.local.config import read_options
 from keyledger.providers.local.errors import translate_error
 from keyledger.providers.local.names import key_id_of, version_ref
-from keyledger.providers.registry import register_backend
+from keyledger.providers.registry import kms_provider_of, register_backend
 from keyledger.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ DEV_ONLY_NOTICE = "local backend: software keys in a file, NOT FOR PRODUCTION"
 
 
 class LocalBackend:
-    provider = KmsProvider.LOCAL_SOFTWARE
+    provider = kms_provider_of("local")
     adoption_refusal: str | None = None
     region: str | None = None
 

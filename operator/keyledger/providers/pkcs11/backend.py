@@ -29,7 +29,6 @@ from pkcs11 import GCMParams, KeyType, Mechanism, SecretKey, Session
 from pkcs11 import exceptions as ckr
 from pkcs11.types import DecryptMixin, EncryptMixin
 
-from keyledger.domain import KmsProvider
 from keyledger.errors import (
     KEY_DISABLED,
     KEY_PENDING_DELETION,
@@ -61,7 +60,7 @@ from keyledger.providers.pkcs11.objects import (
     marker_record,
 )
 from keyledger.providers.pkcs11.session import Caller, TokenLogin, token_login
-from keyledger.providers.registry import register_backend
+from keyledger.providers.registry import kms_provider_of, register_backend
 from keyledger.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,7 +81,7 @@ _NOT_OURS = (
 
 
 class Pkcs11Backend:
-    provider = KmsProvider.LOCAL_HSM
+    provider = kms_provider_of("pkcs11")
     adoption_refusal: str | None = None
     region: str | None = None
 

@@ -40,7 +40,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from keyledger.domain import KmsProvider
 from keyledger.errors import (
     KEY_DISABLED,
     KEY_PENDING_DELETION,
@@ -56,7 +55,7 @@ from keyledger.providers.base import (
     KmsKey,
     KmsKeyState,
 )
-from keyledger.providers.registry import register_backend
+from keyledger.providers.registry import kms_provider_of, register_backend
 from keyledger.providers.vault.config import read_options
 from keyledger.providers.vault.names import TransitVersion, transit_key_name
 from keyledger.providers.vault.policy import check_access
@@ -77,7 +76,7 @@ _CIPHERTEXT = re.compile(r"^vault:v(?P<version>[0-9]+):[A-Za-z0-9+/=]+$")
 
 
 class VaultBackend:
-    provider = KmsProvider.HASHICORP_VAULT
+    provider = kms_provider_of("vault")
     adoption_refusal: str | None = (
         "transit key versions are numbered by keyledger from 1, "
         "so an adopted transit key's numbering could not be continued"
