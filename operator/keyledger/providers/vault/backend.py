@@ -29,6 +29,9 @@ held by another marker, or a gap, is refused (`TransitVersionConflict`).
 
 Access. Token auth (credentialsRef key `token`) or kubernetes auth with the
 operator's ServiceAccount token; `policy.required_policy` is the policy.
+
+Modules: `transit` makes the transit engine's calls, `state` keeps the per-version
+state, `session` logs in and maps errors through `errors`.
 """
 
 from __future__ import annotations
