@@ -34,7 +34,7 @@ fmt:
 	$(VENV)/bin/ruff check --fix operator tests hack migrations benchmarks
 
 crds:
-	$(PY) hack/gen_crds.py
+	PYTHONPATH=operator $(PY) hack/gen_crds.py
 
 demo: deps
 	bash hack/demo.sh up

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from keyledger.client import KeyledgerClient
 from keyledger.client.envelope import parse
-from keyledger.providers.local import LocalBackend
+from keyledger.providers.local.backend import LocalBackend
 from keyledger.store.engine import make_engine, make_session_factory
 from keyledger.store.repository import KeyLedger
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from keyledger.providers.registry import BACKEND_FIELDS
+
 GROUP = "keyledger.io"
 VERSION = "v1alpha1"
 DURATION = {
@@ -39,7 +41,6 @@ KEY_TYPES = [
     "COMMUNICATION",
 ]
 PHASES = ["PENDING", "ACTIVE", "INACTIVE", "ROTATED", "EXPIRED", "COMPROMISED"]
-BACKENDS = ["awsKms", "azureKeyVault", "vault", "gcpKms", "pkcs11", "local"]
 
 
 def obj(
@@ -343,14 +344,21 @@ BACKEND_SCHEMAS = {
         description="DEV ONLY: software keys in a file on the operator's disk.",
     ),
 }
+if set(BACKEND_SCHEMAS) != set(BACKEND_FIELDS):  # the registry is the list of backends
+    raise RuntimeError(
+        f"hack/gen_crds.py: BACKEND_SCHEMAS has {sorted(BACKEND_SCHEMAS)}, "
+        f"the registry has {sorted(BACKEND_FIELDS)}; give each registered backend a schema"
+    )
 ONE_BACKEND = {
-    "rule": "[" + ", ".join(f"has(self.{b})" for b in BACKENDS) + "].filter(x, x).size() == 1",
-    "message": "set exactly one backend: " + ", ".join(BACKENDS),
+    "rule": "["
+    + ", ".join(f"has(self.{field})" for field in BACKEND_FIELDS)
+    + "].filter(x, x).size() == 1",
+    "message": "set exactly one backend: " + ", ".join(BACKEND_FIELDS),
 }
 
 
 def provider_spec(cluster: bool) -> dict[str, Any]:
-    properties: dict[str, Any] = dict(BACKEND_SCHEMAS)
+    properties: dict[str, Any] = {field: BACKEND_SCHEMAS[field] for field in BACKEND_FIELDS}
     credentials = SECRET_REF
     if cluster:
         credentials = obj(

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.providers.base import KeyVersionRequest
-from keyledger.providers.local import LocalBackend
+from keyledger.providers.local.backend import LocalBackend
 from tests.fixtures_operator import (
     audit,
     ready_condition,

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from keyledger.client import KeyledgerClient
 from keyledger.client.envelope import parse
 from keyledger.lifecycle.conditions import rfc3339
-from keyledger.providers.local import LocalBackend
+from keyledger.providers.local.backend import LocalBackend
 from tests.fixtures_operator import annotate, get, rows, wait_condition, wait_for
 from tests.harness.controlplane import ControlPlane, kubectl
 from tests.harness.operator import OperatorProcess

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.domain import KeyEventType, KeyStatus
 from keyledger.providers.base import KmsKeyState
-from keyledger.providers.local import LocalBackend
+from keyledger.providers.local.backend import LocalBackend
 from tests.fixtures_operator import (
     annotate,
     apply,

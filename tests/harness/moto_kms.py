@@ -31,7 +31,7 @@ from typing import IO, TYPE_CHECKING
 
 import boto3
 
-from keyledger.providers.aws import REQUIRED_IAM_ACTIONS
+from keyledger.providers.aws.backend import REQUIRED_IAM_ACTIONS
 
 if TYPE_CHECKING:
     from mypy_boto3_kms import KMSClient

@@ -35,7 +35,7 @@ from keyledger.operations.keys import KeyOperations
 from keyledger.operations.outcome import Outcome
 from keyledger.operations.views import KeyResource, to_version
 from keyledger.providers.base import KeyBackend, KmsKeyState
-from keyledger.providers.local import LocalBackend
+from keyledger.providers.local.backend import LocalBackend
 from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
 from keyledger.store.repository import KeyLedger, Transition
 

@@ -16,7 +16,7 @@ from keyledger.operations.backends import BackendCache
 from keyledger.operations.health import check_provider
 from keyledger.operations.keys import KeyOperations
 from keyledger.providers.base import KeyVersionRequest, KmsKeyState
-from keyledger.providers.local import LocalBackend
+from keyledger.providers.local.backend import LocalBackend
 from keyledger.settings import Settings
 from keyledger.store.engine import make_session_factory
 from keyledger.store.repository import KeyLedger, Transition

@@ -18,9 +18,9 @@ import pytest
 
 from keyledger.errors import InvalidSpec, ProviderAccessDenied, ProviderError
 from keyledger.providers.base import BackendConfig, KeyVersionRequest, KmsKeyState
-from keyledger.providers.vault import VaultBackend, open_vault_backend
-from keyledger.providers.vault_policy import required_policy
-from keyledger.providers.vault_state import TransitVersionConflict
+from keyledger.providers.vault.backend import VaultBackend, open_vault_backend
+from keyledger.providers.vault.policy import required_policy
+from keyledger.providers.vault.state import TransitVersionConflict
 from keyledger.settings import Settings
 from tests.contract.backends.vault import (
     STATE_MOUNT,

@@ -31,13 +31,13 @@ from keyledger.errors import (
     ProviderThrottled,
     ProviderUnavailable,
 )
-from keyledger.providers.aws import AwsKmsBackend, open_aws_kms_backend
-from keyledger.providers.aws_errors import (
+from keyledger.providers.aws.backend import AwsKmsBackend, open_aws_kms_backend
+from keyledger.providers.aws.errors import (
     REQUEST_REJECTED,
-    kms_errors,
     translate_error,
+    translated_errors,
 )
-from keyledger.providers.aws_names import marker_alias, primary_alias
+from keyledger.providers.aws.names import marker_alias, primary_alias
 from keyledger.providers.base import BackendConfig, KeyVersionRequest
 from keyledger.settings import Settings
 
@@ -156,7 +156,7 @@ def test_missing_credentials_are_access_denied_and_name_the_fix() -> None:
 def test_sdk_exception_is_not_chained_into_the_raised_error() -> None:
     with (
         pytest.raises(ProviderThrottled) as raised,
-        kms_errors(where=WHERE, target=REF, secrets=(SECRET,)),
+        translated_errors(where=WHERE, target=REF, secrets=(SECRET,)),
     ):
         raise _client_error("ThrottlingException", f"slow down {SECRET}")
     assert raised.value.__cause__ is None

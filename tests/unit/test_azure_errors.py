@@ -37,15 +37,15 @@ from keyledger.errors import (
     ProviderThrottled,
     ProviderUnavailable,
 )
-from keyledger.providers.azure import AzureKeyVaultBackend, open_azure_key_vault_backend
-from keyledger.providers.azure_client import AzureKeyVaultOptions
-from keyledger.providers.azure_errors import (
+from keyledger.providers.azure.backend import AzureKeyVaultBackend, open_azure_key_vault_backend
+from keyledger.providers.azure.config import AzureKeyVaultOptions
+from keyledger.providers.azure.errors import (
     KEY_NAME_DELETED,
     REQUEST_REJECTED,
-    key_vault_errors,
     translate_error,
+    translated_errors,
 )
-from keyledger.providers.azure_names import (
+from keyledger.providers.azure.names import (
     MAX_KEY_NAME_LENGTH,
     MAX_TAGS,
     KeyVersionId,
@@ -235,7 +235,7 @@ def test_connection_failures_are_unavailable(sdk_error: AzureError) -> None:
 def test_sdk_exception_is_not_chained_into_the_raised_error() -> None:
     with (
         pytest.raises(ProviderThrottled) as raised,
-        key_vault_errors(where=WHERE, operation="GetKey", target=REF, secrets=(SECRET,)),
+        translated_errors(where=WHERE, operation="GetKey", target=REF, secrets=(SECRET,)),
     ):
         raise _http_error(429, "Throttled", f"slow down {SECRET}")
     assert raised.value.__cause__ is None
@@ -246,14 +246,14 @@ def test_sdk_exception_is_not_chained_into_the_raised_error() -> None:
 def test_challenge_for_another_domain_is_refused_and_other_value_errors_pass() -> None:
     with (
         pytest.raises(ProviderAccessDenied, match="vaultUrl"),
-        key_vault_errors(where=WHERE, operation="GetKey", target=None, secrets=()),
+        translated_errors(where=WHERE, operation="GetKey", target=None, secrets=()),
     ):
         raise ValueError(
             "The challenge resource 'evil.example' does not match the requested domain."
         )
     with (
         pytest.raises(ValueError, match="unrelated"),
-        key_vault_errors(where=WHERE, operation="GetKey", target=None, secrets=()),
+        translated_errors(where=WHERE, operation="GetKey", target=None, secrets=()),
     ):
         raise ValueError("unrelated")
 

@@ -13,7 +13,7 @@ from keyledger.errors import KeyNotUsable, LedgerUnavailable
 from keyledger.lifecycle.spec import KeySpec
 from keyledger.operations.keys import KeyOperations
 from keyledger.operations.views import KeyResource
-from keyledger.providers.local import LocalBackend
+from keyledger.providers.local.backend import LocalBackend
 from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
 from tests.harness.net import free_port
 

@@ -32,22 +32,22 @@ from keyledger.errors import (
     ProviderUnavailable,
 )
 from keyledger.providers.base import BackendConfig, KmsKeyState
-from keyledger.providers.gcp import GcpKmsBackend, _kms_key, open_gcp_kms_backend
-from keyledger.providers.gcp_errors import (
+from keyledger.providers.gcp.backend import GcpKmsBackend, _kms_key, open_gcp_kms_backend
+from keyledger.providers.gcp.errors import (
     DATA_KEY_NOT_WRAPPED_BY_VERSION,
     OPERATION_UNSUPPORTED,
     REQUEST_REJECTED,
     RESOURCE_EXISTS,
-    kms_errors,
     translate_error,
+    translated_errors,
 )
-from keyledger.providers.gcp_names import (
+from keyledger.providers.gcp.names import (
     VersionRef,
     crypto_key_id,
     key_ring_id,
     marker_label,
 )
-from keyledger.providers.gcp_wrapping import unwrap_envelope, wrap_envelope
+from keyledger.providers.gcp.wrapping import unwrap_envelope, wrap_envelope
 from keyledger.settings import Settings
 
 PRIVATE_KEY_LINE = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7"
@@ -170,7 +170,9 @@ def test_status_details_are_not_copied_into_the_message() -> None:
 def test_sdk_exception_is_not_chained_into_the_raised_error() -> None:
     with (
         pytest.raises(ProviderThrottled) as raised,
-        kms_errors(where=WHERE, operation="Encrypt", target=REF, secrets=(PRIVATE_KEY_LINE,)),
+        translated_errors(
+            where=WHERE, operation="Encrypt", target=REF, secrets=(PRIVATE_KEY_LINE,)
+        ),
     ):
         raise api.ResourceExhausted(f"slow down {PRIVATE_KEY_LINE}")
     assert raised.value.__cause__ is None

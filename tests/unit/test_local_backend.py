@@ -10,7 +10,7 @@ import pytest
 
 from keyledger.errors import InvalidSpec, ProviderError
 from keyledger.providers.base import BackendConfig, KeyVersionRequest, KmsKeyState
-from keyledger.providers.local import LocalBackend, open_local_backend
+from keyledger.providers.local.backend import LocalBackend, open_local_backend
 from keyledger.settings import Settings
 
 

@@ -24,10 +24,10 @@ from keyledger.errors import (
     ProviderUnavailable,
 )
 from keyledger.providers.base import BackendConfig
-from keyledger.providers.pkcs11 import open_pkcs11_backend
-from keyledger.providers.pkcs11_errors import module_error, provider_error
-from keyledger.providers.pkcs11_objects import VersionRef, version_ref
-from keyledger.providers.pkcs11_session import Caller, Pkcs11Module, TokenLogin
+from keyledger.providers.pkcs11.backend import open_pkcs11_backend
+from keyledger.providers.pkcs11.errors import translate_error, translate_module_error
+from keyledger.providers.pkcs11.names import VersionRef, version_ref
+from keyledger.providers.pkcs11.session import Caller, Pkcs11Module, TokenLogin
 from keyledger.settings import Settings
 
 PIN = "4711-0815-secret"
@@ -38,7 +38,7 @@ REQUEST_ID = "request-id: 7f3c9a2e-41b6-4c1e-9f0d-2b8e6a1c5d3f"
 
 
 def _map(exc: ckr.PKCS11Error) -> KeyledgerError:
-    return provider_error(
+    return translate_error(
         exc,
         action="create a key version",
         provider_name="hsm",
@@ -128,7 +128,7 @@ def test_no_pkcs11_error_is_throttling() -> None:
 
 
 def test_module_that_does_not_load_is_invalid_spec() -> None:
-    error = module_error(
+    error = translate_module_error(
         ckr.PKCS11Error(f"OS exception while loading {MODULE}: {MODULE}: invalid ELF header"),
         provider_name="hsm",
         module_path=MODULE,
@@ -139,7 +139,7 @@ def test_module_that_does_not_load_is_invalid_spec() -> None:
 
 
 def test_module_whose_hsm_does_not_answer_is_unavailable() -> None:
-    error = module_error(ckr.DeviceError(), provider_name="hsm", module_path=MODULE)
+    error = translate_module_error(ckr.DeviceError(), provider_name="hsm", module_path=MODULE)
     assert isinstance(error, ProviderUnavailable)
 
 

@@ -25,10 +25,12 @@ from keyledger.errors import (
     ProviderUnavailable,
 )
 from keyledger.providers.base import BackendConfig
-from keyledger.providers.vault import VaultBackend, open_vault_backend
-from keyledger.providers.vault_names import TransitVersion, transit_key_name
-from keyledger.providers.vault_session import VaultAuth, VaultSession, translate_vault_error
-from keyledger.providers.vault_state import KeyState, VersionState, raised_floor
+from keyledger.providers.vault.backend import VaultBackend, open_vault_backend
+from keyledger.providers.vault.config import VaultAuth
+from keyledger.providers.vault.errors import translate_error
+from keyledger.providers.vault.names import TransitVersion, transit_key_name
+from keyledger.providers.vault.session import VaultSession
+from keyledger.providers.vault.state import KeyState, VersionState, raised_floor
 from keyledger.settings import Settings
 
 TOKEN = "hvs.CAESIJ1mAbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
@@ -45,7 +47,7 @@ def _vault_error(kind: type[hvac.exceptions.VaultError], *errors: str) -> Except
 
 
 def _translate(error: Exception) -> ProviderError:
-    return translate_vault_error(error, action="doing it", address=ADDRESS, secrets=[TOKEN])
+    return translate_error(error, action="doing it", address=ADDRESS, secrets=[TOKEN])
 
 
 @pytest.mark.parametrize(

@@ -9,15 +9,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from keyledger.providers.aws import AwsKmsBackend
-from keyledger.providers.aws_names import KEY_NAME_TAG, TENANT_TAG, primary_alias
+from keyledger.providers.aws.backend import AwsKmsBackend
+from keyledger.providers.aws.names import KEY_NAME_TAG, TENANT_TAG, primary_alias
 from keyledger.providers.base import BackendConfig, KeyBackend
 from keyledger.providers.registry import open_backend
 from keyledger.settings import Settings
 from tests.contract.target import ContractTarget
 from tests.harness.moto_kms import MotoKms, moto_kms
 
-NAME = "awsKms"
 CAPABILITIES = ("with_wrong_credentials", "unreachable", "primary_ref")
 
 

@@ -6,10 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from keyledger.providers.local import LocalBackend
+from keyledger.providers.local.backend import LocalBackend
 from tests.contract.target import ContractTarget
-
-NAME = "local"
 
 
 @contextmanager

@@ -12,12 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from keyledger.providers.base import BackendConfig
-from keyledger.providers.pkcs11 import Pkcs11Backend, open_pkcs11_backend
+from keyledger.providers.pkcs11.backend import Pkcs11Backend, open_pkcs11_backend
 from keyledger.settings import Settings
 from tests.contract.target import ContractTarget
 from tests.harness.softhsm import SoftHsmToken, softhsm
 
-NAME = "pkcs11"
 # No primary_ref: PKCS#11 has no "current version"; the ledger pins it.
 CAPABILITIES = ("with_wrong_credentials", "unreachable")
 

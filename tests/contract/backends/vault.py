@@ -12,14 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from keyledger.providers.base import BackendConfig
-from keyledger.providers.vault import VaultBackend, open_vault_backend
-from keyledger.providers.vault_policy import required_policy
+from keyledger.providers.vault.backend import VaultBackend, open_vault_backend
+from keyledger.providers.vault.policy import required_policy
 from keyledger.settings import Settings
 from tests.contract.target import ContractTarget
 from tests.harness.net import free_port
 from tests.harness.openbao import OpenBaoServer, start_openbao, stop_openbao
 
-NAME = "vault"
 CAPABILITIES = ("with_wrong_credentials", "unreachable", "primary_ref")
 
 TRANSIT_MOUNT = "kms/transit"  # nested on purpose: refs and state paths must cope

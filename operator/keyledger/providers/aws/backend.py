@@ -7,7 +7,7 @@ re-pointed on rotate and rollback: AWS's own rotation keeps one ARN and cannot
 be undone, so it is not used. Tags record tenant, key name, version and the
 idempotency marker, and a second alias derived from the marker
 (`alias/keyledger-marker/<marker>`) finds a version with one DescribeKey
-(naming rules: `aws_names`).
+(naming rules: `names`).
 
 The operator's IAM identity needs exactly `REQUIRED_IAM_ACTIONS` (the test
 server grants only these, so the contract suite proves the list is enough).
@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 import boto3
 from botocore.config import Config
 
-from keyledger.domain import KmsProvider
 from keyledger.errors import (
     DATA_KEY_NOT_WRAPPED_BY_KEY,
     KEY_DISABLED,
@@ -31,11 +30,12 @@ from keyledger.errors import (
     KmsKeyNotFound,
     ProviderError,
 )
-from keyledger.providers.aws_errors import (
+from keyledger.providers.aws.config import read_options
+from keyledger.providers.aws.errors import (
     ALIAS_EXISTS,
-    kms_errors,
+    translated_errors,
 )
-from keyledger.providers.aws_names import (
+from keyledger.providers.aws.names import (
     MARKER_TAG,
     key_id,
     marker_alias,
@@ -49,7 +49,7 @@ from keyledger.providers.base import (
     KmsKey,
     KmsKeyState,
 )
-from keyledger.providers.registry import register_backend
+from keyledger.providers.registry import kms_provider_of, register_backend
 from keyledger.settings import Settings
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ _KEY_STATES = {
 
 
 class AwsKmsBackend:
-    provider = KmsProvider.AWS_KMS
+    provider = kms_provider_of("awsKms")
     adoption_refusal: str | None = None
 
     def __init__(
@@ -245,7 +245,7 @@ class AwsKmsBackend:
     # -- internals ----------------------------------------------------------------
 
     def _errors(self, target: str | None = None) -> AbstractContextManager[None]:
-        return kms_errors(where=self._where, target=target, secrets=self._secrets)
+        return translated_errors(where=self._where, target=target, secrets=self._secrets)
 
     def _create_alias(self, alias: str, ref: str) -> bool:
         """Create `alias` -> `ref`; False when the alias already exists."""
@@ -315,30 +315,11 @@ def _kms_key(ref: str, metadata: KeyMetadataTypeDef) -> KmsKey:
 
 @register_backend("awsKms")
 def open_aws_kms_backend(config: BackendConfig, settings: Settings) -> AwsKmsBackend:
-    where = f"provider {config.provider_name!r}"
-    region = config.options.get("region")
-    if not isinstance(region, str) or not region:
-        raise InvalidSpec(f"{where}: spec.awsKms.region is required, e.g. eu-west-1")
-    endpoint = config.options.get("endpoint") or None
-    if endpoint is not None and not (
-        isinstance(endpoint, str) and endpoint.startswith(("https://", "http://"))
-    ):
-        raise InvalidSpec(f"{where}: spec.awsKms.endpoint must be an http(s):// URL")
-    credentials = config.credentials
-    access_key_id = credentials.get("accessKeyId") or None
-    secret_access_key = credentials.get("secretAccessKey") or None
-    if (access_key_id is None) != (secret_access_key is None) or (
-        credentials.get("sessionToken") and access_key_id is None
-    ):
-        raise InvalidSpec(
-            f"{where}: the credentialsRef Secret must hold both accessKeyId and "
-            "secretAccessKey (and optionally sessionToken); remove credentialsRef to use "
-            "the operator's own AWS identity",
-        )
+    options = read_options(config)
     return AwsKmsBackend(
-        region=region,
-        endpoint=endpoint,
-        access_key_id=access_key_id,
-        secret_access_key=secret_access_key,
-        session_token=credentials.get("sessionToken") or None,
+        region=options.region,
+        endpoint=options.endpoint,
+        access_key_id=options.access_key_id,
+        secret_access_key=options.secret_access_key,
+        session_token=options.session_token,
     )

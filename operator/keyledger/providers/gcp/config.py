@@ -27,8 +27,8 @@ from google.oauth2 import service_account
 
 from keyledger.errors import InvalidSpec, ProviderAccessDenied
 from keyledger.providers.base import BackendConfig
-from keyledger.providers.gcp_errors import CREDENTIALS_HINT
-from keyledger.providers.gcp_names import validate_key_ring_id
+from keyledger.providers.gcp.errors import CREDENTIALS_HINT
+from keyledger.providers.gcp.names import validate_key_ring_id
 from keyledger.providers.sanitize import sanitize
 
 CLOUD_KMS_SCOPE = "https://www.googleapis.com/auth/cloudkms"
@@ -50,7 +50,7 @@ class GcpKmsOptions:
     destroy_scheduled: timedelta
 
 
-def gcp_kms_options(config: BackendConfig) -> GcpKmsOptions:
+def read_options(config: BackendConfig) -> GcpKmsOptions:
     where = f"provider {config.provider_name!r}"
     options = config.options
     project = _path_segment(options.get("project"), "spec.gcpKms.project", where, "my-project")
@@ -93,7 +93,7 @@ def open_kms_client(
 ) -> tuple[kms_v1.KeyManagementServiceClient, tuple[str, ...]]:
     """The client, and the credential strings that must never show in messages."""
     if options.insecure:
-        assert options.endpoint is not None  # checked by gcp_kms_options
+        assert options.endpoint is not None  # checked by read_options
         channel = grpc.insecure_channel(options.endpoint)
         transport = KeyManagementServiceGrpcTransport(channel=channel)
         return kms_v1.KeyManagementServiceClient(transport=transport), ()

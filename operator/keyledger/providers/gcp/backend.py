@@ -3,7 +3,7 @@
 Versions. One CryptoKey (ENCRYPT_DECRYPT, GOOGLE_SYMMETRIC_ENCRYPTION, i.e.
 AES-256-GCM) per tenant key; version 1 is made with it, every further ledger
 version is a new CryptoKeyVersion. A ref is the CryptoKeyVersion's resource name
-(`gcp_names`). `make_primary` is UpdateCryptoKeyPrimaryVersion, for rotation and
+(`names`). `make_primary` is UpdateCryptoKeyPrimaryVersion, for rotation and
 rollback alike; disable/enable set the version's state; `schedule_deletion` is
 DestroyCryptoKeyVersion, which GCP carries out after the CryptoKey's
 destroy_scheduled_duration (fixed at creation: `spec.gcpKms.destroyScheduledDays`).
@@ -11,12 +11,12 @@ destroy_scheduled_duration (fixed at creation: `spec.gcpKms.destroyScheduledDays
 Idempotency. Versions have no labels, so the CryptoKey's labels record, per
 version, the marker that made it; a version is claimed (`keyledger-pending`)
 before it is made, so a crash between creating and recording is repaired by
-adopting the unrecorded version above the claim (`gcp_markers`).
+adopting the unrecorded version above the claim (`markers`).
 
 Data keys. 32 bytes from os.urandom, wrapped by Encrypt with the version's ref as
 additional authenticated data: Decrypt (which takes the CryptoKey, not a version)
 then succeeds only for the ref that wrapped, and says nothing else about which
-version decrypted. The wrapped form starts with the version number (`gcp_wrapping`)
+version decrypted. The wrapped form starts with the version number (`wrapping`)
 so that a wrong ref is refused before any call. The version's state is checked
 before every Encrypt and Decrypt: GCP refuses unusable versions by itself, but
 not every emulator does.
@@ -34,7 +34,6 @@ from google.api_core import exceptions as api
 from google.api_core.retry import Retry, if_exception_type
 from google.cloud import kms_v1
 
-from keyledger.domain import KmsProvider
 from keyledger.errors import (
     KEY_DISABLED,
     KEY_PENDING_DELETION,
@@ -49,15 +48,15 @@ from keyledger.providers.base import (
     KmsKey,
     KmsKeyState,
 )
-from keyledger.providers.gcp_config import GcpKmsOptions, gcp_kms_options, open_kms_client
-from keyledger.providers.gcp_errors import (
+from keyledger.providers.gcp.config import GcpKmsOptions, open_kms_client, read_options
+from keyledger.providers.gcp.errors import (
     DATA_KEY_NOT_WRAPPED_BY_VERSION,
-    kms_errors,
+    translated_errors,
 )
-from keyledger.providers.gcp_markers import VersionMarkers
-from keyledger.providers.gcp_names import VersionRef, location_name
-from keyledger.providers.gcp_wrapping import unwrap_envelope, wrap_envelope
-from keyledger.providers.registry import register_backend
+from keyledger.providers.gcp.markers import VersionMarkers
+from keyledger.providers.gcp.names import VersionRef, location_name
+from keyledger.providers.gcp.wrapping import unwrap_envelope, wrap_envelope
+from keyledger.providers.registry import kms_provider_of, register_backend
 from keyledger.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -102,7 +101,7 @@ _KEY_STATES = {
 
 
 class GcpKmsBackend:
-    provider = KmsProvider.GCP_KMS
+    provider = kms_provider_of("gcpKms")
     adoption_refusal: str | None = "adoption is not verified against a Cloud KMS server yet"
 
     def __init__(
@@ -288,7 +287,7 @@ class GcpKmsBackend:
         *,
         invalid_argument_reason: str | None = None,
     ) -> AbstractContextManager[None]:
-        return kms_errors(
+        return translated_errors(
             where=self._where,
             operation=operation,
             target=target,
@@ -354,6 +353,6 @@ def _kms_key(ref: str, version: kms_v1.CryptoKeyVersion) -> KmsKey:
 
 @register_backend("gcpKms")
 def open_gcp_kms_backend(config: BackendConfig, settings: Settings) -> GcpKmsBackend:
-    options = gcp_kms_options(config)
+    options = read_options(config)
     client, secrets = open_kms_client(config, options)
     return GcpKmsBackend(client, options, secrets)

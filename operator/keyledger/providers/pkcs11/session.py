@@ -33,13 +33,13 @@ from pkcs11 import Mechanism, Session
 from pkcs11 import exceptions as ckr
 
 from keyledger.errors import ProviderAccessDenied, ProviderError
-from keyledger.providers.pkcs11_errors import (
+from keyledger.providers.pkcs11.errors import (
     PIN_REJECTED,
     STALE_SESSION,
-    module_error,
-    provider_error,
+    translate_error,
+    translate_module_error,
 )
-from keyledger.providers.pkcs11_objects import attribute_mapper
+from keyledger.providers.pkcs11.objects import attribute_mapper
 
 if TYPE_CHECKING:
     from pkcs11 import _pkcs11
@@ -119,7 +119,7 @@ class TokenLogin:
                         if attempt == 2:
                             raise
             except ckr.PKCS11Error as exc:
-                raise provider_error(
+                raise translate_error(
                     exc,
                     action=action,
                     provider_name=caller.provider_name,
@@ -204,4 +204,6 @@ def _load(path: str, spec_path: str, provider_name: str) -> _pkcs11.lib:
     try:
         return pkcs11.lib(path)
     except ckr.PKCS11Error as exc:
-        raise module_error(exc, provider_name=provider_name, module_path=spec_path) from None
+        raise translate_module_error(
+            exc, provider_name=provider_name, module_path=spec_path
+        ) from None

@@ -33,7 +33,7 @@ from typing import Any
 import hvac
 
 from keyledger.errors import ProviderError
-from keyledger.providers.vault_session import VaultSession
+from keyledger.providers.vault.session import VaultSession
 
 _MARKER = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}$")
 _CAS_ATTEMPTS = 5

@@ -1,6 +1,6 @@
 """The `azureKeyVault` backend: Azure Key Vault (or Managed HSM) keys, through azure-keyvault-keys.
 
-Versions. One Key Vault key per (tenant, keyName) (naming: `azure_names`); each
+Versions. One Key Vault key per (tenant, keyName) (naming: `names`); each
 ledger version is a Key Vault key *version*, made by `create_key` on the same
 name, and its ref is the versioned key id. The ledger pins that id, so
 `make_primary` only validates: Key Vault's own "current" is always the newest
@@ -38,7 +38,6 @@ from datetime import UTC, datetime, timedelta
 from azure.core.credentials import TokenCredential
 from azure.keyvault.keys import KeyOperation, KeyProperties
 
-from keyledger.domain import KmsProvider
 from keyledger.errors import (
     DATA_KEY_NOT_WRAPPED_BY_KEY,
     KEY_DISABLED,
@@ -47,19 +46,19 @@ from keyledger.errors import (
     KmsKeyNotFound,
     ProviderError,
 )
-from keyledger.providers.azure_client import (
+from keyledger.providers.azure.config import (
     AzureKeyVaultOptions,
     EmulatorTrust,
     azure_credential,
-    azure_options,
     key_client,
     key_operation,
+    read_options,
 )
-from keyledger.providers.azure_errors import (
+from keyledger.providers.azure.errors import (
     REQUEST_REJECTED,
-    key_vault_errors,
+    translated_errors,
 )
-from keyledger.providers.azure_names import (
+from keyledger.providers.azure.names import (
     DELETE_AFTER_TAG,
     KEY_PREFIX,
     MARKER_TAG,
@@ -71,7 +70,7 @@ from keyledger.providers.azure_names import (
     version_tags,
 )
 from keyledger.providers.base import BackendConfig, DataKey, KeyVersionRequest, KmsKey, KmsKeyState
-from keyledger.providers.registry import register_backend
+from keyledger.providers.registry import kms_provider_of, register_backend
 from keyledger.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,7 +81,7 @@ _WRAP_ALGORITHMS = {"RSA": "RSA-OAEP-256", "RSA-HSM": "RSA-OAEP-256", "oct-HSM":
 
 
 class AzureKeyVaultBackend:
-    provider = KmsProvider.AZURE_KV
+    provider = kms_provider_of("azureKeyVault")
     adoption_refusal: str | None = "adoption is not verified against a Key Vault server yet"
     region: str | None = None
 
@@ -257,7 +256,7 @@ class AzureKeyVaultBackend:
     # -- internals ----------------------------------------------------------------
 
     def _errors(self, operation: str, target: str | None = None) -> AbstractContextManager[None]:
-        return key_vault_errors(
+        return translated_errors(
             where=self._where, operation=operation, target=target, secrets=self._secrets
         )
 
@@ -341,7 +340,7 @@ def _utc(moment: datetime) -> datetime:
 def open_azure_key_vault_backend(
     config: BackendConfig, settings: Settings, *, emulator: EmulatorTrust | None = None
 ) -> AzureKeyVaultBackend:
-    options = azure_options(config)
+    options = read_options(config)
     transport = {"connection_verify": emulator.ca_file} if emulator else {}
     credential = azure_credential(config, options, instance_discovery=emulator is None, **transport)
     secret = config.credentials.get("clientSecret") or ""

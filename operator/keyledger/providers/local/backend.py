@@ -11,7 +11,6 @@ import base64
 import json
 import logging
 import os
-import re
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -24,8 +23,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from filelock import FileLock
 
-from keyledger.domain import KmsProvider
-from keyledger.errors import KEY_DISABLED, InvalidSpec, KmsKeyNotFound, ProviderError
+from keyledger.errors import KEY_DISABLED, KmsKeyNotFound, ProviderError
 from keyledger.providers.base import (
     BackendConfig,
     DataKey,
@@ -33,18 +31,19 @@ from keyledger.providers.base import (
     KmsKey,
     KmsKeyState,
 )
-from keyledger.providers.registry import register_backend
+from keyledger.providers.local.config import read_options
+from keyledger.providers.local.errors import translate_error
+from keyledger.providers.local.names import key_id_of, version_ref
+from keyledger.providers.registry import kms_provider_of, register_backend
 from keyledger.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DEV_ONLY_NOTICE = "local backend: software keys in a file, NOT FOR PRODUCTION"
-_KEYSTORE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_REF_PREFIX = "local:"
 
 
 class LocalBackend:
-    provider = KmsProvider.LOCAL_SOFTWARE
+    provider = kms_provider_of("local")
     adoption_refusal: str | None = None
     region: str | None = None
 
@@ -148,10 +147,7 @@ class LocalBackend:
                 if json.dumps(keys, sort_keys=True) != before:
                     self._write(keys)
         except OSError as exc:
-            raise ProviderError(
-                f"local keystore {self.path} is not usable: {exc.strerror}",
-                reason="KeystoreUnavailable",
-            ) from exc
+            raise translate_error(exc, keystore=self.path) from exc
 
     def _write(self, keys: dict[str, dict[str, Any]]) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -163,13 +159,10 @@ class LocalBackend:
         os.replace(tmp, self.path)
 
     def _key_id(self, ref: str) -> str:
-        prefix = f"{_REF_PREFIX}{self.path.stem}/"
-        if not ref.startswith(prefix):
-            raise KmsKeyNotFound(f"{ref} is not a key of local keystore {self.path.stem!r}")
-        return ref[len(prefix) :]
+        return key_id_of(ref, self.path.stem)
 
     def _ref(self, key_id: str) -> str:
-        return f"{_REF_PREFIX}{self.path.stem}/{key_id}"
+        return version_ref(self.path.stem, key_id)
 
     def _describe_entry(self, key_id: str, entry: dict[str, Any]) -> KmsKey:
         deletion = entry.get("deletion_date")
@@ -208,11 +201,6 @@ class LocalBackend:
 
 @register_backend("local")
 def open_local_backend(config: BackendConfig, settings: Settings) -> LocalBackend:
-    name = str(config.options.get("keystore", "default"))
-    if not _KEYSTORE_NAME.match(name):
-        raise InvalidSpec(
-            f"provider {config.provider_name!r}: spec.local.keystore {name!r} must be a "
-            "lowercase DNS label (letters, digits, '-'); it names a file, not a path",
-        )
+    options = read_options(config, settings)
     log.warning("provider %s uses the %s", config.provider_name, DEV_ONLY_NOTICE)
-    return LocalBackend(settings.keystore_dir() / f"{name}.json")
+    return LocalBackend(options.keystore)

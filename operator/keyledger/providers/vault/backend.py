@@ -1,7 +1,7 @@
 """The `vault` backend: HashiCorp Vault / OpenBao transit, through hvac.
 
 Versions. One transit key (aes256-gcm96) per tenant key, named from tenant and
-keyName (see `vault_names`); ledger version N is transit version N, with ref
+keyName (see `names`); ledger version N is transit version N, with ref
 `vault:<mount>/<transit key>#<N>`; `rotate` makes N+1. The ledger pins the
 active version and every data key names `key_version`; `make_primary` sets the
 key's `min_encryption_version` to the primary, so transit itself refuses new
@@ -11,7 +11,7 @@ re-read the ledger.
 
 Disable, enable, deletion. Transit has no per-version switch. keyledger keeps
 per-version state (disabled, deletion date, the creating marker) in a KV v2
-mount of the same Vault, see `vault_state`, and checks it before every data-key
+mount of the same Vault, see `state`, and checks it before every data-key
 call. Where transit can enforce the same thing it does: when the oldest versions
 are all refused, `min_decryption_version` is raised past them, so Vault refuses
 them to every client, not only keyledger's. A version refused in the middle
@@ -28,7 +28,10 @@ below it, so a retry after a crash returns the version already made; a version
 held by another marker, or a gap, is refused (`TransitVersionConflict`).
 
 Access. Token auth (credentialsRef key `token`) or kubernetes auth with the
-operator's ServiceAccount token; `vault_policy.required_policy` is the policy.
+operator's ServiceAccount token; `policy.required_policy` is the policy.
+
+Modules: `transit` makes the transit engine's calls, `state` keeps the per-version
+state, `session` logs in and maps errors through `errors`.
 """
 
 from __future__ import annotations
@@ -37,13 +40,9 @@ import base64
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import hvac
-
-from keyledger.domain import KmsProvider
 from keyledger.errors import (
     KEY_DISABLED,
     KEY_PENDING_DELETION,
@@ -59,12 +58,12 @@ from keyledger.providers.base import (
     KmsKey,
     KmsKeyState,
 )
-from keyledger.providers.registry import register_backend
-from keyledger.providers.vault_config import vault_options
-from keyledger.providers.vault_names import TransitVersion, transit_key_name
-from keyledger.providers.vault_policy import check_access
-from keyledger.providers.vault_session import VaultSession, crypto_refusal
-from keyledger.providers.vault_state import (
+from keyledger.providers.registry import kms_provider_of, register_backend
+from keyledger.providers.vault.config import read_options
+from keyledger.providers.vault.names import TransitVersion, transit_key_name
+from keyledger.providers.vault.policy import check_access
+from keyledger.providers.vault.session import VaultSession
+from keyledger.providers.vault.state import (
     KeyState,
     TransitStateStore,
     TransitVersionConflict,
@@ -72,27 +71,15 @@ from keyledger.providers.vault_state import (
     due_prefix,
     raised_floor,
 )
+from keyledger.providers.vault.transit import KEY_TYPE, TransitKeyInfo, TransitKeys
 from keyledger.settings import Settings
 
 log = logging.getLogger(__name__)
-KEY_TYPE = "aes256-gcm96"
 _CIPHERTEXT = re.compile(r"^vault:v(?P<version>[0-9]+):[A-Za-z0-9+/=]+$")
 
 
-@dataclass(frozen=True)
-class _KeyInfo:
-    latest: int
-    min_decryption: int
-    min_encryption: int
-    min_available: int
-    key_type: str
-
-    def has(self, version: int) -> bool:
-        return max(self.min_available, 1) <= version <= self.latest
-
-
 class VaultBackend:
-    provider = KmsProvider.HASHICORP_VAULT
+    provider = kms_provider_of("vault")
     adoption_refusal: str | None = (
         "transit key versions are numbered by keyledger from 1, "
         "so an adopted transit key's numbering could not be continued"
@@ -103,6 +90,7 @@ class VaultBackend:
         self.session = session
         self.mount = mount
         self.state = state
+        self.transit = TransitKeys(session, mount)
         self.endpoint: str | None = session.address
 
     # -- the KeyBackend protocol ------------------------------------------------
@@ -119,7 +107,7 @@ class VaultBackend:
         target = TransitVersion(
             self.mount, transit_key_name(request.tenant, request.key_name), request.version
         )
-        info = self._key_info(target.key)
+        info = self.transit.info(target.key)
         latest = info.latest if info else 0
         if info is not None and info.key_type != KEY_TYPE:
             raise TransitVersionConflict(
@@ -134,8 +122,8 @@ class VaultBackend:
             )
         state = self.state.claim(target.key, target.version, request.marker)
         if latest < target.version:
-            self._make_next_version(target)
-            info = self._key_info(target.key)
+            self.transit.make_version(target)
+            info = self.transit.info(target.key)
         assert info is not None  # it exists now: made above or seen before
         self._raise_floor(target.key, info, state)
         return self._kms_key(target, info, state.version(target.version))
@@ -145,7 +133,7 @@ class VaultBackend:
         if found is None:
             return None
         target = TransitVersion(self.mount, *found)
-        info = self._key_info(target.key)
+        info = self.transit.info(target.key)
         version = self.state.read(target.key).version(target.version)
         # A claim whose create/rotate never happened (crash) is not a key yet.
         if info is None or not info.has(target.version) or version.marker != marker:
@@ -154,7 +142,7 @@ class VaultBackend:
 
     def describe(self, ref: str) -> KmsKey:
         target = self._parse(ref)
-        info = self._key_info(target.key)
+        info = self.transit.info(target.key)
         if info is None or not info.has(target.version):
             return KmsKey(ref=ref, state=KmsKeyState.MISSING)
         return self._kms_key(target, info, self.state.read(target.key).version(target.version))
@@ -169,7 +157,7 @@ class VaultBackend:
                 "blocked by min_decryption_version",
                 reason=KEY_DISABLED,
             )
-        self._configure(target.key, min_encryption_version=target.version)
+        self.transit.configure(target.key, min_encryption_version=target.version)
 
     def disable(self, ref: str) -> None:
         self._refuse(ref, lambda v: replace(v, disabled=True))
@@ -193,7 +181,7 @@ class VaultBackend:
 
         self.state.update(target.key, enabled)
         if target.version < info.min_decryption:
-            self._configure(target.key, min_decryption_version=target.version)
+            self.transit.configure(target.key, min_decryption_version=target.version)
 
     def schedule_deletion(self, ref: str, window_days: int) -> datetime:
         target = self._parse(ref)
@@ -242,7 +230,7 @@ class VaultBackend:
     def generate_data_key(self, ref: str) -> DataKey:
         target = self._parse(ref)
         self._ensure_usable(target)
-        response = self._transit_crypto(
+        response = self.transit.crypto(
             target,
             "datakey/plaintext",
             {"key_version": target.version, "bits": 256},
@@ -267,7 +255,7 @@ class VaultBackend:
                 f"{match['version']}, not {target.version}"
             )
         self._ensure_usable(target)
-        response = self._transit_crypto(
+        response = self.transit.crypto(
             target, "decrypt", {"ciphertext": match.string}, what="unwrapping a data key"
         )
         return base64.b64decode(response["data"]["plaintext"])
@@ -280,29 +268,15 @@ class VaultBackend:
     def _parse(self, ref: str) -> TransitVersion:
         return TransitVersion.parse(ref, self.mount)
 
-    def _key_info(self, key: str) -> _KeyInfo | None:
-        response = self.session.read(
-            f"reading transit key {self.mount}/{key}",
-            lambda c: c.secrets.transit.read_key(key, mount_point=self.mount),
-        )
-        if response is None:
-            return None
-        data = response["data"]
-        return _KeyInfo(
-            latest=int(data["latest_version"]),
-            min_decryption=int(data["min_decryption_version"]),
-            min_encryption=int(data["min_encryption_version"]),
-            min_available=int(data.get("min_available_version") or 0),
-            key_type=str(data["type"]),
-        )
-
-    def _existing(self, target: TransitVersion) -> _KeyInfo:
-        info = self._key_info(target.key)
+    def _existing(self, target: TransitVersion) -> TransitKeyInfo:
+        info = self.transit.info(target.key)
         if info is None or not info.has(target.version):
             raise KmsKeyNotFound(f"{target.ref} does not exist in Vault at {self.endpoint}")
         return info
 
-    def _kms_key(self, target: TransitVersion, info: _KeyInfo, version: VersionState) -> KmsKey:
+    def _kms_key(
+        self, target: TransitVersion, info: TransitKeyInfo, version: VersionState
+    ) -> KmsKey:
         if version.deletion_date is not None:
             state = KmsKeyState.PENDING_DELETION
         elif version.disabled or target.version < info.min_decryption:
@@ -310,22 +284,6 @@ class VaultBackend:
         else:
             state = KmsKeyState.ENABLED
         return KmsKey(ref=target.ref, state=state, deletion_date=version.deletion_date)
-
-    def _make_next_version(self, target: TransitVersion) -> None:
-        path = f"{self.mount}/keys/{target.key}"
-        if target.version == 1:
-            # Creating an existing key is a no-op in transit: safe on retry.
-            self.session.call(
-                f"creating transit key {path}",
-                lambda c: c.secrets.transit.create_key(
-                    target.key, key_type=KEY_TYPE, exportable=False, mount_point=self.mount
-                ),
-            )
-        else:
-            self.session.call(
-                f"rotating transit key {path}",
-                lambda c: c.secrets.transit.rotate_key(target.key, mount_point=self.mount),
-            )
 
     def _refuse(self, ref: str, change: Callable[[VersionState], VersionState]) -> None:
         """Record a refusal for the version, then let transit enforce what it can."""
@@ -342,59 +300,27 @@ class VaultBackend:
         A version already gone (an earlier call stopped before updating the
         schedule) counts as destroyed, so every destruction is reported.
         """
-        info = self._key_info(key)
+        info = self.transit.info(key)
         if info is not None:
             first = max(info.min_available, 1)
             destroyable = due_prefix(self.state.read(key), now, first=first, latest=info.latest)
             if destroyable.stop > info.latest:
-                self._delete_key(key)
+                self.transit.delete(key)
                 info = None
             elif destroyable:
-                self._trim(key, info, keep_from=destroyable.stop)
+                self.transit.trim(key, info, keep_from=destroyable.stop)
                 info = replace(info, min_available=destroyable.stop)
         if info is None:
             self.state.forget(key)
         return [n for n in due if info is None or not info.has(n)]
 
-    def _delete_key(self, key: str) -> None:
-        path = f"{self.mount}/keys/{key}"
-        self._configure(key, deletion_allowed=True)
-        self.session.call(
-            f"deleting transit key {path}",
-            lambda c: c.secrets.transit.delete_key(key, mount_point=self.mount),
-        )
-        log.info("transit key %s deleted: every version's deletion date has passed", path)
-
-    def _trim(self, key: str, info: _KeyInfo, *, keep_from: int) -> None:
-        # Transit trims only below both minimums, and refuses while either is 0.
-        decryption = max(info.min_decryption, keep_from)
-        encryption = max(info.min_encryption, decryption)
-        if (decryption, encryption) != (info.min_decryption, info.min_encryption):
-            self._configure(
-                key, min_decryption_version=decryption, min_encryption_version=encryption
-            )
-        path = f"{self.mount}/keys/{key}"
-        self.session.call(
-            f"trimming transit key {path}",
-            lambda c: c.secrets.transit.trim_key(key, keep_from, mount_point=self.mount),
-        )
-        log.info("versions below %d of transit key %s destroyed (trimmed)", keep_from, path)
-
-    def _raise_floor(self, key: str, info: _KeyInfo, state: KeyState) -> None:
+    def _raise_floor(self, key: str, info: TransitKeyInfo, state: KeyState) -> None:
         floor = raised_floor(state, current=info.min_decryption, latest=info.latest)
         if floor == info.min_decryption:
             return
         # Transit requires min_encryption_version to be 0 or >= min_decryption_version.
         encryption = info.min_encryption and max(info.min_encryption, floor)
-        self._configure(key, min_decryption_version=floor, min_encryption_version=encryption)
-
-    def _configure(self, key: str, **config: int | bool) -> None:
-        # hvac's update_key_configuration rejects min_encryption == min_decryption,
-        # which transit allows, so the config is posted directly.
-        self.session.call(
-            f"configuring transit key {self.mount}/{key}",
-            lambda c: c.adapter.post(f"/v1/{self.mount}/keys/{key}/config", json=config),
-        )
+        self.transit.configure(key, min_decryption_version=floor, min_encryption_version=encryption)
 
     def _ensure_usable(self, target: TransitVersion) -> None:
         version = self.state.read(target.key).version(target.version)
@@ -405,21 +331,10 @@ class VaultBackend:
         if version.disabled:
             raise ProviderError(f"{target.ref} is disabled", reason=KEY_DISABLED)
 
-    def _transit_crypto(
-        self, target: TransitVersion, endpoint: str, body: dict[str, Any], *, what: str
-    ) -> Any:
-        def post(client: Any) -> Any:
-            try:
-                return client.adapter.post(f"/v1/{self.mount}/{endpoint}/{target.key}", json=body)
-            except hvac.exceptions.InvalidRequest as error:
-                raise crypto_refusal(target.ref, what, str(error)) from None
-
-        return self.session.call(f"{what} with {target.ref}", post)
-
 
 @register_backend("vault")
 def open_vault_backend(config: BackendConfig, settings: Settings) -> VaultBackend:
-    options = vault_options(config)
+    options = read_options(config)
     session = VaultSession(options.address, options.auth, namespace=options.namespace)
     state = TransitStateStore(
         session, mount=options.state_mount, path=options.state_path, transit_mount=options.mount

@@ -12,8 +12,8 @@ against emulators that ignore additional authenticated data.
 from __future__ import annotations
 
 from keyledger.errors import ProviderError
-from keyledger.providers.gcp_errors import DATA_KEY_NOT_WRAPPED_BY_VERSION
-from keyledger.providers.gcp_names import VersionRef
+from keyledger.providers.gcp.errors import DATA_KEY_NOT_WRAPPED_BY_VERSION
+from keyledger.providers.gcp.names import VersionRef
 
 MAGIC = b"KLG1"
 _NUMBER_BYTES = 4

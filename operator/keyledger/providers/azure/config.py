@@ -69,7 +69,7 @@ class AzureKeyVaultOptions:
     authority_host: str | None
 
 
-def azure_options(config: BackendConfig) -> AzureKeyVaultOptions:
+def read_options(config: BackendConfig) -> AzureKeyVaultOptions:
     options = config.options
     where = f"provider {config.provider_name!r}"
     vault_url = str(options.get("vaultUrl") or "")

@@ -9,7 +9,7 @@ from moto and from proxies in front of KMS, so both are listed.
 
 Messages are built from the kind plus the scrubbed SDK message, never from the
 raw exception: its text and `response` carry request ids and can echo the
-request. `kms_errors` raises the result `from None` so that the SDK exception,
+request. `translated_errors` raises the result `from None` so that the SDK exception,
 with its response, is not chained into logs.
 """
 
@@ -167,7 +167,7 @@ def translate_error(
 
 
 @contextmanager
-def kms_errors(*, where: str, target: str | None, secrets: Sequence[str]) -> Iterator[None]:
+def translated_errors(*, where: str, target: str | None, secrets: Sequence[str]) -> Iterator[None]:
     """Run SDK calls; any SDK failure leaves as a keyledger error without its SDK cause."""
     try:
         yield

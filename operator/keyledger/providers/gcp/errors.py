@@ -4,7 +4,7 @@ The kind of failure comes from the class of the `google.api_core` exception (one
 per gRPC status) or of the `google.auth` exception (credentials that cannot be
 loaded or refreshed). Messages are built from the kind, the operation and the
 scrubbed status message, never from `str(error)`: that adds the status details,
-which can carry request ids and debug info. `kms_errors` raises the result
+which can carry request ids and debug info. `translated_errors` raises the result
 `from None` so that the SDK exception is not chained into logs.
 """
 
@@ -59,7 +59,7 @@ _KINDS = (
         (api.PermissionDenied, api.Forbidden),
         ProviderAccessDenied,
         "Grant the operator's service account the Cloud KMS permissions keyledger needs "
-        "(see REQUIRED_PERMISSIONS in keyledger.providers.gcp) on the project or key ring",
+        "(see REQUIRED_PERMISSIONS in keyledger.providers.gcp.backend) on the project or key ring",
     ),
     _Kind(
         (api.TooManyRequests,),
@@ -161,7 +161,7 @@ def scrub(text: str, secrets: Sequence[str]) -> str:
 
 
 @contextmanager
-def kms_errors(
+def translated_errors(
     *,
     where: str,
     operation: str,

@@ -2,7 +2,7 @@
 
 CryptoKeyVersions carry no labels, and their numbers are chosen by GCP, so the
 CryptoKey's labels record which version each idempotency marker made
-(`keyledger-m-<marker>: "<N>"`, see `gcp_names`). Creating version N+1 is three
+(`keyledger-m-<marker>: "<N>"`, see `names`). Creating version N+1 is three
 calls, and a crash may fall between any two:
 
 1. claim: `keyledger-pending: <marker label>`, `keyledger-pending-after: <highest N>`
@@ -30,9 +30,9 @@ from google.cloud import kms_v1
 
 from keyledger.errors import KmsKeyNotFound, ProviderError
 from keyledger.providers.base import KeyVersionRequest
-from keyledger.providers.gcp_config import GcpKmsOptions
-from keyledger.providers.gcp_errors import RESOURCE_EXISTS
-from keyledger.providers.gcp_names import (
+from keyledger.providers.gcp.config import GcpKmsOptions
+from keyledger.providers.gcp.errors import RESOURCE_EXISTS
+from keyledger.providers.gcp.names import (
     KEY_RING_PREFIX,
     PENDING_AFTER_LABEL,
     PENDING_LABEL,

@@ -65,7 +65,7 @@ _UNMAPPED = re.compile(r"Unmapped error code (0x[0-9a-fA-F]+)")
 _LOADER_FAILURE = re.compile(r"^(?:OS|Unknown) exception while loading \S+?(?:: (.*))?$", re.S)
 
 
-def provider_error(
+def translate_error(
     exc: ckr.PKCS11Error,
     *,
     action: str,
@@ -101,7 +101,9 @@ def provider_error(
     return ProviderError(f"{where}: cannot {action}: {_describe(exc, pin)}")
 
 
-def module_error(exc: ckr.PKCS11Error, *, provider_name: str, module_path: str) -> KeyledgerError:
+def translate_module_error(
+    exc: ckr.PKCS11Error, *, provider_name: str, module_path: str
+) -> KeyledgerError:
     """Loading the module (dlopen, C_GetFunctionList) or C_Initialize failed."""
     loader = _LOADER_FAILURE.match(str(exc))
     if loader is not None:

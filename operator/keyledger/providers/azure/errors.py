@@ -10,7 +10,7 @@ whose inner code is `KeyDisabled` is the key's state, not the caller's access.
 
 Messages are built from the kind plus the scrubbed service text: Entra's
 messages carry trace and correlation ids, and SDK exceptions hold the response.
-`key_vault_errors` raises the result `from None`, so neither reaches a log.
+`translated_errors` raises the result `from None`, so neither reaches a log.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def translate_error(
 
 
 @contextmanager
-def key_vault_errors(
+def translated_errors(
     *, where: str, operation: str, target: str | None, secrets: Sequence[str]
 ) -> Iterator[None]:
     """Run SDK calls; any SDK failure leaves as a keyledger error without its SDK cause."""

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from keyledger.errors import InvalidSpec, ProviderAccessDenied
-from keyledger.providers.vault_names import KEY_PREFIX, PROBE_KEY
-from keyledger.providers.vault_session import VaultSession
+from keyledger.providers.vault.names import KEY_PREFIX, PROBE_KEY
+from keyledger.providers.vault.session import VaultSession
 
 
 def required_policy(mount: str, state_mount: str, state_path: str) -> str:

@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from keyledger.errors import InvalidSpec
 from keyledger.providers.base import BackendConfig
-from keyledger.providers.vault_session import SERVICE_ACCOUNT_TOKEN, VaultAuth
 
 # Path segments: no "." or ".." (Vault would resolve them), nothing a ref could not parse.
 _PATH = re.compile(r"^(?!\.\.?(/|$))[A-Za-z0-9_.-]+(/(?!\.\.?(/|$))[A-Za-z0-9_.-]+)*$")
 _ADDRESS = re.compile(r"^https?://[^/\s]+/?$")
+
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+REQUEST_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class VaultAuth:
+    """How the operator proves who it is: a token from the Secret, or its ServiceAccount."""
+
+    method: Literal["token", "kubernetes"]
+    token: str | None = field(default=None, repr=False)
+    role: str | None = None
+    mount_path: str = "kubernetes"
+    token_path: Path = SERVICE_ACCOUNT_TOKEN
 
 
 @dataclass(frozen=True)
@@ -26,7 +40,7 @@ class VaultOptions:
     auth: VaultAuth
 
 
-def vault_options(config: BackendConfig) -> VaultOptions:
+def read_options(config: BackendConfig) -> VaultOptions:
     options = config.options
     where = f"provider {config.provider_name!r}"
     address = str(options.get("address") or "")

@@ -1,7 +1,7 @@
 """The `pkcs11` backend: AES-256 version keys in an HSM token, used through PKCS#11.
 
 Each version is a secret key object that never leaves the token (sensitive,
-not extractable, AES-GCM only); see `pkcs11_objects` for the layout and refs.
+not extractable, AES-GCM only); see `names` for the refs and `objects` for the layout.
 Data keys are 32 bytes from the HSM's RNG, wrapped by AES-GCM encryption
 inside the HSM under the version key: wrapped = IV(12) || ciphertext || tag.
 
@@ -22,7 +22,6 @@ import logging
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
 
@@ -30,11 +29,9 @@ from pkcs11 import GCMParams, KeyType, Mechanism, SecretKey, Session
 from pkcs11 import exceptions as ckr
 from pkcs11.types import DecryptMixin, EncryptMixin
 
-from keyledger.domain import KmsProvider
 from keyledger.errors import (
     KEY_DISABLED,
     KEY_PENDING_DELETION,
-    InvalidSpec,
     KeyledgerError,
     KmsKeyNotFound,
     ProviderError,
@@ -46,12 +43,13 @@ from keyledger.providers.base import (
     KmsKey,
     KmsKeyState,
 )
-from keyledger.providers.pkcs11_errors import return_code
-from keyledger.providers.pkcs11_objects import (
+from keyledger.providers.pkcs11.config import read_options
+from keyledger.providers.pkcs11.errors import return_code
+from keyledger.providers.pkcs11.names import VersionRef, version_ref
+from keyledger.providers.pkcs11.objects import (
     ENABLED_USAGE,
     USAGE_ATTRIBUTES,
     VERSION_KEY_TEMPLATE,
-    VersionRef,
     deletion_record,
     destroy_version,
     find_deletion_date,
@@ -60,10 +58,9 @@ from keyledger.providers.pkcs11_objects import (
     find_scheduled_deletions,
     find_version_key,
     marker_record,
-    version_ref,
 )
-from keyledger.providers.pkcs11_session import Caller, TokenLogin, token_login
-from keyledger.providers.registry import register_backend
+from keyledger.providers.pkcs11.session import Caller, TokenLogin, token_login
+from keyledger.providers.registry import kms_provider_of, register_backend
 from keyledger.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,7 +70,6 @@ DATA_KEY_BYTES = 32
 _IV_BYTES = 12
 _TAG_BYTES = 16
 WRAPPED_DATA_KEY_BYTES = _IV_BYTES + DATA_KEY_BYTES + _TAG_BYTES
-_TOKEN_LABEL_MAX_BYTES = 32  # CK_TOKEN_INFO.label
 _NO_MARKER = "keyledger.io/check"  # markers are "<uid>.v<n>": this one never exists
 # What the HSM says when the ciphertext was not made by this key (SoftHSM: GeneralError).
 _NOT_OURS = (
@@ -85,7 +81,7 @@ _NOT_OURS = (
 
 
 class Pkcs11Backend:
-    provider = KmsProvider.LOCAL_HSM
+    provider = kms_provider_of("pkcs11")
     adoption_refusal: str | None = None
     region: str | None = None
 
@@ -354,31 +350,9 @@ def _decrypt(key: SecretKey, ref: VersionRef, iv: bytes, sealed: bytes) -> bytes
 
 @register_backend("pkcs11")
 def open_pkcs11_backend(config: BackendConfig, settings: Settings) -> Pkcs11Backend:
+    options = read_options(config)
     name = config.provider_name
-    module_path = str(config.options.get("modulePath") or "")
-    token_label = str(config.options.get("tokenLabel") or "")
-    pin = config.credentials.get("pin", "")
-    if not module_path or not Path(module_path).is_absolute():
-        raise InvalidSpec(
-            f"provider {name!r}: spec.pkcs11.modulePath must be the absolute path of the HSM "
-            f"vendor's PKCS#11 library on the operator, got {module_path!r}"
-        )
-    if not Path(module_path).is_file():
-        raise InvalidSpec(
-            f"provider {name!r}: spec.pkcs11.modulePath {module_path} does not exist on the "
-            "operator; mount the PKCS#11 library into the operator pod and name its path"
-        )
-    if not token_label or len(token_label.encode()) > _TOKEN_LABEL_MAX_BYTES:
-        raise InvalidSpec(
-            f"provider {name!r}: spec.pkcs11.tokenLabel must be the token's label "
-            f"(1 to {_TOKEN_LABEL_MAX_BYTES} bytes), got {token_label!r}"
-        )
-    if not pin:
-        raise InvalidSpec(
-            f"provider {name!r}: the Secret in spec.credentialsRef has no key `pin`; "
-            "put the token's user PIN there"
-        )
     return Pkcs11Backend(
-        token_login(module_path, token_label, name),
-        Caller(provider_name=name, module_path=module_path, pin=pin),
+        token_login(options.module_path, options.token_label, name),
+        Caller(provider_name=name, module_path=options.module_path, pin=options.pin),
     )

@@ -1,0 +1,1 @@
+"""The `pkcs11` backend."""

@@ -1,0 +1,130 @@
+"""A logged-in hvac client for one Vault/OpenBao provider.
+
+Every call to Vault goes through `VaultSession.call`, which logs in when needed
+(token or kubernetes auth), logs in again once when a kubernetes-auth token has
+expired, and turns hvac/requests exceptions into keyledger errors (`errors`)
+whose text is sanitized with the credentials as secrets and never chained to
+the original.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import hvac
+
+from keyledger.errors import ProviderAccessDenied
+from keyledger.providers.sanitize import sanitize
+from keyledger.providers.vault.config import REQUEST_TIMEOUT_S, VaultAuth
+from keyledger.providers.vault.errors import SDK_ERRORS, error_detail, is_absent, translate_error
+
+T = TypeVar("T")
+
+
+class VaultSession:
+    """One hvac client, logged in on first use; safe to share between threads."""
+
+    def __init__(
+        self,
+        address: str,
+        auth: VaultAuth,
+        *,
+        namespace: str | None = None,
+        timeout: float = REQUEST_TIMEOUT_S,
+    ) -> None:
+        self.address = address
+        self._auth = auth
+        # token="" rather than None: hvac would fall back to VAULT_TOKEN / ~/.vault-token.
+        self._client: Any = hvac.Client(
+            url=address, token=auth.token or "", namespace=namespace, timeout=timeout
+        )
+        self._logged_in = auth.method == "token"
+        # Credentials learnt at login (the ServiceAccount JWT, the Vault token).
+        self._login_secrets: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for s in (self._auth.token, *self._login_secrets) if s)
+
+    def call(self, action: str, operation: Callable[[Any], T]) -> T:
+        """`operation(client)` with Vault errors turned into keyledger errors."""
+        try:
+            try:
+                return operation(self._logged_in_client())
+            except hvac.exceptions.Forbidden:
+                if self._auth.method != "kubernetes":
+                    raise
+                # The kubernetes-auth token may have expired: log in again, once.
+                # A 403 means Vault did nothing, so repeating the call is safe.
+                self._login(force=True)
+                return operation(self._client)
+        except SDK_ERRORS as error:
+            raise translate_error(
+                error, action=action, address=self.address, secrets=self.secrets
+            ) from None
+
+    def read(self, action: str, operation: Callable[[Any], T]) -> T | None:
+        """Like `call`, but None when the object does not exist (its mount does)."""
+
+        def absent_is_none(client: Any) -> T | None:
+            try:
+                return operation(client)
+            except hvac.exceptions.InvalidPath as error:
+                if is_absent(error):
+                    return None
+                raise
+
+        return self.call(action, absent_is_none)
+
+    def close(self) -> None:
+        self._client.adapter.close()
+
+    def _logged_in_client(self) -> Any:
+        if not self._logged_in:
+            self._login(force=False)
+        return self._client
+
+    def _login(self, *, force: bool) -> None:
+        with self._lock:
+            if self._logged_in and not force:
+                return  # another thread logged in meanwhile
+            jwt = self._service_account_token()
+            role, mount = self._auth.role, self._auth.mount_path
+            self._login_secrets = (jwt,)
+            try:
+                response = self._client.auth.kubernetes.login(role, jwt, mount_point=mount)
+            except (
+                hvac.exceptions.Forbidden,
+                hvac.exceptions.Unauthorized,
+                hvac.exceptions.InvalidRequest,
+            ) as error:
+                detail = sanitize(error_detail(error), self.secrets)
+                raise ProviderAccessDenied(
+                    f"Vault at {self.address} refused kubernetes login as role {role!r} at "
+                    f"auth/{mount}: {detail}. Check spec.vault.auth.role and mountPath, and "
+                    "that the role binds the operator's ServiceAccount"
+                ) from None
+            except SDK_ERRORS as error:
+                raise translate_error(
+                    error,
+                    action="logging in with kubernetes auth",
+                    address=self.address,
+                    secrets=self.secrets,
+                ) from None
+            self._login_secrets = (jwt, str(response["auth"]["client_token"]))
+            self._logged_in = True
+
+    def _service_account_token(self) -> str:
+        # Read at every login: kubelet rotates projected tokens.
+        try:
+            return self._auth.token_path.read_text().strip()
+        except OSError as error:
+            raise ProviderAccessDenied(
+                f"cannot read the ServiceAccount token at {self._auth.token_path} for Vault "
+                f"kubernetes auth ({error.strerror}); mount one (automountServiceAccountToken) "
+                "or set spec.vault.auth.tokenPath",
+                reason="ServiceAccountTokenUnreadable",
+            ) from None
