@@ -9,6 +9,7 @@ demo_dir="${repo_root}/.demo"
 plane_dir="${demo_dir}/control-plane"
 operator_pid="${demo_dir}/operator.pid"
 operator_log="${demo_dir}/operator.log"
+webhook_port=9443
 kubectl="${KEYLEDGER_TESTBIN_DIR:-${repo_root}/.cache/kube-testbin}/bin/kubectl"
 export KUBECONFIG="${plane_dir}/kubeconfig"
 
@@ -37,6 +38,7 @@ up() {
     start_operator
   fi
 
+  wait_for_webhooks
   log "applying examples/"
   "${kubectl}" apply -f "${repo_root}/examples" >/dev/null
   log "waiting for every key to be Ready"
@@ -82,10 +84,28 @@ print(json.dumps(config))' "${token}" > "${sa_kubeconfig}.tmp"
   mv "${sa_kubeconfig}.tmp" "${sa_kubeconfig}"
 
   log "starting the operator (SQLite ledger, local provider; log: ${operator_log})"
+  # It serves its admission webhooks on loopback, where this API server calls them.
   KUBECONFIG="${sa_kubeconfig}" KEYLEDGER_DATA_DIR="${demo_dir}/data" \
+    KEYLEDGER_WEBHOOK_PORT="${webhook_port}" KEYLEDGER_WEBHOOK_HOST=127.0.0.1 \
+    KEYLEDGER_WEBHOOK_LISTEN=127.0.0.1 \
     nohup "${repo_root}/.venv/bin/keyledger" run --standalone \
     >>"${operator_log}" 2>&1 &
   echo $! > "${operator_pid}"
+}
+
+wait_for_webhooks() {
+  local _
+  for _ in $(seq 1 120); do
+    if "${kubectl}" get validatingwebhookconfiguration keyledger.io \
+        -o jsonpath='{.webhooks[*].clientConfig.url}' 2>/dev/null \
+        | grep -q "127.0.0.1:${webhook_port}/"; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  log "the operator's admission webhooks never came up; operator log: ${operator_log}"
+  tail -n 40 "${operator_log}" >&2
+  exit 1
 }
 
 down() {

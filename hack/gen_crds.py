@@ -160,7 +160,8 @@ ENCRYPTION_KEY_SPEC = obj(
         ),
         "rollback": obj(
             {"window": DURATION},
-            description="How long the previous version can be made primary again (default 7d).",
+            description="How long the previous version can be made primary again; shorter "
+            "than rotation.period (default 7d, or half the rotation period if shorter).",
         ),
         "expiry": obj(
             {
@@ -168,7 +169,8 @@ ENCRYPTION_KEY_SPEC = obj(
                 "at": {"type": "string", "format": "date-time"},
                 "warnBefore": DURATION,
             },
-            description="When versions expire: `after` activation, or `at` a fixed time.",
+            description="When versions expire: `after` activation (longer than "
+            "rotation.period), or `at` a fixed time (the end of the key's use).",
             validations=[
                 {
                     "rule": "!(has(self.after) && has(self.at))",

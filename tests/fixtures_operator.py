@@ -18,6 +18,7 @@ import pytest
 import yaml
 from sqlalchemy.orm import Session, sessionmaker
 
+from keyledger.api import TENANT_LABEL
 from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
 from keyledger.store.models import EncryptionKeyRecord, KeyEventRecord
 from keyledger.store.repository import KeyLedger
@@ -28,6 +29,7 @@ from tests.harness.postgres import PostgresServer, create_database
 from tests.harness.softhsm import softhsm
 
 LOCAL_PROVIDER = "local-dev"
+WEBHOOK_CONFIGURATION = "keyledger.io"
 
 
 @pytest.fixture(scope="session")
@@ -90,9 +92,21 @@ def operator(
     # kopf watches ClusterKeyProviders once one of the operator's namespaces exists;
     # the provider fixtures need them before any test has made its own namespace.
     apply(crds, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "t-shared"}})
-    process = new_operator(crds, operator_database, tmp_path_factory.mktemp("operator"), ("t-*",))
+    # It also serves the admission webhooks, for every test's keys: the API server
+    # calls it at 127.0.0.1 over TLS, with the CA of the certificate it made.
+    webhook_port = free_port()
+    process = new_operator(
+        crds,
+        operator_database,
+        tmp_path_factory.mktemp("operator"),
+        ("t-*",),
+        KEYLEDGER_WEBHOOK_PORT=str(webhook_port),
+        KEYLEDGER_WEBHOOK_HOST="127.0.0.1",
+        KEYLEDGER_WEBHOOK_LISTEN="127.0.0.1",
+    )
     process.start()
     try:
+        wait_for_webhooks(crds, process, webhook_port)
         yield process
     finally:
         process.stop()
@@ -107,11 +121,52 @@ def local_provider(operator: OperatorProcess, crds: ControlPlane) -> str:
     return LOCAL_PROVIDER
 
 
+def wait_for_webhooks(cp: ControlPlane, operator: OperatorProcess, port: int) -> None:
+    """Until both webhook configurations point at the operator's webhook server."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        urls = [
+            webhook.get("clientConfig", {}).get("url", "")
+            for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
+            for webhook in _webhooks(cp, kind)
+        ]
+        if len(urls) >= 2 and all(f"127.0.0.1:{port}/" in url for url in urls):
+            return
+        operator.assert_running()
+        time.sleep(0.3)
+    raise AssertionError(f"the webhooks never pointed at the operator\n{operator.log_tail()}")
+
+
+def _webhooks(cp: ControlPlane, kind: str) -> list[dict[str, Any]]:
+    found = kubectl(cp, "get", kind, WEBHOOK_CONFIGURATION, "-o", "json", check=False)
+    if found.returncode != 0:
+        return []
+    webhooks: list[dict[str, Any]] = json.loads(found.stdout).get("webhooks") or []
+    return webhooks
+
+
+def tenant_namespace(cp: ControlPlane, name: str, tenant: str) -> str:
+    """A namespace bound to `tenant` (label keyledger.io/tenant), as the operator's
+    default strict tenant binding requires of a namespace holding keys."""
+    apply(
+        cp,
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {TENANT_LABEL: tenant}},
+        },
+    )
+    return name
+
+
+def bind_namespace(cp: ControlPlane, namespace: str, tenant: str) -> None:
+    """Bind an existing namespace to `tenant`."""
+    kubectl(cp, "label", "--overwrite", "namespace", namespace, f"{TENANT_LABEL}={tenant}")
+
+
 @pytest.fixture
-def namespace(crds: ControlPlane) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    kubectl(crds, "create", "namespace", name)
-    yield name
+def namespace(crds: ControlPlane, tenant: str) -> Iterator[str]:
+    yield tenant_namespace(crds, f"t-{uuid.uuid4().hex[:10]}", tenant)
 
 
 @pytest.fixture

@@ -61,3 +61,10 @@ class KeyEventType(StrEnum):
     DRIFT_DETECTED = "DRIFT_DETECTED"
     DRIFT_RESOLVED = "DRIFT_RESOLVED"
     ADOPTED = "ADOPTED"
+
+
+class TenantBinding(StrEnum):
+    """What a namespace without the `keyledger.io/tenant` label may hold."""
+
+    STRICT = "strict"  # no EncryptionKey at all: label the namespace first
+    PERMISSIVE = "permissive"  # keys of any tenant (single-team clusters, demos)

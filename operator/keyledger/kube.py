@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
+from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -54,3 +55,32 @@ def patch_status(plural: str, namespace: str, name: str, status: Mapping[str, ob
         {"status": dict(status)},
         _content_type="application/merge-patch+json",
     )
+
+
+def namespace_labels(name: str) -> dict[str, str] | None:
+    """A namespace's labels; None if it does not exist."""
+    try:
+        namespace = client.CoreV1Api().read_namespace(name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    metadata = namespace.metadata
+    return dict((metadata.labels if metadata is not None else None) or {})
+
+
+def read_custom_object(plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+    """A keyledger resource as the API server holds it; None if it does not exist."""
+    from keyledger.api import GROUP, VERSION  # noqa: PLC0415
+
+    api = client.CustomObjectsApi()
+    try:
+        if namespace is None:
+            found = api.get_cluster_custom_object(GROUP, VERSION, plural, name)
+        else:
+            found = api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return dict(cast(Mapping[str, Any], found))

@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from keyledger.domain import TenantBinding
 from keyledger.lifecycle.durations import parse_duration
 
 
@@ -45,6 +46,21 @@ class Settings(BaseSettings):
     namespaces: str = ""
     # Prometheus metrics on this port (0: off).
     metrics_port: int = 9090
+    # Namespaces without the keyledger.io/tenant label: `strict` refuses keys in
+    # them, `permissive` lets them hold keys of any tenant (single-team clusters).
+    tenant_binding: TenantBinding = TenantBinding.STRICT
+    # Admission webhooks (requester identity, the rules that need a lookup) on this
+    # port; 0: not served. `webhook_host` is the name the API server calls them by
+    # (a Service DNS name in a cluster), `webhook_listen` the address bound.
+    webhook_port: int = 0
+    webhook_host: str = "localhost"
+    webhook_listen: str = "0.0.0.0"  # noqa: S104  # a webhook must be reachable
+    # Serving certificate: tls.crt, tls.key and ca.crt there are used as they are
+    # (a cert-manager Secret mounted); otherwise keyledger makes and renews its own.
+    webhook_cert_dir: Path | None = None
+    # The [Validating|Mutating]WebhookConfiguration keyledger keeps pointed at
+    # itself; empty when they are installed from manifests (cert-manager's CA injector).
+    webhook_configuration: str = "keyledger.io"
     # The Alembic `migrations/` directory; unset means the repository's own,
     # next to the package (an installed package must name it).
     migrations_dir: Path | None = None
@@ -79,6 +95,9 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite:///{self.data_dir / 'ledger.db'}"
+
+    def webhook_certificates_dir(self) -> Path:
+        return self.webhook_cert_dir or self.data_dir / "webhook-tls"
 
     def keystore_dir(self) -> Path:
         return self.local_keystore_dir or self.data_dir / "local-keystores"

@@ -44,6 +44,7 @@ from tests.fixtures_operator import (
     ready_condition,
     rows,
     statuses,
+    tenant_namespace,
     wait_condition,
     wait_for,
     wait_not_ready,
@@ -199,9 +200,14 @@ def stack(
 
 
 @pytest.fixture
-def be_namespace(stack: BackendStack, crds: ControlPlane) -> Iterator[str]:
-    name = f"be-{uuid.uuid4().hex[:10]}"
-    kubectl(crds, "create", "namespace", name)
+def be_tenant() -> str:
+    return f"tenant-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def be_namespace(stack: BackendStack, crds: ControlPlane, be_tenant: str) -> Iterator[str]:
+    """A namespace bound to the test's tenant: every key of the test is that tenant's."""
+    name = tenant_namespace(crds, f"be-{uuid.uuid4().hex[:10]}", be_tenant)
     yield name
     # While the operator runs, so that finalizers complete. Keys first: their deletion
     # policy may need the provider. The namespace stays (no namespace controller here).
@@ -211,10 +217,6 @@ def be_namespace(stack: BackendStack, crds: ControlPlane) -> Iterator[str]:
         ["ckp", "-l", f"{OWNER_LABEL}={name}"],
     ):
         kubectl(crds, "delete", *selection, "--timeout=60s", "--ignore-not-found", check=False)
-
-
-def _tenant() -> str:
-    return f"tenant-{uuid.uuid4().hex[:8]}"
 
 
 def credentials_secret(name: str, namespace: str, access: Access) -> dict[str, Any]:
@@ -296,9 +298,10 @@ def test_key_lifecycle_on_a_real_kms(
     stack: BackendStack,
     crds: ControlPlane,
     be_namespace: str,
+    be_tenant: str,
     ledger_sessions: sessionmaker[Session],
 ) -> None:
-    kms, operator, namespace, tenant = stack.kms[backend], stack.operator, be_namespace, _tenant()
+    kms, operator, namespace, tenant = stack.kms[backend], stack.operator, be_namespace, be_tenant
     provider = create_provider(crds, kms, kms.right, namespace, tenant)
     wait_provider(crds, provider, namespace, operator)
     apply(
@@ -351,13 +354,14 @@ def test_wrong_credentials_heal_when_the_secret_is_fixed(
     stack: BackendStack,
     crds: ControlPlane,
     be_namespace: str,
+    be_tenant: str,
     ledger_sessions: sessionmaker[Session],
 ) -> None:
     """All backends at once: the 30 s provider re-check dominates, and is paid once."""
     operator, namespace = stack.operator, be_namespace
     cases = {}
     for name, kms in stack.kms.items():
-        tenant = _tenant()
+        tenant = be_tenant
         cases[name] = (kms, tenant, create_provider(crds, kms, kms.wrong, namespace, tenant))
     for name, (kms, tenant, provider) in cases.items():
         refused = condition(
@@ -427,12 +431,13 @@ def test_no_key_material_or_credentials_anywhere(
     stack: BackendStack,
     crds: ControlPlane,
     be_namespace: str,
+    be_tenant: str,
     ledger_sessions: sessionmaker[Session],
 ) -> None:
     operator, namespace = stack.operator, be_namespace
     keys: dict[str, str] = {}  # backend -> tenant
     for name, kms in stack.kms.items():
-        tenant = _tenant()
+        tenant = be_tenant
         provider = create_provider(crds, kms, kms.right, namespace, tenant)
         wait_provider(crds, provider, namespace, operator)
         apply(crds, key_on(name.lower(), namespace, tenant, provider))

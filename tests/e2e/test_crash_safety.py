@@ -13,7 +13,13 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.store.repository import KeyLedger
-from tests.fixtures_operator import apply, encryption_key, new_operator, wait_condition
+from tests.fixtures_operator import (
+    apply,
+    bind_namespace,
+    encryption_key,
+    new_operator,
+    wait_condition,
+)
 from tests.harness.controlplane import ControlPlane, kubectl
 from tests.harness.operator import OperatorProcess
 
@@ -65,6 +71,7 @@ def test_operator_killed_mid_rotation_finishes_it_once(
     kms_keys_at_crash: int,
 ) -> None:
     tenant = f"crash-{uuid.uuid4().hex[:6]}"
+    bind_namespace(crds, crash_namespace, tenant)
     state = tmp_path / "operator"
 
     def start(**env: str) -> OperatorProcess:

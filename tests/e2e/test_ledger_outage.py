@@ -16,6 +16,7 @@ from keyledger.store.engine import make_engine, make_session_factory, upgrade_da
 from tests.fixtures_operator import (
     annotate,
     apply,
+    bind_namespace,
     encryption_key,
     get,
     new_operator,
@@ -82,6 +83,7 @@ def test_keys_wait_out_a_ledger_outage_and_finish_once(
 ) -> None:
     operator, namespace = stack.operator, stack.namespace
     tenant = f"outage-{uuid.uuid4().hex[:6]}"
+    bind_namespace(crds, namespace, tenant)
 
     def key(name: str) -> dict[str, object]:
         return encryption_key(name, namespace, tenant=tenant, provider=local_provider)

@@ -16,9 +16,10 @@ from tests.fixtures_operator import (
     encryption_key,
     get,
     new_operator,
+    tenant_namespace,
     wait_condition,
 )
-from tests.harness.controlplane import ControlPlane, kubectl
+from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
@@ -31,11 +32,10 @@ QUIET_S = 8
 
 @pytest.fixture
 def shard(
-    crds: ControlPlane, operator_database: str, tmp_path: Path
+    crds: ControlPlane, operator_database: str, tmp_path: Path, tenant: str
 ) -> Iterator[tuple[OperatorProcess, str]]:
     """A second operator, serving one namespace the shared operator does not."""
-    namespace = f"shard-{uuid.uuid4().hex[:8]}"
-    kubectl(crds, "create", "namespace", namespace)
+    namespace = tenant_namespace(crds, f"shard-{uuid.uuid4().hex[:8]}", tenant)
     process = new_operator(crds, operator_database, tmp_path, (namespace,))
     process.start()
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.fixtures_operator import encryption_key, new_operator
+from tests.fixtures_operator import bind_namespace, encryption_key, new_operator
 from tests.harness.controlplane import ControlPlane, kubectl
 from tests.harness.operator import OperatorProcess
 
@@ -74,6 +74,7 @@ def test_idle_keys_cost_only_spread_out_drift_checks(
 ) -> None:
     operator, namespace = scale_operator
     tenant = f"scale-{uuid.uuid4().hex[:6]}"
+    bind_namespace(crds, namespace, tenant)
     manifests = {
         "apiVersion": "v1",
         "kind": "List",

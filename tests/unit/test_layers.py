@@ -41,6 +41,9 @@ SUBPACKAGES = {
     "operations": ("kopf", HANDLERS, MAIN, CLI),
     # No SDK call or SQL in a handler: they delegate to operations/.
     "handlers": (*SDKS, *SQL, PROVIDERS, STORE, MAIN, CLIENT, CLI),
+    # The webhooks' rules and certificate: no kopf, cluster calls or ledger; the
+    # handlers do the lookups and hand them the results.
+    "admission": (*CLUSTER, *SQL, *SDKS, STORE, RUNTIME, HANDLERS, MAIN, CLIENT, CLI),
     # `keyledger run` starts kopf, which loads keyledger.main; the CLI never loads handlers.
     "cli": (*SDKS, PROVIDERS, HANDLERS, MAIN),
 }

@@ -140,3 +140,45 @@ def test_a_paused_key_has_nothing_due() -> None:
     assert paused.next_due is None
     (condition,) = [c for c in paused.conditions if c.type == "Paused"]
     assert condition.status is True and "keyledger.io/paused" in condition.message
+
+
+def test_the_default_rollback_window_is_shorter_than_the_rotation_period() -> None:
+    assert _spec(rotation={"period": "90d"}).rollback_window == timedelta(days=7)
+    assert _spec(rotation={"period": "2d"}).rollback_window == timedelta(days=1)
+    assert _spec(rotation={"period": "2d"}, rollback={"window": "3h"}).rollback_window == (
+        timedelta(hours=3)
+    )
+
+
+def _drive(spec: KeySpec, until: datetime) -> list[KeyVersion]:
+    """The planner's actions applied in memory, a pass every minute until `until`."""
+    from keyledger.lifecycle.plan import plan_next  # noqa: PLC0415
+    from keyledger.lifecycle.requests import Requests  # noqa: PLC0415
+    from keyledger.lifecycle.transitions import apply_in_memory, changes_for  # noqa: PLC0415
+
+    versions: list[KeyVersion] = []
+    now = T0
+    while now <= until:
+        for _ in range(20):
+            action = plan_next(spec, versions, Requests(), now)
+            if action is None:
+                break
+            changes = changes_for(action, versions, spec, now, f"ref-{len(versions)}-{now}")
+            versions = apply_in_memory(versions, changes, now)
+        else:
+            raise AssertionError(f"the planner never settled at {now}: {versions}")
+        now += timedelta(minutes=1)
+    return versions
+
+
+def test_a_fixed_expiry_time_ends_the_key_instead_of_making_versions_until_it() -> None:
+    """`expiry.at` is when the key's use ends: every version would expire then, so the
+    planner neither rotates early nor replaces the expired version (it used to, in a
+    loop that made a new version on every pass)."""
+    end = T0 + timedelta(hours=2)
+    spec = _spec(rotation={"period": "1h"}, expiry={"at": end.isoformat()})
+    versions = _drive(spec, until=end + timedelta(minutes=30))
+    assert [(v.version, v.status) for v in versions] == [
+        (2, KeyStatus.EXPIRED),
+        (1, KeyStatus.EXPIRED),
+    ]

@@ -10,7 +10,12 @@ import kopf
 from keyledger.api import ENCRYPTION_KEYS, GROUP, VERSION
 from keyledger.errors import InvalidSpec, KeyledgerError
 from keyledger.handlers.errors import UNEXPECTED_ERROR_BACKOFF, to_kopf_error
-from keyledger.handlers.keys_common import key_resource, last_drift, provider_for
+from keyledger.handlers.keys_common import (
+    admissible_provider,
+    key_resource,
+    last_drift,
+    provider_for,
+)
 from keyledger.handlers.reporting import (
     failure_outcome,
     forget_key_status,
@@ -39,7 +44,7 @@ def reconcile_encryption_key(
     logger.info("reconciling, correlation id %s", correlation_id)
     try:
         key = key_resource(body)
-        provider = provider_for(key, indexes)
+        provider = admissible_provider(key, indexes, runtime.settings.tenant_binding)
         outcome = runtime.keys.reconcile(
             key, runtime.backends.open(provider), provider.label, correlation_id, last_drift(body)
         )

@@ -20,7 +20,7 @@ import kopf
 from keyledger.api import ENCRYPTION_KEYS, GROUP, VERSION
 from keyledger.errors import KeyledgerError
 from keyledger.handlers.errors import retry_delay
-from keyledger.handlers.keys_common import key_resource, last_drift, provider_for
+from keyledger.handlers.keys_common import admissible_provider, key_resource, last_drift
 from keyledger.handlers.reporting import observe_key_status, write_outcome
 from keyledger.kube import patch_status
 from keyledger.operations.outcome import Outcome
@@ -36,7 +36,7 @@ def _run_pass(
 ) -> Outcome:
     """Scheduled transitions first (when due), then the drift check (when due)."""
     key = key_resource(body)
-    provider = provider_for(key, indexes)
+    provider = admissible_provider(key, indexes, runtime.settings.tenant_binding)
     backend = runtime.backends.open(provider)
     correlation_id = str(uuid.uuid4())
     previous = last_drift(body)

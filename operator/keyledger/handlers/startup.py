@@ -8,11 +8,12 @@ from typing import Any
 import kopf
 import prometheus_client
 
+from keyledger.admission.certificates import serving_certificate
 from keyledger.api import FINALIZER, KOPF_ANNOTATION_PREFIX
 from keyledger.kube import load_kubernetes_config, read_secret
 from keyledger.logsafety import cap_sdk_logging
 from keyledger.runtime import build_runtime
-from keyledger.settings import get_settings
+from keyledger.settings import Settings, get_settings
 
 
 @kopf.on.startup()
@@ -34,7 +35,24 @@ def start_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     config = get_settings()
     if config.metrics_port:
         prometheus_client.start_http_server(config.metrics_port)
+    if config.webhook_port:
+        _serve_admission_webhooks(settings, config)
     memo.runtime = build_runtime(config, read_secret)
+
+
+def _serve_admission_webhooks(settings: kopf.OperatorSettings, config: Settings) -> None:
+    tls = serving_certificate(config.webhook_certificates_dir(), [config.webhook_host])
+    settings.admission.server = kopf.WebhookServer(
+        addr=config.webhook_listen,
+        port=config.webhook_port,
+        host=config.webhook_host,
+        certfile=tls.certfile,
+        pkeyfile=tls.keyfile,
+        cafile=tls.cafile,
+    )
+    # kopf keeps the webhook configurations pointed at this server and its CA; with
+    # none named they come from manifests (e.g. with cert-manager's CA injector).
+    settings.admission.managed = config.webhook_configuration or None
 
 
 @kopf.on.cleanup()

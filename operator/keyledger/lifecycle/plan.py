@@ -50,7 +50,7 @@ def plan_next(
         or _rotate_on_request(spec, current, requests)
         or _rotate_on_schedule(spec, current, now)
         or _expire(versions, now)
-        or _replace_unusable(spec, current)
+        or _replace_unusable(spec, current, now)
         or _close_windows(versions, now)
         or _apply_desired_state(spec, current)
     )
@@ -145,7 +145,7 @@ def _rotate_on_schedule(spec: KeySpec, current: KeyVersion, now: datetime) -> Ac
     if spec.state is DesiredState.INACTIVE:
         return None
     due = rotation_due_at(spec, current)
-    if due is None or due > now:
+    if due is None or due > now or _born_expired(spec, now):
         return None
     by_period = (
         spec.rotation_period is not None
@@ -166,18 +166,26 @@ def _expire(versions: Sequence[KeyVersion], now: datetime) -> Action | None:
     return None
 
 
-def _replace_unusable(spec: KeySpec, current: KeyVersion) -> Action | None:
+def _replace_unusable(spec: KeySpec, current: KeyVersion, now: datetime) -> Action | None:
     if current.status is KeyStatus.COMPROMISED:
         return CreateVersion(Trigger.REPLACE_COMPROMISED, current)
-    # An expired key is replaced automatically only where rotation is on; otherwise
-    # it stays expired (Ready=False) until someone asks for a rotation.
+    # An expired key is replaced automatically only where rotation is on, and only
+    # by a version that would not be born expired (`expiry.at` in the past ends the
+    # key's use); otherwise it stays expired (Ready=False) until the spec changes.
     if (
         current.status is KeyStatus.EXPIRED
         and spec.rotation_period is not None
-        and (spec.state is DesiredState.ACTIVE)
+        and spec.state is DesiredState.ACTIVE
+        and not _born_expired(spec, now)
     ):
         return CreateVersion(Trigger.REPLACE_EXPIRED, current)
     return None
+
+
+def _born_expired(spec: KeySpec, now: datetime) -> bool:
+    """Whether a version made now would expire at once (`expiry.at` has passed)."""
+    expires = spec.expiry_for(now)
+    return expires is not None and expires <= now
 
 
 def _close_windows(versions: Sequence[KeyVersion], now: datetime) -> Action | None:

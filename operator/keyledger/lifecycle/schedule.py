@@ -49,7 +49,12 @@ def rotation_due_at(spec: KeySpec, current: KeyVersion) -> datetime | None:
         if current.expires_at is not None:
             lifetime = current.expires_at - current.activated_at
             lead = min(spec.expiry_warning, lifetime / PRE_EXPIRY_FRACTION)
-            candidates.append(current.expires_at - max(lead, timedelta(0)))
+            early = current.expires_at - max(lead, timedelta(0))
+            # Only if a version made then outlives this one: under `expiry.at` every
+            # version ends at the same moment, and rotating would only make more.
+            successor_expires = spec.expiry_for(early)
+            if successor_expires is None or successor_expires > current.expires_at:
+                candidates.append(early)
     return min(candidates, default=None)
 
 

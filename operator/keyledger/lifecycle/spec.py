@@ -87,6 +87,7 @@ class KeySpec:
         rotation = spec.get("rotation") or {}
         rollback = spec.get("rollback") or {}
         expiry = spec.get("expiry") or {}
+        period = _optional_duration(rotation.get("period"), "spec.rotation.period")
         return cls(
             tenant=tenant,
             key_name=spec.get("keyName") or name,
@@ -98,9 +99,9 @@ class KeySpec:
             authorized_services=tuple(spec.get("authorizedServices") or ()),
             access_policy=dict(spec.get("accessPolicy") or {}),
             state=_choice(DesiredState, spec.get("state", "Active"), "spec.state"),
-            rotation_period=_optional_duration(rotation.get("period"), "spec.rotation.period"),
+            rotation_period=period,
             rollback_window=_optional_duration(rollback.get("window"), "spec.rollback.window")
-            or DEFAULT_ROLLBACK_WINDOW,
+            or default_rollback_window(period),
             expire_after=_optional_duration(expiry.get("after"), "spec.expiry.after"),
             expire_at=_optional_timestamp(expiry.get("at"), "spec.expiry.at"),
             expiry_warning=_optional_duration(expiry.get("warnBefore"), "spec.expiry.warnBefore")
@@ -146,6 +147,14 @@ def _deletion_window_days(value: object) -> int:
         f"spec.deletionWindowDays is {_shown(value)}: use a whole number of days from "
         f"{DELETION_WINDOW_DAYS.start} to {DELETION_WINDOW_DAYS.stop - 1}"
     )
+
+
+def default_rollback_window(rotation_period: timedelta | None) -> timedelta:
+    """Seven days, or half the rotation period where that is shorter: a rollback
+    returns to the previous version, which the next rotation replaces."""
+    if rotation_period is None:
+        return DEFAULT_ROLLBACK_WINDOW
+    return min(DEFAULT_ROLLBACK_WINDOW, rotation_period / 2)
 
 
 def _optional_duration(value: str | None, field_path: str) -> timedelta | None:

@@ -29,6 +29,8 @@ class KeyVersion:
     can_rollback: bool = False
     rollback_expires_at: datetime | None = None
     parent_id: uuid.UUID | None = None
+    # Who caused the version's row (the ledger's created_by): finishing it is theirs too.
+    created_by: str | None = None
 
 
 def current_version(versions: Sequence[KeyVersion]) -> KeyVersion | None:

@@ -9,6 +9,7 @@ boundaries the crash tests kill the operator at.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import assert_never
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,6 +30,7 @@ from keyledger.lifecycle.actions import (
 )
 from keyledger.lifecycle.transitions import changes_for
 from keyledger.lifecycle.versions import KeyVersion
+from keyledger.operations.attribution import attribute
 from keyledger.operations.outcome import Outcome
 from keyledger.operations.steps import ADOPTION_REFUSED, check_adoptable, version_request
 from keyledger.operations.views import Clock, KeyResource
@@ -51,6 +53,13 @@ class ActionExecutor:
         why: Transition,
         outcome: Outcome,
     ) -> None:
+        attribution = attribute(action.cause, key, why.actor)
+        requester = attribution.requester
+        why = replace(
+            why,
+            actor=attribution.actor,
+            requester=requester.as_details() if requester is not None else None,
+        )
         kms_key_id = self.run_kms_step(action.kms_step(key.spec), key, backend)
         changes = changes_for(action, versions, key.spec, self.clock(), kms_key_id)
         self._commit(key, backend, versions, changes, action.handled_request, why)

@@ -28,6 +28,8 @@ class KeyResource:
     generation: int | None
     spec: KeySpec
     annotations: Mapping[str, str]
+    # sha256 of the spec as the API server holds it: the requester record names it.
+    spec_digest: str = ""
 
     @property
     def qualified_name(self) -> str:
@@ -48,6 +50,7 @@ def to_version(record: EncryptionKeyRecord) -> KeyVersion:
         can_rollback=record.can_rollback,
         rollback_expires_at=record.rollback_expires_at,
         parent_id=record.parent_key_id,
+        created_by=record.created_by,
     )
 
 

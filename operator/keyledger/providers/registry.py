@@ -10,8 +10,10 @@ finds its targets by the same table.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from keyledger.domain import KmsProvider
 from keyledger.errors import InvalidSpec
@@ -22,10 +24,40 @@ BackendFactory = Callable[[BackendConfig, Settings], KeyBackend]
 
 
 @dataclass(frozen=True)
+class AdoptableRef:
+    """The shape of a KMS key reference `spec.adopt.kmsKeyId` may name."""
+
+    pattern: str
+    example: str
+
+    def matches(self, ref: str) -> bool:
+        return re.fullmatch(self.pattern, ref) is not None
+
+
+# spec.deletionWindowDays as the CRD allows it; a backend may narrow it.
+DELETION_WINDOW_DAYS = range(7, 31)
+
+
+def _any_window(_options: Mapping[str, Any]) -> range:
+    return DELETION_WINDOW_DAYS
+
+
+def _gcp_window(options: Mapping[str, Any]) -> range:
+    # GCP destroys after the CryptoKey's destroy_scheduled_duration, fixed when
+    # keyledger creates it: a longer window than that cannot be kept.
+    days = int(options.get("destroyScheduledDays", 30))
+    return range(DELETION_WINDOW_DAYS.start, min(days, DELETION_WINDOW_DAYS.stop - 1) + 1)
+
+
+@dataclass(frozen=True)
 class BuiltinBackend:
     field: str  # spec.<field> of KeyProvider / ClusterKeyProvider
     package: str  # keyledger.providers.<package>
     kms_provider: KmsProvider  # encryption_keys.kms_provider
+    # What spec.adopt.kmsKeyId looks like for it; None: it cannot adopt (why).
+    adoptable: AdoptableRef | str
+    # The spec.deletionWindowDays it can keep, given the provider's backend options.
+    deletion_window_days: Callable[[Mapping[str, Any]], range] = _any_window
 
     @property
     def module(self) -> str:
@@ -34,17 +66,66 @@ class BuiltinBackend:
 
 
 BACKENDS = (
-    BuiltinBackend("awsKms", "aws", KmsProvider.AWS_KMS),
-    BuiltinBackend("azureKeyVault", "azure", KmsProvider.AZURE_KV),
-    BuiltinBackend("vault", "vault", KmsProvider.HASHICORP_VAULT),
-    BuiltinBackend("gcpKms", "gcp", KmsProvider.GCP_KMS),
-    BuiltinBackend("pkcs11", "pkcs11", KmsProvider.LOCAL_HSM),
-    BuiltinBackend("local", "local", KmsProvider.LOCAL_SOFTWARE),
+    BuiltinBackend(
+        "awsKms",
+        "aws",
+        KmsProvider.AWS_KMS,
+        AdoptableRef(
+            r"arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+",
+            "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        ),
+    ),
+    BuiltinBackend(
+        "azureKeyVault",
+        "azure",
+        KmsProvider.AZURE_KV,
+        AdoptableRef(
+            r"https://[A-Za-z0-9.-]+(:[0-9]+)?/keys/[0-9A-Za-z-]{1,127}/[0-9A-Za-z]{1,64}",
+            "https://records.vault.azure.net/keys/phi/0123456789abcdef0123456789abcdef",
+        ),
+    ),
+    BuiltinBackend(
+        "vault",
+        "vault",
+        KmsProvider.HASHICORP_VAULT,
+        "Vault transit key versions are numbered by keyledger, so there is nothing to take over",
+    ),
+    BuiltinBackend(
+        "gcpKms",
+        "gcp",
+        KmsProvider.GCP_KMS,
+        AdoptableRef(
+            r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+"
+            r"/cryptoKeyVersions/[0-9]+",
+            "projects/p/locations/global/keyRings/acme/cryptoKeys/phi/cryptoKeyVersions/1",
+        ),
+        deletion_window_days=_gcp_window,
+    ),
+    BuiltinBackend(
+        "pkcs11",
+        "pkcs11",
+        KmsProvider.LOCAL_HSM,
+        AdoptableRef(
+            r"pkcs11:token=[^;]+;object=[^;]+;id=[^;]+;type=secret-key",
+            "pkcs11:token=keyledger;object=keyledger/acme/phi;id=%00%00%00%01;type=secret-key",
+        ),
+    ),
+    BuiltinBackend(
+        "local",
+        "local",
+        KmsProvider.LOCAL_SOFTWARE,
+        AdoptableRef(r"local:[^/]+/.+", "local:demo/0b1c2d3e"),
+    ),
 )
 BACKEND_FIELDS = tuple(backend.field for backend in BACKENDS)
 _BY_FIELD = {backend.field: backend for backend in BACKENDS}
 
 _FACTORIES: dict[str, BackendFactory] = {}
+
+
+def builtin_backend(field_name: str) -> BuiltinBackend:
+    """The registry's row for the backend `field_name` selects."""
+    return _builtin(field_name)
 
 
 def kms_provider_of(field_name: str) -> KmsProvider:

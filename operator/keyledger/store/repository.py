@@ -22,6 +22,8 @@ class Transition:
     actor: str
     correlation_id: str | None = None
     reason: str | None = None
+    # The requesting user's username, uid and groups, as the admission webhook saw them.
+    requester: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -276,7 +278,9 @@ class KeyLedger:
             actor=why.actor,
             correlation_id=why.correlation_id,
             reason=why.reason,
-            details=details,
+            details={**(details or {}), "requester": dict(why.requester)}
+            if why.requester is not None
+            else details,
         )
         self.session.add(event)
         return event
