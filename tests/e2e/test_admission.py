@@ -66,11 +66,6 @@ def key(namespace: str, tenant: str, local_provider: str) -> Callable[..., dict[
             "spec.adopt.kmsKeyId: 'arn:aws:kms:eu-west-1:111122223333:key/abc' is not a local "
             "key reference; it looks like local:",
         ),
-        (
-            {"providerRef": {"kind": "ClusterKeyProvider", "name": "nowhere"}},
-            "ProviderNotFound",
-            "spec.providerRef: ClusterKeyProvider 'nowhere' does not exist",
-        ),
     ],
 )
 def test_contradictory_specs_are_refused_naming_the_field(
@@ -82,6 +77,23 @@ def test_contradictory_specs_are_refused_naming_the_field(
 ) -> None:
     message = refused(crds, key(**spec))
     assert f"{reason}: {field}" in message
+
+
+def test_a_provider_that_does_not_exist_yet_is_admitted_with_a_warning(
+    crds: ControlPlane,
+    operator: OperatorProcess,
+    namespace: str,
+    key: Callable[..., dict[str, Any]],
+) -> None:
+    """GitOps applies a provider and its keys in no set order: the key is admitted,
+    the writer warned, and the key waits for its provider."""
+    manifest = key("early", providerRef={"kind": "ClusterKeyProvider", "name": "not-yet"})
+    result = kubectl(crds, "apply", "-f", "-", input=yaml.safe_dump(manifest))
+    assert (
+        "Warning: spec.providerRef: ClusterKeyProvider 'not-yet' does not exist yet; "
+        "the key waits for it" in result.stderr
+    )
+    wait_not_ready(crds, "early", "ProviderNotFound", namespace=namespace, operator=operator)
 
 
 def test_a_key_must_name_its_namespaces_tenant(

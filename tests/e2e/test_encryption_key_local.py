@@ -6,6 +6,7 @@ plane and a real PostgreSQL ledger.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -16,12 +17,14 @@ from keyledger.domain import KeyEventType, KeyStatus
 from keyledger.store.models import KeyEventRecord
 from keyledger.store.repository import KeyLedger
 from tests.fixtures_operator import (
+    annotate,
     apply,
     encryption_key,
     get,
     provider_manifest,
     ready_condition,
     rows,
+    statuses,
     wait_condition,
     wait_for_event,
     wait_not_ready,
@@ -166,13 +169,30 @@ def test_provider_that_does_not_serve_the_tenant_is_refused(
         ),
     )
     wait_condition(crds, "ckp", name, "Ready", namespace=None, operator=operator)
+    # Refused at admission, the earliest layer that can know.
+    denied = apply(
+        crds, encryption_key("denied", namespace, tenant=tenant, provider=name), check=False
+    )
+    assert denied.returncode != 0
+    assert "ProviderNotAllowed" in denied.stderr
+    assert tenant in denied.stderr and "allowedTenants" in denied.stderr
+    assert rows(ledger_sessions, tenant, "denied") == []
+
+    # The operator's backstop: the provider stops serving the tenant after the key
+    # was admitted, and the key's next pass is refused with the same reason.
+    kubectl(crds, "patch", "ckp", name, "--type=merge", "-p", '{"spec":{"allowedTenants":null}}')
     apply(crds, encryption_key("denied", namespace, tenant=tenant, provider=name))
+    wait_condition(crds, "ek", "denied", "Ready", namespace=namespace, operator=operator)
+    kubectl(
+        crds, "patch", "ckp", name, "--type=merge", "-p", '{"spec":{"allowedTenants":["someone"]}}'
+    )
+    annotate(crds, namespace, "denied", rotate_requested_at="after-narrowing")
     ek = wait_not_ready(
         crds, "denied", "ProviderNotAllowed", namespace=namespace, operator=operator
     )
     message = ready_condition(ek)["message"]
     assert tenant in message and "allowedTenants" in message
-    assert rows(ledger_sessions, tenant, "denied") == []
+    assert statuses(ledger_sessions, tenant, "denied") == [(1, "ACTIVE")]  # not rotated
 
 
 def test_second_resource_for_the_same_key_name_is_refused(
@@ -284,10 +304,24 @@ def test_namespace_selector_limits_a_cluster_provider(
         ),
     )
     wait_condition(crds, "ckp", name, "Ready", namespace=None, operator=operator)
-    apply(crds, encryption_key("gated", namespace, tenant=tenant, provider=name))
+    gated = encryption_key("gated", namespace, tenant=tenant, provider=name)
+    denied = apply(crds, gated, check=False)
+    assert denied.returncode != 0
+    assert "ProviderNotAllowed" in denied.stderr and "spec.namespaceSelector" in denied.stderr
+    assert rows(ledger_sessions, tenant, "gated") == []
+
+    # Admitted while the provider served every namespace; the selector comes back
+    # afterwards: the operator refuses the key's next pass with the same reason.
+    selector = {"matchLabels": {f"keyledger.io/{tenant}": "allowed"}}
+    patch_selector = '{"spec":{"namespaceSelector":%s}}'
+    kubectl(crds, "patch", "ckp", name, "--type=merge", "-p", patch_selector % "null")
+    apply(crds, gated)
+    wait_condition(crds, "ek", "gated", "Ready", namespace=namespace, operator=operator)
+    kubectl(crds, "patch", "ckp", name, "--type=merge", "-p", patch_selector % json.dumps(selector))
+    annotate(crds, namespace, "gated", rotate_requested_at="after-the-selector")
     ek = wait_not_ready(crds, "gated", "ProviderNotAllowed", namespace=namespace, operator=operator)
     assert "spec.namespaceSelector" in ready_condition(ek)["message"]
-    assert rows(ledger_sessions, tenant, "gated") == []
+    assert statuses(ledger_sessions, tenant, "gated") == [(1, "ACTIVE")]
     # Labelling the namespace is enough: the key retries and goes Ready by itself.
     kubectl(crds, "label", "namespace", namespace, f"keyledger.io/{tenant}=allowed")
     wait_condition(crds, "ek", "gated", "Ready", namespace=namespace, operator=operator, timeout=90)

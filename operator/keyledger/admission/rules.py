@@ -54,16 +54,21 @@ def tenant_refusal(
     return None
 
 
+def missing_provider_warning(where: str) -> str:
+    """A key may name a provider that does not exist yet: GitOps tools apply a
+    provider and its keys in no particular order. The key waits (Ready=False
+    ProviderNotFound) and the writer is warned."""
+    return (
+        f"spec.providerRef: {where} does not exist yet; the key waits for it "
+        "(create it, or fix spec.providerRef.name)"
+    )
+
+
 def provider_refusal(
-    spec: KeySpec, labels: Mapping[str, str] | None, provider: ProviderView | None, where: str
+    spec: KeySpec, labels: Mapping[str, str] | None, provider: ProviderView, where: str
 ) -> Refusal | None:
-    """The provider named by spec.providerRef exists and serves this tenant here.
-    (Whether it is Ready is not checked: that changes by itself.)"""
-    if provider is None:
-        return Refusal(
-            "ProviderNotFound",
-            f"spec.providerRef: {where} does not exist; create it or fix spec.providerRef.name",
-        )
+    """The provider named by spec.providerRef serves this tenant here. (Whether it
+    is Ready is not checked: that changes by itself.)"""
     refusal = provider.refusal(spec.tenant, labels)
     if refusal is not None:
         return Refusal("ProviderNotAllowed", f"spec.providerRef: {where} {refusal}")

@@ -21,6 +21,7 @@ import kopf
 
 from keyledger.admission.rules import (
     Refusal,
+    missing_provider_warning,
     provider_refusal,
     request_refusal,
     spec_refusal,
@@ -73,13 +74,13 @@ def record_requesters(
     side_effects=False,
     ignore_failures=False,
 )
-def validate_encryption_key(body: kopf.Body, **kwargs: Any) -> None:
-    refusal = _refusal(body, kwargs.get("old"))
+def validate_encryption_key(body: kopf.Body, warnings: list[str], **kwargs: Any) -> None:
+    refusal = _refusal(body, kwargs.get("old"), warnings)
     if refusal is not None:
         raise kopf.AdmissionError(f"{refusal.reason}: {refusal.message}", code=422)
 
 
-def _refusal(body: kopf.Body, old: kopf.Body | None) -> Refusal | None:
+def _refusal(body: kopf.Body, old: kopf.Body | None, warnings: list[str]) -> Refusal | None:
     old_annotations = dict(old.metadata.annotations) if old is not None else {}
     new_annotations = dict(body.metadata.annotations)
     requests = request_refusal(old_annotations, new_annotations, old.status if old else {})
@@ -95,12 +96,14 @@ def _refusal(body: kopf.Body, old: kopf.Body | None) -> Refusal | None:
     except KeyledgerError as error:
         return Refusal(error.reason, error.message)
     labels = namespace_labels(namespace)
+    refusal = tenant_refusal(spec, namespace, labels, get_settings().tenant_binding)
+    if refusal is not None:
+        return refusal
     provider, where = _provider(spec, namespace)
-    return (
-        tenant_refusal(spec, namespace, labels, get_settings().tenant_binding)
-        or provider_refusal(spec, labels, provider, where)
-        or spec_refusal(spec, provider)
-    )
+    if provider is None:
+        warnings.append(missing_provider_warning(where))
+        return spec_refusal(spec, None)
+    return provider_refusal(spec, labels, provider, where) or spec_refusal(spec, provider)
 
 
 def _provider(spec: KeySpec, namespace: str) -> tuple[ProviderView | None, str]:
