@@ -6,6 +6,7 @@ happens once. The command then waits until the operator's status shows it done.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -94,10 +95,7 @@ def _annotate_and_wait(
             _content_type="application/merge-patch+json",
         )
     except ApiException as exc:
-        print(
-            f"error: cannot annotate encryptionkey {namespace}/{name}: HTTP {exc.status} "
-            f"{exc.reason}"
-        )
+        print(f"error: cannot annotate encryptionkey {namespace}/{name}: {_refusal(exc)}")
         return 1
     if requested:
         print(requested)
@@ -119,3 +117,13 @@ def _annotate_and_wait(
         )
         return 2
     return 0
+
+
+def _refusal(exc: ApiException) -> str:
+    """The API server's own message (an admission refusal names the reason and the
+    fix), or the HTTP status when there is none."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message) if message else f"HTTP {exc.status} {exc.reason}"
