@@ -80,4 +80,10 @@ def test_operators_splitting_namespaces_leave_each_others_keys_alone(
     # Each key was reconciled by its own operator only.
     assert "[" + f"{shard_namespace}/theirs]" in shard_operator.log_text()
     assert f"{namespace}/mine" not in shard_operator.log_text()
-    assert f"{shard_namespace}/theirs" not in operator.log_text()
+    # The shared operator serves the admission webhooks for every namespace; it
+    # handles nothing else of the other operator's key.
+    assert [
+        line
+        for line in operator.log_text().splitlines()
+        if f"{shard_namespace}/theirs" in line and "Webhook '" not in line
+    ] == []
