@@ -1,4 +1,4 @@
-"""`keyledger run|migrate|versions|rotate|rollback|compromise`.
+"""`keyledger run|migrate|versions|rotate|rollback|compromise|audit|report`.
 
 Also installed as `kubectl-keyledger`, so `kubectl keyledger rotate phi-primary -n acme` works.
 """
@@ -110,6 +110,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         freeze.add_argument("name", help="EncryptionKey name")
         freeze.add_argument("-n", "--namespace", default="default")
         freeze.add_argument("--wait", type=float, default=60.0, help="seconds to wait (0: no wait)")
+    audit = commands.add_parser("audit", help="the audit trail: verify its hash chains, export it")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser(
+        "verify", help="walk each tenant's chain; name the first row changed, inserted or deleted"
+    )
+    verify.add_argument("--tenant", help="one tenant's chain (default: every tenant's)")
+    export = audit_commands.add_parser("export", help="audit rows as JSON lines, oldest first")
+    export.add_argument("--tenant", help="one tenant's rows (default: every tenant's)")
+    export.add_argument("--since", help="RFC 3339 time, or a duration back from now (24h, 7d)")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run"]:
         # Everything after `run` belongs to kopf, options included.
@@ -117,6 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "migrate":
         return _migrate(args.revision)
+    if args.command == "audit":
+        from keyledger.cli import audit as audit_trail  # noqa: PLC0415
+
+        if args.audit_command == "verify":
+            return audit_trail.verify(args.tenant)
+        return audit_trail.export(args.tenant, args.since)
     if args.command in ("pause", "resume"):
         from keyledger.cli.requests import set_paused  # noqa: PLC0415
 

@@ -151,7 +151,10 @@ class EncryptionKeyRecord(Base):
 class KeyEventRecord(Base):
     """An audit row: one transition of one key version, who caused it and why.
 
-    Append-only: the migration installs triggers that refuse UPDATE and DELETE.
+    Append-only: the migration installs triggers that refuse UPDATE and DELETE;
+    hash-chained per tenant, so that a row changed by someone who got past the
+    triggers shows (`keyledger audit verify`). Written only through
+    `KeyLedger.record_event`, which links each row into its tenant's chain.
     """
 
     __tablename__ = "key_events"
@@ -173,10 +176,20 @@ class KeyEventRecord(Base):
     correlation_id: Mapped[str | None] = mapped_column(String(255))
     reason: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    # The tenant's hash chain (keyledger.store.audit): the previous row of the
+    # tenant (none for the first), its hash, and this row's own hash.
+    prev_event_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    row_hash: Mapped[str] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_key_events_tenant_occurred", "tenant_id", "occurred_at"),
         Index("ix_key_events_key_id", "key_id"),
+        # A row has one successor: two writers racing for one predecessor fail
+        # instead of forking the chain.
+        Index("uq_key_events_prev_event_id", "prev_event_id", unique=True),
+        # The newest row of a tenant, which the next row links to.
+        Index("ix_key_events_tenant_chain", "tenant_id", "id"),
     )
 
 

@@ -5,14 +5,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, literal, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from keyledger.domain import KeyEventType, KeyStatus, KeyType, KmsProvider
+from keyledger.lifecycle.durations import format_duration
+from keyledger.store.audit import append_to_chain
 from keyledger.store.models import EncryptionKeyRecord, HandledRequestRecord, KeyEventRecord
+
+# The CREATED row's details key holding the rotation period, spelled as in specs (90d).
+ROTATION_PERIOD = "rotation_period"
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,15 @@ class KeyLedger:
         now: datetime,
         why: Transition,
         details: dict[str, Any] | None = None,
+        rotation_period: timedelta | None = None,
     ) -> EncryptionKeyRecord:
+        """A new PENDING version and its CREATED audit row.
+
+        `rotation_period` is the spec's rotation policy the version is made under;
+        it is kept in the CREATED row's details (hash-chained with it), which is
+        where the compliance report reads "overdue" from."""
+        if rotation_period is not None:
+            details = {**(details or {}), ROTATION_PERIOD: format_duration(rotation_period)}
         record = EncryptionKeyRecord(
             id=uuid.uuid4(),
             created_at=now,
@@ -266,6 +279,7 @@ class KeyLedger:
         why: Transition,
         details: dict[str, Any] | None = None,
     ) -> KeyEventRecord:
+        """Append an audit row to its tenant's hash chain (flushed, so it has its id)."""
         event = KeyEventRecord(
             occurred_at=now,
             key_id=record.id,
@@ -282,7 +296,7 @@ class KeyLedger:
             if why.requester is not None
             else details,
         )
-        self.session.add(event)
+        append_to_chain(self.session, event)
         return event
 
     def record_request(
