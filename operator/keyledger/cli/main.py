@@ -1,4 +1,4 @@
-"""`keyledger run|migrate|versions|rotate|rollback|compromise|audit|report`.
+"""`keyledger run|migrate|versions|rotate|rollback|compromise|audit|report|grant|revoke`.
 
 Also installed as `kubectl-keyledger`, so `kubectl keyledger rotate phi-primary -n acme` works.
 """
@@ -119,6 +119,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     export = audit_commands.add_parser("export", help="audit rows as JSON lines, oldest first")
     export.add_argument("--tenant", help="one tenant's rows (default: every tenant's)")
     export.add_argument("--since", help="RFC 3339 time, or a duration back from now (24h, 7d)")
+    for kind, help_text in (
+        ("grant", "let a database role see a tenant's ledger rows (PostgreSQL row security)"),
+        ("revoke", "hide a tenant's ledger rows from a database role again"),
+    ):
+        change = commands.add_parser(kind, help=help_text)
+        change.add_argument("role", help="PostgreSQL role the service connects as")
+        change.add_argument("tenant")
+    grants = commands.add_parser("grants", help="list which roles see which tenants")
+    grants.add_argument("--role")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run"]:
         # Everything after `run` belongs to kopf, options included.
@@ -126,6 +135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "migrate":
         return _migrate(args.revision)
+    if args.command in ("grant", "revoke", "grants"):
+        from keyledger.cli import grants as tenant_grants  # noqa: PLC0415
+
+        if args.command == "grants":
+            return tenant_grants.list_grants(args.role)
+        return tenant_grants.change_grant(args.role, args.tenant, grant=args.command == "grant")
     if args.command == "audit":
         from keyledger.cli import audit as audit_trail  # noqa: PLC0415
 

@@ -229,3 +229,18 @@ class HandledRequestRecord(Base):
         # The last handled token of each kind (status.lastHandledRequests).
         Index("ix_handled_requests_latest", "tenant_id", "key_name", "kind", "id"),
     )
+
+
+class TenantGrantRecord(Base):
+    """A database role allowed to see one tenant's rows (PostgreSQL row-level security).
+
+    Consulted by the `tenant_isolation` policies of migration 0005; a role whose
+    session scope (`keyledger.tenant`) names a tenant it has no row here for
+    sees nothing of it. The operator's role owns the tables and is not subject
+    to the policies. SQLite has no row-level security and ignores this table."""
+
+    __tablename__ = "tenant_grants"
+
+    role_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    granted_at: Mapped[datetime] = mapped_column(UtcDateTime)
