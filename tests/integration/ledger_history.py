@@ -133,4 +133,7 @@ def write_history(sessions: sessionmaker[Session]) -> History:
             why=Transition(actor=OPERATOR),
         )
         _create(ledger, "acme", "invoices", 1, NOW - timedelta(days=10), "bob", timedelta(days=30))
+        ledger.mark_used(
+            {patients_v2.id: NOW - timedelta(hours=3), patients_v1.id: NOW - timedelta(days=60)}
+        )
     return History(NOW, patients_v1, patients_v2, billing_v1, billing_v2)

@@ -77,6 +77,25 @@ def _versions(tenant: str, key_name: str) -> int:
     return 0
 
 
+def _ledger_tool(args: argparse.Namespace) -> int:
+    """Commands that read or administer the ledger itself: audit, report, grants."""
+    if args.command == "report":
+        from keyledger.cli.report import report  # noqa: PLC0415
+
+        return report(args.tenant, args.format)
+    if args.command in ("grant", "revoke", "grants"):
+        from keyledger.cli import grants as tenant_grants  # noqa: PLC0415
+
+        if args.command == "grants":
+            return tenant_grants.list_grants(args.role)
+        return tenant_grants.change_grant(args.role, args.tenant, grant=args.command == "grant")
+    from keyledger.cli import audit as audit_trail  # noqa: PLC0415
+
+    if args.audit_command == "verify":
+        return audit_trail.verify(args.tenant)
+    return audit_trail.export(args.tenant, args.since)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="keyledger", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     export = audit_commands.add_parser("export", help="audit rows as JSON lines, oldest first")
     export.add_argument("--tenant", help="one tenant's rows (default: every tenant's)")
     export.add_argument("--since", help="RFC 3339 time, or a duration back from now (24h, 7d)")
+    compliance = commands.add_parser(
+        "report", help="compliance report: versions, overdue duties, audit chain verdict"
+    )
+    compliance.add_argument("--tenant", help="one tenant (default: every tenant)")
+    compliance.add_argument("--format", choices=("table", "json", "csv"), default="table")
     for kind, help_text in (
         ("grant", "let a database role see a tenant's ledger rows (PostgreSQL row security)"),
         ("revoke", "hide a tenant's ledger rows from a database role again"),
@@ -135,18 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "migrate":
         return _migrate(args.revision)
-    if args.command in ("grant", "revoke", "grants"):
-        from keyledger.cli import grants as tenant_grants  # noqa: PLC0415
-
-        if args.command == "grants":
-            return tenant_grants.list_grants(args.role)
-        return tenant_grants.change_grant(args.role, args.tenant, grant=args.command == "grant")
-    if args.command == "audit":
-        from keyledger.cli import audit as audit_trail  # noqa: PLC0415
-
-        if args.audit_command == "verify":
-            return audit_trail.verify(args.tenant)
-        return audit_trail.export(args.tenant, args.since)
+    if args.command in ("audit", "report", "grant", "revoke", "grants"):
+        return _ledger_tool(args)
     if args.command in ("pause", "resume"):
         from keyledger.cli.requests import set_paused  # noqa: PLC0415
 

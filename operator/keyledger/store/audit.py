@@ -177,10 +177,11 @@ class ChainResult:
 def verify_rows(tenant: str, rows: Sequence[KeyEventRecord]) -> ChainResult:
     """Walk one tenant's rows in id order; stop at the first break."""
     ids = {row.id for row in rows}
+    linked = {row.prev_event_id for row in rows if row.prev_event_id is not None}
     good: KeyEventRecord | None = None
     before_good: int | None = None  # the id good itself links to
     for row in rows:
-        broken = _check_link(tenant, row, good, before_good, ids)
+        broken = _check_link(tenant, row, good, before_good, ids, linked)
         if broken is not None:
             return ChainResult(tenant, len(rows), None, None, broken)
         before_good = good.id if good is not None else None
@@ -200,6 +201,7 @@ def _check_link(
     good: KeyEventRecord | None,
     before_good: int | None,
     ids: set[int],
+    linked: set[int],
 ) -> ChainBreak | None:
     expected_id = good.id if good is not None else None
     expected_hash = good.row_hash if good is not None else GENESIS
@@ -228,12 +230,17 @@ def _check_link(
             f"row {row.id} follows it in the chain, but it is gone",
         )
     if good is not None and row.prev_event_id == before_good and content_holds:
+        # Two rows claim one predecessor: the one the chain goes on from is genuine.
+        start = "the start of the chain" if before_good is None else f"row {before_good}"
+        if good.id not in linked and row.id in linked:
+            return ChainBreak(
+                tenant, good.id, Break.INSERTED, f"row {row.id} links past it to {start}"
+            )
         return ChainBreak(
             tenant,
-            good.id,
+            row.id,
             Break.INSERTED,
-            f"row {row.id} links past it to "
-            + ("the start of the chain" if before_good is None else f"row {before_good}"),
+            f"it claims {start} as its predecessor, which row {good.id} follows already",
         )
     return ChainBreak(
         tenant,
