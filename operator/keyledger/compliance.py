@@ -57,6 +57,8 @@ class VersionFacts:
     created_by: str | None
     rotated_by: str | None
     rotation_period: timedelta | None
+    # The actor of the version's COMPROMISED audit row.
+    compromised_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,7 @@ VERSION_FIELDS = (
     "created_by",
     "rotated_at",
     "rotated_by",
+    "compromised_by",
     "rotation_period",
     "rotation_due_at",
     "rotation_overdue_days",
@@ -182,6 +185,7 @@ def _version_entry(line: VersionLine, now: datetime) -> dict[str, Any]:
         "created_by": v.created_by,
         "rotated_at": _time(v.rotated_at),
         "rotated_by": v.rotated_by,
+        "compromised_by": v.compromised_by,
         "rotation_period": None
         if v.rotation_period is None
         else format_duration(v.rotation_period),
@@ -268,7 +272,7 @@ def render_table(report: ComplianceReport) -> str:
                 _span(line.age),
                 "never" if v.last_used_at is None else f"{_span(now - v.last_used_at)} ago",
                 v.created_by or "-",
-                v.rotated_by or "-",
+                v.rotated_by or (f"{v.compromised_by} (compromise)" if v.compromised_by else "-"),
                 rotation,
                 ",".join(f.value for f in line.findings) or "-",
             )

@@ -105,12 +105,9 @@ def _rotate(
             now=at,
             why=why,
         )
-    new = _create(
+    return _create(
         ledger, old.tenant_id, old.key_name, old.version + 1, at, actor, rotation_period, old
     )
-    if compromised:
-        new.rotated_by = actor
-    return new
 
 
 def write_history(sessions: sessionmaker[Session]) -> History:

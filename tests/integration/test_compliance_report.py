@@ -83,7 +83,9 @@ def test_json_names_who_created_and_rotated_each_version(
     assert patients_v2["rotation_due_at"] == "2026-08-28T09:00:00Z"
     assert patients_v2["rotation_overdue_days"] == 20
     billing_v2 = by_name["globex", "billing", 2]
-    assert (billing_v2["created_by"], billing_v2["rotated_by"]) == ("carol", "carol")
+    assert (billing_v2["created_by"], billing_v2["rotated_by"]) == ("carol", None)
+    billing_v1 = by_name["globex", "billing", 1]
+    assert (billing_v1["status"], billing_v1["compromised_by"]) == ("COMPROMISED", "carol")
     assert billing_v2["rotation_period"] is None
 
 

@@ -1,7 +1,8 @@
 """`keyledger report [--tenant T] [--format table|json|csv]`: the compliance report.
 
 Reads the ledger only: versions, the rotation period recorded with each
-version's CREATED audit row, and the audit chains, verified."""
+version's CREATED audit row, who compromised a version (its COMPROMISED row),
+and the audit chains, verified."""
 
 from __future__ import annotations
 
@@ -34,14 +35,21 @@ RENDERERS = {"table": render_table, "json": render_json, "csv": render_csv}
 
 def read_report(session: Session, tenant: str | None, now: datetime) -> ComplianceReport:
     keys = select(EncryptionKeyRecord)
-    created = select(KeyEventRecord.key_id, KeyEventRecord.details).where(
-        KeyEventRecord.event_type == KeyEventType.CREATED
-    )
+    created = select(
+        KeyEventRecord.key_id,
+        KeyEventRecord.event_type,
+        KeyEventRecord.actor,
+        KeyEventRecord.details,
+    ).where(KeyEventRecord.event_type.in_((KeyEventType.CREATED, KeyEventType.COMPROMISED)))
     if tenant is not None:
         keys = keys.where(EncryptionKeyRecord.tenant_id == tenant)
         created = created.where(KeyEventRecord.tenant_id == tenant)
     periods = {}
-    for key_id, details in session.execute(created):
+    compromised_by = {}
+    for key_id, event_type, actor, details in session.execute(created):
+        if event_type is KeyEventType.COMPROMISED:
+            compromised_by[key_id] = actor
+            continue
         written = (details or {}).get(ROTATION_PERIOD)
         if key_id is not None and isinstance(written, str):
             try:
@@ -65,6 +73,7 @@ def read_report(session: Session, tenant: str | None, now: datetime) -> Complian
             created_by=r.created_by,
             rotated_by=r.rotated_by,
             rotation_period=periods.get(r.id),
+            compromised_by=compromised_by.get(r.id),
         )
         for r in session.scalars(keys)
     ]
