@@ -17,8 +17,9 @@ from sqlalchemy.exc import IntegrityError
 from keyledger.cli.main import main
 from keyledger.domain import KeyEventType
 from keyledger.settings import get_settings
-from keyledger.store.audit import GENESIS, verify_chains
+from keyledger.store.audit import GENESIS, event_hash, verify_chains
 from keyledger.store.engine import make_session_factory
+from keyledger.store.models import KeyEventRecord
 from keyledger.store.repository import KeyLedger, Transition
 from tests.integration.ledger_history import History, write_history
 
@@ -136,18 +137,23 @@ def test_verify_names_a_row_updated_and_rehashed_in_postgresql(
     history: History,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Recomputing the edited row's own hash moves the break to its successor's link,
-    which still names the edited row."""
-    acme = rows_of(ledger_engine, "acme")
-    edited = acme[1]
+    """Someone who knows the hash function re-hashes the row they edited: the row
+    itself holds, but its successor recorded the old hash, which names it."""
+    edited = rows_of(ledger_engine, "acme")[1]
+    with make_session_factory(ledger_engine)() as session:
+        row = session.get_one(KeyEventRecord, edited)
+        row.actor = "mallory"
+        forged_hash = event_hash(row)
+        session.rollback()
     as_owner(
         ledger_engine,
-        "UPDATE key_events SET reason = 'routine', row_hash = repeat('a', 64) WHERE id = :id",
+        "UPDATE key_events SET actor = 'mallory', row_hash = :forged WHERE id = :id",
+        forged=forged_hash,
         id=edited,
     )
     code, out = audit_verify(capsys, "--tenant", "acme")
     assert code == EXIT_BROKEN
-    assert f"row {edited} changed:" in out
+    assert f"row {edited} changed: its hash is not the one row " in out
 
 
 @postgresql_only

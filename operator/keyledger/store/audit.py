@@ -247,7 +247,7 @@ def _check_link(
         row.id,
         Break.INSERTED,
         "it is not linked to "
-        + ("the start of the chain" if good is None else f"row {good.id}, the row before it")
+        + ("the start of the chain" if good is None else f"row {good.id}, the row before it,")
         + " by a hash keyledger wrote",
     )
 
