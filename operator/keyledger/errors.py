@@ -84,6 +84,12 @@ class KeyNotUsable(KeyledgerError):
     reason = "KeyNotUsable"
 
 
+class TenantNotGranted(KeyNotUsable):
+    """The ledger's row-level security hides this tenant from the client's database role."""
+
+    reason = "TenantNotGranted"
+
+
 class CiphertextInvalid(KeyledgerError):
     """The bytes are not a keyledger envelope, or not one this client can read."""
 

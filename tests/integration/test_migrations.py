@@ -23,12 +23,13 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, Engine, inspect, select, text
+from sqlalchemy import Connection, Engine, insert, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from keyledger.domain import KeyEventType, KeyStatus, KeyType, KmsProvider
+from keyledger.store.audit import verify_chains
 from keyledger.store.engine import (
     downgrade_database,
     make_engine,
@@ -36,11 +37,12 @@ from keyledger.store.engine import (
     upgrade_database,
 )
 from keyledger.store.models import Base, EncryptionKeyRecord, HandledRequestRecord, KeyEventRecord
+from keyledger.store.repository import KeyLedger, Transition
 from tests.harness.postgres import PostgresServer, create_database, drop_database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0002"
-LEDGER_TABLES = {"encryption_keys", "key_events", "handled_requests"}
+HEAD = "0005"
+LEDGER_TABLES = {"encryption_keys", "key_events", "handled_requests", "tenant_grants"}
 APPEND_ONLY = "key_events is append-only"
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -92,16 +94,34 @@ def key_version(
     )
 
 
-def key_event(key: EncryptionKeyRecord) -> KeyEventRecord:
-    return KeyEventRecord(
-        occurred_at=NOW,
-        key_id=key.id,
-        tenant_id=key.tenant_id,
-        key_name=key.key_name,
-        version=key.version,
-        event_type=KeyEventType.CREATED,
+def chained_event(session: Session, key: EncryptionKeyRecord, now: datetime = NOW) -> None:
+    """An audit row as keyledger writes it: through the repository, into the tenant's chain."""
+    KeyLedger(session).record_event(
+        key,
+        KeyEventType.CREATED,
+        from_status=None,
         to_status=key.status,
-        actor="system:serviceaccount:keyledger:operator",
+        now=now,
+        why=Transition(actor="system:serviceaccount:keyledger:operator"),
+    )
+
+
+def unchained_event(
+    session: Session, key: EncryptionKeyRecord, details: dict[str, Any] | None = None
+) -> None:
+    """An audit row as revisions before 0004 wrote it: no chain columns."""
+    session.execute(
+        insert(Base.metadata.tables["key_events"]).values(
+            occurred_at=NOW,
+            key_id=key.id,
+            tenant_id=key.tenant_id,
+            key_name=key.key_name,
+            version=key.version,
+            event_type=KeyEventType.CREATED,
+            to_status=key.status,
+            actor="system:serviceaccount:keyledger:operator",
+            details=details,
+        )
     )
 
 
@@ -153,7 +173,8 @@ def test_upgrade_downgrade_upgrade_leaves_nothing_behind(
         second = key_version(version=2, parent=first)
         session.add(second)
         session.flush()
-        session.add_all([key_event(first), key_event(second)])
+        chained_event(session, first)
+        chained_event(session, second)
 
     downgrade_database(empty_database_url, "base")
     engine.dispose()  # PostgreSQL caches reflection per connection; start afresh
@@ -230,9 +251,7 @@ def test_handled_request_tokens_move_to_their_table_and_back(
             {"trigger": "schedule"},
         ]
         for details in requests:
-            event = key_event(first)
-            event.details = details
-            session.add(event)
+            unchained_event(session, first, details)
 
     upgrade_database(empty_database_url)
     engine.dispose()
@@ -255,6 +274,45 @@ def test_handled_request_tokens_move_to_their_table_and_back(
     assert "handled_requests" not in inspect(engine).get_table_names()
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM key_events")).scalar_one() == 5
+
+
+def test_audit_rows_written_before_the_chain_are_chained_and_kept_on_the_way_down(
+    empty_database_url: str, engine_for: Callable[[str], Engine]
+) -> None:
+    """0004 links and hashes the rows already there (past the append-only guard,
+    which is back afterwards); new rows continue those chains; down keeps every row."""
+    engine = engine_for(empty_database_url)
+    upgrade_database(empty_database_url, "0002")
+    with make_session_factory(engine).begin() as session:
+        keys = [key_version(), key_version(tenant_id="tenant-b")]
+        session.add_all(keys)
+        session.flush()
+        for key in (*keys, *keys, keys[0]):
+            unchained_event(session, key, {"trigger": "schedule"})
+
+    upgrade_database(empty_database_url, "0004")
+    engine.dispose()
+    sessions = make_session_factory(engine)
+    with sessions() as session:
+        assert [(r.tenant, r.rows, r.intact) for r in verify_chains(session)] == [
+            ("tenant-a", 3, True),
+            ("tenant-b", 2, True),
+        ]
+    with sessions.begin() as session:
+        chained_event(session, session.get_one(EncryptionKeyRecord, keys[0].id))
+    with sessions() as session:
+        assert [(r.rows, r.intact) for r in verify_chains(session, "tenant-a")] == [(4, True)]
+    with pytest.raises(IntegrityError, match=APPEND_ONLY), engine.begin() as connection:
+        connection.execute(text("UPDATE key_events SET actor = 'someone-else'"))
+
+    downgrade_database(empty_database_url, "0002")
+    engine.dispose()
+    columns = {column["name"] for column in inspect(engine).get_columns("key_events")}
+    assert not columns & {"prev_event_id", "prev_hash", "row_hash"}
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM key_events")).scalar_one() == 6
+    with pytest.raises(IntegrityError, match=APPEND_ONLY), engine.begin() as connection:
+        connection.execute(text("DELETE FROM key_events"))
 
 
 def test_alembic_command_line_from_the_repository_root(
@@ -403,16 +461,15 @@ def test_only_a_pending_version_may_lack_a_kms_key_id(session: Session) -> None:
 
 def test_foreign_keys_are_enforced(session: Session) -> None:
     orphan = key_version()  # never inserted
-    session.add(key_event(orphan))
     with pytest.raises(IntegrityError, match=r"(?i)foreign key"):
-        session.commit()
+        chained_event(session, orphan)
 
 
 def test_key_events_refuse_update_and_delete(ledger_engine: Engine, session: Session) -> None:
     key = key_version()
     session.add(key)
     session.flush()
-    session.add(key_event(key))
+    chained_event(session, key)
     session.commit()
 
     for statement in (
@@ -426,7 +483,7 @@ def test_key_events_refuse_update_and_delete(ledger_engine: Engine, session: Ses
         actors = connection.execute(text("SELECT actor FROM key_events")).scalars().all()
     assert actors == ["system:serviceaccount:keyledger:operator"]
     # Appending is what the table is for.
-    session.add(key_event(key))
+    chained_event(session, key)
     session.commit()
 
 
@@ -442,13 +499,11 @@ def test_timestamps_read_back_as_timezone_aware_utc(ledger_engine: Engine) -> No
     written = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=india)
     key = key_version()
     key.activated_at = written
-    event = key_event(key)
-    event.occurred_at = written
     factory = make_session_factory(ledger_engine)
     with factory.begin() as session:
         session.add(key)
         session.flush()
-        session.add(event)
+        chained_event(session, key, now=written)
 
     with factory() as session:
         stored = session.get_one(EncryptionKeyRecord, key.id)

@@ -68,6 +68,21 @@ MODULES = {
     "key_metrics": (*CLUSTER, *SQL, *SDKS, *ABOVE_LIFECYCLE),
     # The in-memory schedule of due keys the handlers' timers share.
     "board": (*FRAMEWORKS, *ABOVE_LIFECYCLE),
+    # The compliance report, built from ledger rows and the audit chains' verdicts
+    # (store.audit's types); the CLI reads the ledger and renders it.
+    "compliance": (
+        *CLUSTER,
+        *SQL,
+        *SDKS,
+        "prometheus_client",
+        PROVIDERS,
+        OPERATIONS,
+        RUNTIME,
+        HANDLERS,
+        MAIN,
+        CLIENT,
+        CLI,
+    ),
     # Wires settings, ledger and operations; the cluster side is handed in by the handlers.
     "runtime": (*CLUSTER, *SQL, *SDKS, "prometheus_client", HANDLERS, MAIN, CLIENT, CLI),
     # What `kopf run -m keyledger.main` loads: the handlers, nothing beside them.

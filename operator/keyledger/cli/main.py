@@ -1,4 +1,4 @@
-"""`keyledger run|migrate|versions|rotate|rollback|compromise`.
+"""`keyledger run|migrate|versions|rotate|rollback|compromise|audit|report|grant|revoke`.
 
 Also installed as `kubectl-keyledger`, so `kubectl keyledger rotate phi-primary -n acme` works.
 """
@@ -77,6 +77,25 @@ def _versions(tenant: str, key_name: str) -> int:
     return 0
 
 
+def _ledger_tool(args: argparse.Namespace) -> int:
+    """Commands that read or administer the ledger itself: audit, report, grants."""
+    if args.command == "report":
+        from keyledger.cli.report import report  # noqa: PLC0415
+
+        return report(args.tenant, args.format)
+    if args.command in ("grant", "revoke", "grants"):
+        from keyledger.cli import grants as tenant_grants  # noqa: PLC0415
+
+        if args.command == "grants":
+            return tenant_grants.list_grants(args.role)
+        return tenant_grants.change_grant(args.role, args.tenant, grant=args.command == "grant")
+    from keyledger.cli import audit as audit_trail  # noqa: PLC0415
+
+    if args.audit_command == "verify":
+        return audit_trail.verify(args.tenant)
+    return audit_trail.export(args.tenant, args.since)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="keyledger", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +129,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         freeze.add_argument("name", help="EncryptionKey name")
         freeze.add_argument("-n", "--namespace", default="default")
         freeze.add_argument("--wait", type=float, default=60.0, help="seconds to wait (0: no wait)")
+    audit = commands.add_parser("audit", help="the audit trail: verify its hash chains, export it")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser(
+        "verify", help="walk each tenant's chain; name the first row changed, inserted or deleted"
+    )
+    verify.add_argument("--tenant", help="one tenant's chain (default: every tenant's)")
+    export = audit_commands.add_parser("export", help="audit rows as JSON lines, oldest first")
+    export.add_argument("--tenant", help="one tenant's rows (default: every tenant's)")
+    export.add_argument("--since", help="RFC 3339 time, or a duration back from now (24h, 7d)")
+    compliance = commands.add_parser(
+        "report", help="compliance report: versions, overdue duties, audit chain verdict"
+    )
+    compliance.add_argument("--tenant", help="one tenant (default: every tenant)")
+    compliance.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    for kind, help_text in (
+        ("grant", "let a database role see a tenant's ledger rows (PostgreSQL row security)"),
+        ("revoke", "hide a tenant's ledger rows from a database role again"),
+    ):
+        change = commands.add_parser(kind, help=help_text)
+        change.add_argument("role", help="PostgreSQL role the service connects as")
+        change.add_argument("tenant")
+    grants = commands.add_parser("grants", help="list which roles see which tenants")
+    grants.add_argument("--role")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run"]:
         # Everything after `run` belongs to kopf, options included.
@@ -117,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "migrate":
         return _migrate(args.revision)
+    if args.command in ("audit", "report", "grant", "revoke", "grants"):
+        return _ledger_tool(args)
     if args.command in ("pause", "resume"):
         from keyledger.cli.requests import set_paused  # noqa: PLC0415
 

@@ -171,6 +171,7 @@ class KeyledgerClient:
             return cached[0]
         with self._sessions() as session:
             ledger = KeyLedger(session)
+            ledger.scope_to_tenant(tenant)
             record = ledger.active(tenant, key_name)
             if record is None:
                 raise KeyNotUsable(_why_not_active(ledger, tenant, key_name))

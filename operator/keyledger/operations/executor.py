@@ -147,6 +147,7 @@ class ActionExecutor:
                         now=now,
                         why=why,
                         details=change.details,
+                        rotation_period=spec.rotation_period,
                     )
                 else:
                     found = ledger.get(change.version_id)

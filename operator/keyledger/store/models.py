@@ -151,7 +151,10 @@ class EncryptionKeyRecord(Base):
 class KeyEventRecord(Base):
     """An audit row: one transition of one key version, who caused it and why.
 
-    Append-only: the migration installs triggers that refuse UPDATE and DELETE.
+    Append-only: the migration installs triggers that refuse UPDATE and DELETE;
+    hash-chained per tenant, so that a row changed by someone who got past the
+    triggers shows (`keyledger audit verify`). Written only through
+    `KeyLedger.record_event`, which links each row into its tenant's chain.
     """
 
     __tablename__ = "key_events"
@@ -173,10 +176,20 @@ class KeyEventRecord(Base):
     correlation_id: Mapped[str | None] = mapped_column(String(255))
     reason: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    # The tenant's hash chain (keyledger.store.audit): the previous row of the
+    # tenant (none for the first), its hash, and this row's own hash.
+    prev_event_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    row_hash: Mapped[str] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_key_events_tenant_occurred", "tenant_id", "occurred_at"),
         Index("ix_key_events_key_id", "key_id"),
+        # A row has one successor: two writers racing for one predecessor fail
+        # instead of forking the chain.
+        Index("uq_key_events_prev_event_id", "prev_event_id", unique=True),
+        # The newest row of a tenant, which the next row links to.
+        Index("ix_key_events_tenant_chain", "tenant_id", "id"),
     )
 
 
@@ -216,3 +229,18 @@ class HandledRequestRecord(Base):
         # The last handled token of each kind (status.lastHandledRequests).
         Index("ix_handled_requests_latest", "tenant_id", "key_name", "kind", "id"),
     )
+
+
+class TenantGrantRecord(Base):
+    """A database role allowed to see one tenant's rows (PostgreSQL row-level security).
+
+    Consulted by the `tenant_isolation` policies of migration 0005; a role whose
+    session scope (`keyledger.tenant`) names a tenant it has no row here for
+    sees nothing of it. The operator's role owns the tables and is not subject
+    to the policies. SQLite has no row-level security and ignores this table."""
+
+    __tablename__ = "tenant_grants"
+
+    role_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    granted_at: Mapped[datetime] = mapped_column(UtcDateTime)

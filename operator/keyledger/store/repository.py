@@ -5,14 +5,27 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, literal, or_, select, union_all, update
+from sqlalchemy import and_, literal, or_, select, text, union_all, update
 from sqlalchemy.orm import Session
 
 from keyledger.domain import KeyEventType, KeyStatus, KeyType, KmsProvider
-from keyledger.store.models import EncryptionKeyRecord, HandledRequestRecord, KeyEventRecord
+from keyledger.errors import TenantNotGranted
+from keyledger.lifecycle.durations import format_duration
+from keyledger.store.audit import append_to_chain
+from keyledger.store.models import (
+    EncryptionKeyRecord,
+    HandledRequestRecord,
+    KeyEventRecord,
+    TenantGrantRecord,
+)
+
+# The session setting that scopes a role to one tenant (migration 0005's policies).
+TENANT_SCOPE_SETTING = "keyledger.tenant"
+# The CREATED row's details key holding the rotation period, spelled as in specs (90d).
+ROTATION_PERIOD = "rotation_period"
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,35 @@ class KeyLedger:
         self.session = session
 
     # -- reads --------------------------------------------------------------------
+
+    def scope_to_tenant(self, tenant: str) -> None:
+        """Narrow this transaction to one tenant's rows (PostgreSQL row-level security).
+
+        Sets `keyledger.tenant` for the transaction; a role the policies apply to
+        and that is not granted `tenant` is refused here, with what to do, rather
+        than left to find no rows. On SQLite, and for the operator's role (which
+        the policies do not apply to), there is nothing to narrow."""
+        if self.session.get_bind().dialect.name != "postgresql":
+            return
+        restricted = self.session.scalar(text("SELECT row_security_active('encryption_keys')"))
+        if restricted:
+            role = self.session.scalar(text("SELECT current_user"))
+            granted = self.session.scalar(
+                select(TenantGrantRecord.tenant_id).where(
+                    TenantGrantRecord.role_name == role, TenantGrantRecord.tenant_id == tenant
+                )
+            )
+            if granted is None:
+                raise TenantNotGranted(
+                    f"database role {role!r} is not granted tenant {tenant!r}, so the ledger "
+                    "shows it none of that tenant's keys: connect with the role meant for "
+                    f"that tenant, or have the ledger's owner run `keyledger grant {role} "
+                    f"{tenant}`"
+                )
+        self.session.execute(
+            text("SELECT set_config(:setting, :tenant, true)"),
+            {"setting": TENANT_SCOPE_SETTING, "tenant": tenant},
+        )
 
     def versions(
         self, tenant: str, key_name: str, limit: int | None = None
@@ -151,7 +193,15 @@ class KeyLedger:
         now: datetime,
         why: Transition,
         details: dict[str, Any] | None = None,
+        rotation_period: timedelta | None = None,
     ) -> EncryptionKeyRecord:
+        """A new PENDING version and its CREATED audit row.
+
+        `rotation_period` is the spec's rotation policy the version is made under;
+        it is kept in the CREATED row's details (hash-chained with it), which is
+        where the compliance report reads "overdue" from."""
+        if rotation_period is not None:
+            details = {**(details or {}), ROTATION_PERIOD: format_duration(rotation_period)}
         record = EncryptionKeyRecord(
             id=uuid.uuid4(),
             created_at=now,
@@ -266,6 +316,7 @@ class KeyLedger:
         why: Transition,
         details: dict[str, Any] | None = None,
     ) -> KeyEventRecord:
+        """Append an audit row to its tenant's hash chain (flushed, so it has its id)."""
         event = KeyEventRecord(
             occurred_at=now,
             key_id=record.id,
@@ -282,7 +333,7 @@ class KeyLedger:
             if why.requester is not None
             else details,
         )
-        self.session.add(event)
+        append_to_chain(self.session, event)
         return event
 
     def record_request(

@@ -1,0 +1,328 @@
+"""The audit trail's hash chain: one chain per tenant through `key_events`.
+
+Each row carries `prev_event_id` and `prev_hash` (the id and `row_hash` of the
+tenant's previous row; none and GENESIS for the first) and `row_hash`, the
+SHA-256 of its canonical serialization (`canonical_event`), which covers the
+link too. A row edited, inserted or deleted behind keyledger's back breaks the
+chain where it happened, and `verify_chain` names that row.
+
+What the chain cannot prove on its own: that the newest rows were not cut off
+(nothing points at them yet), or that someone with write access did not rebuild
+the whole chain from the edit onwards. Both are caught by comparing the chain
+heads with a copy kept elsewhere: `keyledger audit export` ships every row with
+its hash to a SIEM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from keyledger.store.models import KeyEventRecord
+
+GENESIS = "0" * 64
+CHAIN_FORMAT = "keyledger-audit-v1"
+# The first key of PostgreSQL's two-key advisory locks, so that the per-tenant
+# audit lock never collides with another advisory lock in the same database.
+AUDIT_LOCK_CLASS = 0x4B4C  # "KL"
+
+
+def _timestamp(value: datetime) -> str:
+    # SQLite reads back naive datetimes; the ledger stores UTC only.
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.value if isinstance(value, StrEnum) else str(value)
+
+
+def canonical_event(
+    *,
+    tenant_id: str,
+    key_id: uuid.UUID | str | None,
+    key_name: str,
+    version: int | None,
+    event_type: Any,
+    from_status: Any,
+    to_status: Any,
+    actor: str,
+    correlation_id: str | None,
+    reason: str | None,
+    details: Any,
+    occurred_at: datetime,
+    prev_event_id: int | None,
+    prev_hash: str,
+) -> bytes:
+    """The bytes a row's hash is taken over: every field but the row's own id and
+    hash, as JSON with sorted keys and no whitespace, under a format tag.
+
+    The row's id is left out because it is assigned by the INSERT; the link to
+    the previous row's id is in, so rows cannot be reordered unseen."""
+    fields = {
+        "format": CHAIN_FORMAT,
+        "tenant_id": tenant_id,
+        "key_id": None if key_id is None else str(key_id),
+        "key_name": key_name,
+        "version": version,
+        "event_type": _text(event_type),
+        "from_status": _text(from_status),
+        "to_status": _text(to_status),
+        "actor": actor,
+        "correlation_id": correlation_id,
+        "reason": reason,
+        "details": details,
+        "occurred_at": _timestamp(occurred_at),
+        "prev_event_id": prev_event_id,
+        "prev_hash": prev_hash,
+    }
+    return json.dumps(
+        fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def event_hash(event: KeyEventRecord) -> str:
+    """The hash `event` should carry, from the fields it holds now."""
+    return hashlib.sha256(
+        canonical_event(
+            tenant_id=event.tenant_id,
+            key_id=event.key_id,
+            key_name=event.key_name,
+            version=event.version,
+            event_type=event.event_type,
+            from_status=event.from_status,
+            to_status=event.to_status,
+            actor=event.actor,
+            correlation_id=event.correlation_id,
+            reason=event.reason,
+            details=event.details,
+            occurred_at=event.occurred_at,
+            prev_event_id=event.prev_event_id,
+            prev_hash=event.prev_hash,
+        )
+    ).hexdigest()
+
+
+def append_to_chain(session: Session, event: KeyEventRecord) -> None:
+    """Link `event` to its tenant's newest row, hash it and insert it.
+
+    Writers of one tenant take turns: on PostgreSQL a transaction-scoped advisory
+    lock keyed by the tenant, held until COMMIT, so no two rows claim the same
+    predecessor; SQLite's BEGIN IMMEDIATE already lets one writer in at a time."""
+    session.flush()  # rows of this transaction already added come first
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:lock_class, hashtext(:tenant))"),
+            {"lock_class": AUDIT_LOCK_CLASS, "tenant": event.tenant_id},
+        )
+    previous = session.execute(
+        select(KeyEventRecord.id, KeyEventRecord.row_hash)
+        .where(KeyEventRecord.tenant_id == event.tenant_id)
+        .order_by(KeyEventRecord.id.desc())
+        .limit(1)
+    ).one_or_none()
+    event.prev_event_id = None if previous is None else previous.id
+    event.prev_hash = GENESIS if previous is None else previous.row_hash
+    event.row_hash = event_hash(event)
+    session.add(event)
+    session.flush()
+
+
+# -- verification ----------------------------------------------------------------------
+
+
+class Break(StrEnum):
+    CHANGED = "changed"
+    INSERTED = "inserted"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    """The first place a tenant's chain does not hold, and the row to blame."""
+
+    tenant: str
+    row_id: int
+    kind: Break
+    detail: str
+
+    def __str__(self) -> str:
+        return f"tenant {self.tenant!r}: row {self.row_id} {self.kind.value}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    tenant: str
+    rows: int
+    head_id: int | None
+    head_hash: str | None
+    broken: ChainBreak | None
+
+    @property
+    def intact(self) -> bool:
+        return self.broken is None
+
+
+def verify_rows(tenant: str, rows: Sequence[KeyEventRecord]) -> ChainResult:
+    """Walk one tenant's rows in id order; stop at the first break."""
+    ids = {row.id for row in rows}
+    linked = {row.prev_event_id for row in rows if row.prev_event_id is not None}
+    good: KeyEventRecord | None = None
+    before_good: int | None = None  # the id good itself links to
+    for row in rows:
+        broken = _check_link(tenant, row, good, before_good, ids, linked)
+        if broken is not None:
+            return ChainResult(tenant, len(rows), None, None, broken)
+        before_good = good.id if good is not None else None
+        good = row
+    return ChainResult(
+        tenant,
+        len(rows),
+        good.id if good else None,
+        good.row_hash if good else None,
+        None,
+    )
+
+
+def _check_link(
+    tenant: str,
+    row: KeyEventRecord,
+    good: KeyEventRecord | None,
+    before_good: int | None,
+    ids: set[int],
+    linked: set[int],
+) -> ChainBreak | None:
+    expected_id = good.id if good is not None else None
+    expected_hash = good.row_hash if good is not None else GENESIS
+    content_holds = row.row_hash is not None and row.row_hash == event_hash(row)
+    if row.prev_event_id == expected_id:
+        if row.prev_hash == expected_hash:
+            if content_holds:
+                return None
+            return ChainBreak(
+                tenant, row.id, Break.CHANGED, "its fields no longer match the hash written with it"
+            )
+        if content_holds and good is not None:
+            # The row is as written, so its predecessor was edited and re-hashed.
+            return ChainBreak(
+                tenant,
+                good.id,
+                Break.CHANGED,
+                f"its hash is not the one row {row.id} recorded for it when it was written",
+            )
+        return ChainBreak(tenant, row.id, Break.CHANGED, "its link to the previous row was edited")
+    if row.prev_event_id is not None and row.prev_event_id not in ids and content_holds:
+        return ChainBreak(
+            tenant,
+            row.prev_event_id,
+            Break.DELETED,
+            f"row {row.id} follows it in the chain, but it is gone",
+        )
+    if good is not None and row.prev_event_id == before_good and content_holds:
+        # Two rows claim one predecessor: the one the chain goes on from is genuine.
+        start = "the start of the chain" if before_good is None else f"row {before_good}"
+        if good.id not in linked and row.id in linked:
+            return ChainBreak(
+                tenant, good.id, Break.INSERTED, f"row {row.id} links past it to {start}"
+            )
+        return ChainBreak(
+            tenant,
+            row.id,
+            Break.INSERTED,
+            f"it claims {start} as its predecessor, which row {good.id} follows already",
+        )
+    return ChainBreak(
+        tenant,
+        row.id,
+        Break.INSERTED,
+        "it is not linked to "
+        + ("the start of the chain" if good is None else f"row {good.id}, the row before it,")
+        + " by a hash keyledger wrote",
+    )
+
+
+def tenants(session: Session) -> list[str]:
+    return list(
+        session.scalars(
+            select(KeyEventRecord.tenant_id)
+            .group_by(KeyEventRecord.tenant_id)
+            .order_by(KeyEventRecord.tenant_id)
+        )
+    )
+
+
+def verify_chains(session: Session, tenant: str | None = None) -> list[ChainResult]:
+    """Every tenant's chain (or one tenant's), read in one consistent snapshot."""
+    names = [tenant] if tenant is not None else tenants(session)
+    results = []
+    for name in names:
+        rows = session.scalars(
+            select(KeyEventRecord)
+            .where(KeyEventRecord.tenant_id == name)
+            .order_by(KeyEventRecord.id)
+        ).all()
+        results.append(verify_rows(name, rows))
+    return results
+
+
+# -- export ---------------------------------------------------------------------------
+
+
+def export_events(
+    session: Session, *, tenant: str | None = None, since: datetime | None = None
+) -> Iterator[dict[str, Any]]:
+    """Audit rows as flat JSON-ready records, oldest first, hashes included so that
+    the receiving side can check the chain and keep its heads."""
+    query = select(KeyEventRecord).order_by(KeyEventRecord.id)
+    if tenant is not None:
+        query = query.where(KeyEventRecord.tenant_id == tenant)
+    if since is not None:
+        query = query.where(KeyEventRecord.occurred_at >= since)
+    for event in session.scalars(query.execution_options(yield_per=500)):
+        yield export_record(event)
+
+
+def export_record(event: KeyEventRecord) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "occurred_at": _timestamp(event.occurred_at),
+        "tenant": event.tenant_id,
+        "key_name": event.key_name,
+        "key_id": None if event.key_id is None else str(event.key_id),
+        "version": event.version,
+        "event_type": _text(event.event_type),
+        "from_status": _text(event.from_status),
+        "to_status": _text(event.to_status),
+        "actor": event.actor,
+        "correlation_id": event.correlation_id,
+        "reason": event.reason,
+        "details": event.details,
+        "prev_event_id": event.prev_event_id,
+        "prev_hash": event.prev_hash,
+        "row_hash": event.row_hash,
+    }
+
+
+def describe(results: Iterable[ChainResult]) -> list[str]:
+    """One line per tenant, for people."""
+    lines = []
+    for result in results:
+        if result.broken is not None:
+            lines.append(f"BROKEN {result.broken}")
+        else:
+            lines.append(
+                f"ok     tenant {result.tenant!r}: {result.rows} rows, head row "
+                f"{result.head_id} {result.head_hash}"
+            )
+    return lines
