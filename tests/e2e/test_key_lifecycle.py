@@ -66,7 +66,7 @@ def test_scheduled_rotation_fires(
     assert v1.rotated_at is not None and v1.can_rollback
     assert v1.rollback_expires_at is not None and v1.rotated_by == "keyledger-operator"
     created = next(e for e in audit(ledger_sessions, v2) if e.event_type is KeyEventType.CREATED)
-    assert created.details == {"trigger": "schedule"}
+    assert created.details == {"trigger": "schedule", "rotation_period": "8s"}
     ek = wait_condition(
         crds, "ek", "sched", "RollbackAvailable", namespace=namespace, operator=operator
     )
@@ -267,7 +267,7 @@ def test_rotation_before_expiry(
     )
     v2 = rows(ledger_sessions, tenant, "renewed")[0]
     created = next(e for e in audit(ledger_sessions, v2) if e.event_type is KeyEventType.CREATED)
-    assert created.details == {"trigger": "before-expiry"}
+    assert created.details == {"trigger": "before-expiry", "rotation_period": "19s"}
 
 
 def test_compromise(
