@@ -177,6 +177,18 @@ class ByVersionCreator:
 Cause = ByOperator | ByRequest | ByCreator | BySpec | ByVersionCreator
 
 
+class LedgerOnly:
+    """For actions that ask nothing of the KMS and settle no request: what time and
+    spec.state do to the ledger."""
+
+    @property
+    def handled_request(self) -> HandledRequest | None:
+        return None
+
+    def kms_step(self, spec: KeySpec) -> KmsStep:
+        return NoKmsCall()
+
+
 class LifecycleAction(Protocol):
     """What every action defines; `Action` (in the package) is the closed union of them."""
 

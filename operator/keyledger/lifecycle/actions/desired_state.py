@@ -11,9 +11,7 @@ from keyledger.lifecycle.actions.base import (
     BySpec,
     Cause,
     Change,
-    HandledRequest,
-    KmsStep,
-    NoKmsCall,
+    LedgerOnly,
     Notice,
     RowChange,
     note,
@@ -23,19 +21,12 @@ from keyledger.lifecycle.versions import KeyVersion
 
 
 @dataclass(frozen=True)
-class Deactivate:
+class Deactivate(LedgerOnly):
     version: KeyVersion
-
-    @property
-    def handled_request(self) -> HandledRequest | None:
-        return None
 
     @property
     def cause(self) -> Cause:
         return BySpec()
-
-    def kms_step(self, spec: KeySpec) -> KmsStep:
-        return NoKmsCall()
 
     def changes(
         self,
@@ -51,19 +42,12 @@ class Deactivate:
 
 
 @dataclass(frozen=True)
-class Reactivate:
+class Reactivate(LedgerOnly):
     version: KeyVersion
-
-    @property
-    def handled_request(self) -> HandledRequest | None:
-        return None
 
     @property
     def cause(self) -> Cause:
         return BySpec()
-
-    def kms_step(self, spec: KeySpec) -> KmsStep:
-        return NoKmsCall()
 
     def changes(
         self,

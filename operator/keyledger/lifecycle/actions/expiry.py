@@ -11,9 +11,7 @@ from keyledger.lifecycle.actions.base import (
     ByOperator,
     Cause,
     Change,
-    HandledRequest,
-    KmsStep,
-    NoKmsCall,
+    LedgerOnly,
     Notice,
     RowChange,
     warn,
@@ -23,19 +21,12 @@ from keyledger.lifecycle.versions import KeyVersion
 
 
 @dataclass(frozen=True)
-class Expire:
+class Expire(LedgerOnly):
     version: KeyVersion
-
-    @property
-    def handled_request(self) -> HandledRequest | None:
-        return None
 
     @property
     def cause(self) -> Cause:
         return ByOperator()
-
-    def kms_step(self, spec: KeySpec) -> KmsStep:
-        return NoKmsCall()
 
     def changes(
         self,

@@ -14,8 +14,8 @@ from keyledger.lifecycle.actions.base import (
     Change,
     HandledRequest,
     KmsStep,
+    LedgerOnly,
     MakePrimary,
-    NoKmsCall,
     Notice,
     RequestKind,
     RowChange,
@@ -79,21 +79,14 @@ class Rollback:
 
 
 @dataclass(frozen=True)
-class CloseRollbackWindow:
+class CloseRollbackWindow(LedgerOnly):
     """The rollback window of a ROTATED version ended: it stays decryptable only."""
 
     version: KeyVersion
 
     @property
-    def handled_request(self) -> HandledRequest | None:
-        return None
-
-    @property
     def cause(self) -> Cause:
         return ByOperator()
-
-    def kms_step(self, spec: KeySpec) -> KmsStep:
-        return NoKmsCall()
 
     def changes(
         self,
