@@ -141,8 +141,15 @@ def test_a_deletion_window_the_backend_cannot_keep_is_refused(
         ),
     )
     manifest = encryption_key(
-        "phi", namespace, tenant=tenant, provider=provider, deletionWindowDays=20
+        "phi",
+        namespace,
+        tenant=tenant,
+        provider=provider,
+        deletionPolicy="ScheduleDeletion",
+        deletionWindowDays=20,
     )
+    retained = encryption_key("kept", namespace, tenant=tenant, provider=provider)
+    kubectl(crds, "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(retained))
     message = refused(crds, manifest)
     assert (
         f"DeletionWindowOutOfRange: spec.deletionWindowDays (20) is outside what the gcpKms "

@@ -182,3 +182,18 @@ def test_a_fixed_expiry_time_ends_the_key_instead_of_making_versions_until_it() 
         (2, KeyStatus.EXPIRED),
         (1, KeyStatus.EXPIRED),
     ]
+
+
+def test_compromising_the_version_rolled_back_to_rotates_in_a_new_one() -> None:
+    """rotate, roll back, then compromise version 1: the INACTIVE version 2 (rolled
+    back away from) is not brought back; a new version 3 replaces version 1."""
+    from keyledger.lifecycle.actions import CreateVersion, Trigger  # noqa: PLC0415
+    from keyledger.lifecycle.plan import plan_next  # noqa: PLC0415
+    from keyledger.lifecycle.requests import Requests  # noqa: PLC0415
+
+    v1 = replace(_version(1, KeyStatus.COMPROMISED), activated_at=T0 + timedelta(hours=2))
+    v2 = replace(
+        _version(2, KeyStatus.INACTIVE), activated_at=T0 + timedelta(hours=1), parent_id=v1.id
+    )
+    action = plan_next(_spec(), [v2, v1], Requests(), T0 + timedelta(hours=3))
+    assert action == CreateVersion(Trigger.REPLACE_COMPROMISED, v1)

@@ -22,7 +22,7 @@ from keyledger.api import (
 from keyledger.domain import TenantBinding
 from keyledger.lifecycle.conditions import ROLLBACK_AVAILABLE
 from keyledger.lifecycle.durations import format_duration
-from keyledger.lifecycle.spec import KeySpec
+from keyledger.lifecycle.spec import DeletionPolicy, KeySpec
 from keyledger.operations.providers import ProviderView
 from keyledger.providers.registry import AdoptableRef, builtin_backend
 
@@ -97,7 +97,9 @@ def spec_refusal(spec: KeySpec, provider: ProviderView | None) -> Refusal | None
         return None
     backend = builtin_backend(provider.backend)
     allowed = backend.deletion_window_days(provider.options)
-    if spec.deletion_window_days not in allowed:
+    # The window matters only where deletion is scheduled.
+    scheduled = spec.deletion_policy is DeletionPolicy.SCHEDULE_DELETION
+    if scheduled and spec.deletion_window_days not in allowed:
         return Refusal(
             "DeletionWindowOutOfRange",
             f"spec.deletionWindowDays ({spec.deletion_window_days}) is outside what the "

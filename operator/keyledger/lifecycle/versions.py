@@ -36,16 +36,18 @@ class KeyVersion:
 def current_version(versions: Sequence[KeyVersion]) -> KeyVersion | None:
     """The version a user thinks of as "the key".
 
-    The ACTIVE one; else the INACTIVE one activated last (disabled by
-    spec.state, not one rolled back from); else the newest that is not PENDING.
+    The ACTIVE one; else the one activated last, whatever became of it since
+    (INACTIVE by spec.state, COMPROMISED, EXPIRED): never an older version a
+    rollback moved away from, which is INACTIVE too but was activated before the
+    version rolled back to; else the newest that is not PENDING.
     """
     settled = [v for v in versions if v.status is not KeyStatus.PENDING]
     for candidate in settled:
         if candidate.status is KeyStatus.ACTIVE:
             return candidate
-    inactive = [v for v in settled if v.status is KeyStatus.INACTIVE and v.activated_at]
-    if inactive:
-        return max(inactive, key=lambda v: (v.activated_at, v.version))
+    activated = [v for v in settled if v.activated_at is not None]
+    if activated:
+        return max(activated, key=lambda v: (v.activated_at, v.version))
     return max(settled, key=lambda v: v.version, default=None)
 
 
