@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import grpc  # type: ignore[import-untyped]
 import proto  # type: ignore[import-untyped]
@@ -99,8 +99,11 @@ class CloudKmsService:
                 Status.UNIMPLEMENTED,
                 "this test server makes GOOGLE_SYMMETRIC_ENCRYPTION SOFTWARE versions only",
             )
-        duration: timedelta | None = (
-            body.destroy_scheduled_duration if "destroy_scheduled_duration" in body else None
+        # proto-plus hands Durations over as timedelta (its stubs say Duration).
+        duration = (
+            cast(timedelta, body.destroy_scheduled_duration)
+            if "destroy_scheduled_duration" in body
+            else None
         )
         return _crypto_key(
             self.store.create_crypto_key(
@@ -298,8 +301,9 @@ def _version(crypto_key: str, version: Version) -> kms_v1.CryptoKeyVersion:
         create_time=version.created,
         generate_time=version.created,
     )
+    # proto-plus takes datetimes for Timestamps (its stubs say Timestamp).
     if version.destroy_time is not None:
-        body.destroy_time = version.destroy_time
+        body.destroy_time = cast(Any, version.destroy_time)
     if version.destroyed is not None:
-        body.destroy_event_time = version.destroyed
+        body.destroy_event_time = cast(Any, version.destroyed)
     return body
