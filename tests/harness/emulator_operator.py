@@ -15,8 +15,8 @@ import functools
 import os
 
 from keyledger.cli.main import main
-from keyledger.providers.azure import open_azure_key_vault_backend
-from keyledger.providers.azure_client import EmulatorTrust
+from keyledger.providers.azure.backend import open_azure_key_vault_backend
+from keyledger.providers.azure.config import EmulatorTrust
 from keyledger.providers.registry import register_backend
 
 TRUST_ENV = "KEYLEDGER_TEST_AZURE_CA_FILE"

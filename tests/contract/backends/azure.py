@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from keyledger.providers.azure import open_azure_key_vault_backend
+from keyledger.providers.azure.backend import open_azure_key_vault_backend
 from keyledger.providers.base import BackendConfig, KeyBackend
 from keyledger.settings import Settings
 from tests.contract.target import ContractTarget

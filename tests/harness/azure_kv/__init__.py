@@ -22,7 +22,7 @@ from typing import Any
 from azure.identity import ClientSecretCredential
 from azure.keyvault.keys import KeyClient
 
-from keyledger.providers.azure_client import EmulatorTrust
+from keyledger.providers.azure.config import EmulatorTrust
 from tests.harness.azure_kv.tls import self_signed_certificate
 from tests.harness.child import start_child, stop_child
 
