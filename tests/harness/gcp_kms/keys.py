@@ -101,15 +101,15 @@ class CryptoKey:
     versions: dict[int, Version] = field(default_factory=dict)
     primary: int | None = None
 
-    def version(self, number: int) -> Version:
+    def version(self, number: int, now: datetime) -> Version:
         found = self.versions.get(number)
         if found is None:
             raise KmsFault(Status.NOT_FOUND, f"{self.name}/cryptoKeyVersions/{number} not found.")
-        found.settle(_now())
+        found.settle(now)
         return found
 
-    def add_version(self) -> Version:
-        version = Version(max(self.versions, default=0) + 1, _now(), AESGCM.generate_key(256))
+    def add_version(self, now: datetime) -> Version:
+        version = Version(max(self.versions, default=0) + 1, now, AESGCM.generate_key(256))
         self.versions[version.number] = version
         return version
 
@@ -179,7 +179,7 @@ class KeyStore:
         if key_id in ring.crypto_keys:
             raise KmsFault(Status.ALREADY_EXISTS, f"CryptoKey {name} already exists.")
         key = CryptoKey(name, self.now(), dict(labels), duration)
-        key.primary = key.add_version().number  # the initial version is the primary
+        key.primary = key.add_version(self.now()).number  # the initial version is the primary
         ring.crypto_keys[key_id] = key
         return key
 
@@ -193,6 +193,8 @@ class KeyStore:
         key = self.key_ring(ring_name).crypto_keys.get(key_id)
         if key is None:
             raise KmsFault(Status.NOT_FOUND, f"CryptoKey {name} not found.")
+        for version in key.versions.values():
+            version.settle(self.now())
         return key
 
     def set_labels(self, name: str, labels: dict[str, str]) -> CryptoKey:
@@ -205,7 +207,7 @@ class KeyStore:
         key = self.crypto_key(name)
         if not version_id.isdigit():
             raise KmsFault(Status.INVALID_ARGUMENT, "crypto_key_version_id must be a number.")
-        version = key.version(int(version_id))
+        version = key.version(int(version_id), self.now())
         if version.state is not State.ENABLED:
             raise KmsFault(
                 Status.FAILED_PRECONDITION,
@@ -217,16 +219,21 @@ class KeyStore:
 
     # -- versions -------------------------------------------------------------------
 
+    def add_version(self, parent: str) -> tuple[CryptoKey, Version]:
+        """A new ENABLED version; not the primary (UpdateCryptoKeyPrimaryVersion's job)."""
+        key = self.crypto_key(parent)
+        return key, key.add_version(self.now())
+
     def version(self, name: str) -> tuple[CryptoKey, Version]:
         key_name, sep, number = name.rpartition("/cryptoKeyVersions/")
         if not sep or not number.isdigit():
             raise KmsFault(Status.INVALID_ARGUMENT, f"{name!r} is not a CryptoKeyVersion name.")
         key = self.crypto_key(key_name)
-        return key, key.version(int(number))
+        return key, key.version(int(number), self.now())
 
     def versions(self, parent: str) -> list[Version]:
         key = self.crypto_key(parent)
-        return [key.version(n) for n in sorted(key.versions)]
+        return [key.version(n, self.now()) for n in sorted(key.versions)]
 
     def set_state(self, name: str, state: State) -> Version:
         _, version = self.version(name)
@@ -265,7 +272,7 @@ class KeyStore:
             key = self.crypto_key(name)
             if key.primary is None:
                 raise KmsFault(Status.FAILED_PRECONDITION, f"{name} has no primary version.")
-            version = key.version(key.primary)
+            version = key.version(key.primary, self.now())
         material = _usable(key, version)
         nonce = os.urandom(_NONCE_BYTES)
         sealed = AESGCM(material).encrypt(nonce, plaintext, aad)
@@ -280,7 +287,7 @@ class KeyStore:
         number = int.from_bytes(ciphertext[:_NUMBER_BYTES], "big")
         if len(ciphertext) <= header or number not in key.versions:
             raise KmsFault(Status.INVALID_ARGUMENT, "Decryption failed: the ciphertext is invalid.")
-        version = key.version(number)
+        version = key.version(number, self.now())
         material = _usable(key, version)
         try:
             nonce, sealed = ciphertext[_NUMBER_BYTES:header], ciphertext[header:]

@@ -149,9 +149,8 @@ class CloudKmsService:
     def CreateCryptoKeyVersion(
         self, request: kms_v1.CreateCryptoKeyVersionRequest
     ) -> kms_v1.CryptoKeyVersion:
-        key = self.store.crypto_key(request.parent)
-        # The new version is not made primary: that is UpdateCryptoKeyPrimaryVersion's job.
-        return _version(key.name, key.add_version())
+        key, version = self.store.add_version(request.parent)
+        return _version(key.name, version)
 
     def UpdateCryptoKeyVersion(
         self, request: kms_v1.UpdateCryptoKeyVersionRequest
@@ -284,7 +283,7 @@ def _crypto_key(key: CryptoKey) -> kms_v1.CryptoKey:
         destroy_scheduled_duration=key.destroy_scheduled,
     )
     if key.primary is not None:
-        body.primary = _version(key.name, key.version(key.primary))
+        body.primary = _version(key.name, key.versions[key.primary])
     return body
 
 
