@@ -6,8 +6,12 @@ delete by policy) with a service's client encrypting across the rotation; drift
 when a version is disabled behind keyledger's back; and adoption of a key made
 by hand, rolled back to after a rotation.
 
-One operator for the module, serving namespaces `cl-*`, started through the
-launcher that lets it trust the Key Vault test server (tests/harness/emulator_operator.py).
+Both providers are configured as in production: GCP over TLS with a
+service-account key file, Azure with a service principal's client secret. One
+operator for the module, serving namespaces `cl-*`, started through the launcher
+that lets it trust the Key Vault test server (tests/harness/emulator_operator.py);
+it trusts the Cloud KMS server's certificate through gRPC's own
+GRPC_DEFAULT_SSL_ROOTS_FILE_PATH, inherited from the test process.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from keyledger.client import KeyledgerClient
 from keyledger.domain import KeyEventType
 from keyledger.providers.base import KeyBackend, KmsKeyState
 from tests.contract.backends.azure import azure_backend
-from tests.contract.backends.gcp import gcp_backend, gcp_options
+from tests.contract.backends.gcp import SERVICE_ACCOUNT_KEY, gcp_backend, gcp_options
 from tests.fixtures_operator import (
     annotate,
     apply,
@@ -58,7 +62,7 @@ CONTEXT = {"table": "allergies", "row": "42"}
 class CloudKms:
     spec_field: str
     options: Mapping[str, Any]
-    credentials: Mapping[str, str] = field(repr=False)  # empty: no credentialsRef
+    credentials: Mapping[str, str] = field(repr=False)  # the credentialsRef Secret's data
     # The test's own backend on the same server: what a service's client uses.
     view: KeyBackend = field(repr=False)
     # Straight through the SDK, as someone outside keyledger would.
@@ -101,7 +105,8 @@ def _gcp(server: GcpKmsServer, view: KeyBackend) -> CloudKms:
         name: str = key.primary.name
         return name
 
-    return CloudKms("gcpKms", gcp_options(server), {}, view, disable, make_key_by_hand)
+    credentials = {SERVICE_ACCOUNT_KEY: server.service_account_json()}
+    return CloudKms("gcpKms", gcp_options(server), credentials, view, disable, make_key_by_hand)
 
 
 def _azure(server: AzureKeyVaultServer, view: KeyBackend) -> CloudKms:

@@ -1,6 +1,6 @@
 """Test servers of our own that run as child processes of the tests.
 
-A child binds port 0 on 127.0.0.1, prints the port it got on its first line of
+A child binds port 0 on 127.0.0.1, prints the port(s) it got on its first line of
 stdout (so there is no race for a "free" port), and stops when its stdin closes,
 so it cannot outlive the test process that started it.
 """
@@ -21,8 +21,8 @@ _STOP_TIMEOUT_S = 15
 
 def start_child(
     module: str, log_file: Path, args: tuple[str, ...] = (), env: Mapping[str, str] | None = None
-) -> tuple[subprocess.Popen[str], int]:
-    """Run `python -m module args...`; returns the process and the port it reported."""
+) -> tuple[subprocess.Popen[str], list[int]]:
+    """Run `python -m module args...`; returns the process and the ports it reported."""
     with log_file.open("a") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", module, *args],
@@ -34,7 +34,7 @@ def start_child(
             text=True,
         )
     try:
-        return process, _read_port(process, module, log_file)
+        return process, _read_ports(process, module, log_file)
     except BaseException:
         stop_child(process)
         raise
@@ -53,9 +53,9 @@ def stop_child(process: subprocess.Popen[str]) -> None:
         process.stdout.close()
 
 
-def report_port_and_wait(port: int) -> None:
+def report_ports_and_wait(*ports: int) -> None:
     """The child's side: say where it listens, then block until the parent lets go."""
-    print(port, flush=True)
+    print(*ports, flush=True)
     sys.stdin.read()
 
 
@@ -65,14 +65,14 @@ def _python_path() -> str:
     return os.pathsep.join(p for p in parts if p)
 
 
-def _read_port(process: subprocess.Popen[str], module: str, log_file: Path) -> int:
+def _read_ports(process: subprocess.Popen[str], module: str, log_file: Path) -> list[int]:
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], _START_TIMEOUT_S)
     line = process.stdout.readline() if ready else ""
-    if not line.strip().isdigit():
+    if not line.split() or not all(word.isdigit() for word in line.split()):
         tail = log_file.read_text(errors="replace")[-2000:]
         raise RuntimeError(
             f"{module} did not report its port within {_START_TIMEOUT_S} s "
             f"(exit code {process.poll()}); its log:\n{tail}"
         )
-    return int(line)
+    return [int(word) for word in line.split()]

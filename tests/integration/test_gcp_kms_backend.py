@@ -1,4 +1,6 @@
-"""Cloud KMS specifics the generic contract cannot see, against keyledger's own test server.
+"""Cloud KMS specifics the generic contract cannot see, against keyledger's own test server,
+through the backend's `insecure` option (plaintext, no credentials; the contract
+suite and the e2e tests use TLS and a service account).
 
 Crash recovery between the three steps of creating a version (claim, create,
 record), and what GCP's version state machine refuses: a disabled primary, a
@@ -18,7 +20,7 @@ from google.cloud import kms_v1
 from keyledger.errors import KEY_DISABLED, KEY_PENDING_DELETION, InvalidSpec, ProviderError
 from keyledger.providers.base import KeyBackend, KeyVersionRequest
 from keyledger.providers.gcp.names import PENDING_AFTER_LABEL, PENDING_LABEL, marker_label
-from tests.contract.backends.gcp import gcp_backend
+from tests.contract.backends.gcp import insecure_gcp_backend
 from tests.harness.gcp_kms import GcpKmsServer, gcp_kms
 
 
@@ -30,7 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcpKmsServer]:
 
 @pytest.fixture(scope="module")
 def backend(server: GcpKmsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyBackend]:
-    opened = gcp_backend(server, Path(tmp_path_factory.mktemp("gcp-backend")))
+    opened = insecure_gcp_backend(server, Path(tmp_path_factory.mktemp("gcp-backend")))
     yield opened
     opened.close()
 

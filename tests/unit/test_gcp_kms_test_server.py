@@ -1,12 +1,17 @@
 """The Cloud KMS test server's rules, without gRPC: the version state machine over time,
-and the id, label and duration rules it must enforce as Cloud KMS does."""
+the id, label and duration rules it must enforce as Cloud KMS does, and which
+service-account tokens it accepts."""
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from google.auth import crypt, jwt
 
+from tests.harness.gcp_kms.auth import ServiceAccount, accepts
 from tests.harness.gcp_kms.keys import KeyStore, KmsFault, State, Status
 
 LOCATION = "projects/p/locations/global"
@@ -89,3 +94,33 @@ def test_ids_labels_and_durations_follow_the_documented_rules() -> None:
     assert store.create_crypto_key(ring, "default", {}, None).destroy_scheduled == timedelta(
         days=30
     )
+
+
+def _token(account: ServiceAccount, **claims: object) -> str:
+    # google-auth's own signer and encoder: the token the SDK would send.
+    info = json.loads(account.key_file("p"))
+    signer = crypt.RSASigner.from_service_account_info(info)  # type: ignore[no-untyped-call]
+    now = int(time.time())
+    payload = {
+        "iss": account.email,
+        "sub": account.email,
+        "iat": now,
+        "exp": now + 3600,
+        "scope": "https://www.googleapis.com/auth/cloudkms",
+        **claims,
+    }
+    token: bytes = jwt.encode(signer, payload)  # type: ignore[no-untyped-call]
+    return f"Bearer {token.decode()}"
+
+
+def test_only_a_known_accounts_timely_token_with_the_kms_scope_is_accepted() -> None:
+    account, stranger = ServiceAccount.generate("p", "ours"), ServiceAccount.generate("p", "not")
+    keys = {account.email: account.public_key_pem()}
+    assert accepts(_token(account), keys)
+    assert not accepts(_token(stranger), keys)
+    # Someone else's key claiming to be our account: the signature does not verify.
+    assert not accepts(_token(stranger, iss=account.email, sub=account.email), keys)
+    assert not accepts(_token(account, exp=int(time.time()) - 1), keys)
+    assert not accepts(_token(account, scope="https://www.googleapis.com/auth/devstorage"), keys)
+    assert not accepts(None, keys)
+    assert not accepts("Bearer not-a-jwt", keys)

@@ -23,8 +23,8 @@ from azure.identity import ClientSecretCredential
 from azure.keyvault.keys import KeyClient
 
 from keyledger.providers.azure.config import EmulatorTrust
-from tests.harness.azure_kv.tls import self_signed_certificate
 from tests.harness.child import start_child, stop_child
+from tests.harness.tls import self_signed_certificate
 
 SECRET_ENV = "KEYLEDGER_TEST_AZURE_CLIENT_SECRET"
 
@@ -77,7 +77,7 @@ def start_azure_key_vault(workdir: Path) -> AzureKeyVaultServer:
     run_dir.mkdir(mode=0o700, exist_ok=True)
     cert_file, key_file = self_signed_certificate(run_dir)
     tenant, client, secret = str(uuid.uuid4()), str(uuid.uuid4()), secrets.token_urlsafe(30)
-    process, port = start_child(
+    process, (port,) = start_child(
         "tests.harness.azure_kv",
         run_dir / "server.log",
         (str(cert_file), str(key_file), tenant, client),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.harness.azure_kv import SECRET_ENV
 from tests.harness.azure_kv.server import serve
-from tests.harness.child import report_port_and_wait
+from tests.harness.child import report_ports_and_wait
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
@@ -22,6 +22,6 @@ if __name__ == "__main__":
     httpd, port = serve((tenant, client, os.environ[SECRET_ENV]), Path(cert_file), Path(key_file))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        report_port_and_wait(port)
+        report_ports_and_wait(port)
     finally:
         httpd.shutdown()

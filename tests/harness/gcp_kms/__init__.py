@@ -1,13 +1,21 @@
 """A Cloud KMS of our own for the tests: a gRPC server speaking google.cloud.kms.v1
 with the SDK's own message types (`service`), over the rules in `keys`, limited to
-`surface`. It runs as a child process (`python -m tests.harness.gcp_kms`) on an
-insecure channel: the backend's `insecure` option, which takes no credentials.
+`surface`. It runs as a child process (`python -m tests.harness.gcp_kms`) with two
+ports over one store: plaintext without credentials (the backend's `insecure`
+option, and the tests' own view), and TLS taking only the self-signed JWTs of
+the service account it was started with (`auth`), as Cloud KMS does.
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import functools
+import json
+import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,21 +27,31 @@ from google.cloud.kms_v1.services.key_management_service.transports import (
 )
 
 from tests.harness.child import start_child, stop_child
+from tests.harness.gcp_kms.auth import ServiceAccount
+from tests.harness.tls import self_signed_certificate
 
 PROJECT = "keyledger-tests"
 LOCATION = "europe-west1"
+# gRPC's own setting for the roots it trusts; read once per process, at the first TLS channel.
+ROOTS_ENV = "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"
 
 
 @dataclasses.dataclass(frozen=True)
 class GcpKmsServer:
-    endpoint: str  # host:port
+    endpoint: str  # host:port, plaintext
+    tls_endpoint: str  # host:port, TLS with service-account tokens
     project: str
     location: str
+    service_account: ServiceAccount = dataclasses.field(repr=False)
     process: subprocess.Popen[str] = dataclasses.field(repr=False, compare=False)
 
     @property
     def location_name(self) -> str:
         return f"projects/{self.project}/locations/{self.location}"
+
+    def service_account_json(self) -> str:
+        """The key file of the account the TLS port accepts (a secret)."""
+        return self.service_account.key_file(self.project)
 
     def client(self) -> kms_v1.KeyManagementServiceClient:
         """A plain SDK client, for looking (and changing things) behind the backend's back."""
@@ -41,9 +59,32 @@ class GcpKmsServer:
         return kms_v1.KeyManagementServiceClient(transport=transport)
 
 
+@functools.cache
+def trusted_certificate() -> tuple[Path, Path]:
+    """The certificate (and key) of every TLS Cloud KMS server this process starts.
+
+    gRPC reads GRPC_DEFAULT_SSL_ROOTS_FILE_PATH once per process, so a process can
+    trust one test certificate only: its servers share it. Child processes (the
+    operator) inherit the setting.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="keyledger-gcp-kms-tls-"))
+    atexit.register(shutil.rmtree, directory, True)
+    files = self_signed_certificate(directory)
+    os.environ[ROOTS_ENV] = str(files[0])
+    return files
+
+
 def start_gcp_kms(log_file: Path) -> GcpKmsServer:
-    process, port = start_child("tests.harness.gcp_kms", log_file)
-    return GcpKmsServer(f"127.0.0.1:{port}", PROJECT, LOCATION, process)
+    cert_file, key_file = trusted_certificate()
+    account = ServiceAccount.generate(PROJECT, "keyledger-operator")
+    accounts_file = log_file.with_suffix(".accounts.json")
+    accounts_file.write_text(json.dumps({account.email: account.public_key_pem()}))
+    process, (port, tls_port) = start_child(
+        "tests.harness.gcp_kms", log_file, (str(cert_file), str(key_file), str(accounts_file))
+    )
+    return GcpKmsServer(
+        f"127.0.0.1:{port}", f"127.0.0.1:{tls_port}", PROJECT, LOCATION, account, process
+    )
 
 
 def stop_gcp_kms(server: GcpKmsServer) -> None:

@@ -4,12 +4,16 @@ own request messages, apply `keys.KeyStore`, and answer with the SDK's own messa
 Every handler is registered from `surface.METHODS`; requests and responses are
 checked against `surface.FIELDS` (see there), so the server cannot quietly grow
 beyond what the conformance check has compared with the published definition.
+
+Two servers share one `KeyStore`: a plaintext one that takes no credentials (the
+backend's `insecure` option, and the tests' own view) and a TLS one that takes
+only the bearer tokens of the service accounts it knows (`auth`), as Cloud KMS.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from datetime import timedelta
 from typing import Any, cast
@@ -18,6 +22,7 @@ import grpc  # type: ignore[import-untyped]
 import proto  # type: ignore[import-untyped]
 from google.cloud import kms_v1
 
+from tests.harness.gcp_kms.auth import accepts
 from tests.harness.gcp_kms.keys import (
     CryptoKey,
     KeyRing,
@@ -48,10 +53,17 @@ Handler = Callable[[Any], Any]
 
 
 class CloudKmsService:
-    """One handler per method of `surface.METHODS`, over one `KeyStore`."""
+    """One handler per method of `surface.METHODS`, over one `KeyStore`.
 
-    def __init__(self, store: KeyStore | None = None) -> None:
+    `accounts` (email -> PEM public key) are the service accounts whose tokens are
+    accepted; None takes requests without credentials.
+    """
+
+    def __init__(
+        self, store: KeyStore | None = None, accounts: Mapping[str, str] | None = None
+    ) -> None:
         self.store = store or KeyStore()
+        self.accounts = None if accounts is None else dict(accounts)
 
     # -- key rings -----------------------------------------------------------------
 
@@ -219,6 +231,14 @@ class CloudKmsService:
         response_type: type[proto.Message],
     ) -> Callable[[Any, grpc.ServicerContext], Any]:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
+            if self.accounts is not None:
+                metadata = dict(context.invocation_metadata())
+                if not accepts(metadata.get("authorization"), self.accounts):
+                    context.abort(
+                        grpc.StatusCode.UNAUTHENTICATED,
+                        "Request had invalid authentication credentials. Expected OAuth 2 "
+                        "access token, login cookie or other valid authentication credential.",
+                    )
             unknown = sorted(set(fields_set(request_type.pb(request))) - _allowed())
             if unknown:
                 context.abort(
@@ -258,13 +278,25 @@ def _allowed() -> set[str]:
     return {f"{message}.{name}" for message, names in FIELDS.items() for name in names}
 
 
-def serve(host: str = "127.0.0.1", port: int = 0) -> tuple[grpc.Server, int]:
-    """Start a server on `host:port` (0: the kernel chooses); returns it and its port."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    server.add_generic_rpc_handlers((CloudKmsService().generic_handler(),))
-    bound: int = server.add_insecure_port(f"{host}:{port}")
-    server.start()
-    return server, bound
+def serve(
+    tls: tuple[bytes, bytes] | None = None, accounts: Mapping[str, str] | None = None
+) -> tuple[list[grpc.Server], list[int]]:
+    """A plaintext server on 127.0.0.1, and with `tls` (key PEM, certificate PEM) a TLS one
+    taking `accounts`' tokens, over one store; kernel-chosen ports. Returns both started."""
+    store = KeyStore()
+    servers, ports = [], []
+    plain = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    plain.add_generic_rpc_handlers((CloudKmsService(store).generic_handler(),))
+    ports.append(plain.add_insecure_port("127.0.0.1:0"))
+    servers.append(plain)
+    if tls is not None:
+        secure = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        secure.add_generic_rpc_handlers((CloudKmsService(store, accounts or {}).generic_handler(),))
+        ports.append(secure.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([tls])))
+        servers.append(secure)
+    for server in servers:
+        server.start()
+    return servers, ports
 
 
 def _key_ring(ring: KeyRing) -> kms_v1.KeyRing:

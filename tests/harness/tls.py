@@ -1,4 +1,4 @@
-"""A self-signed certificate for the Key Vault test server (127.0.0.1 and localhost)."""
+"""A self-signed certificate for the test servers of our own (127.0.0.1 and localhost)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     """Write cert.pem (also the CA file clients trust) and key.pem; return their paths."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keyledger test key vault")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keyledger test server")])
     now = datetime.now(UTC)
     certificate = (
         x509.CertificateBuilder()
