@@ -16,6 +16,7 @@ GRPC_DEFAULT_SSL_ROOTS_FILE_PATH, inherited from the test process.
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
@@ -41,6 +42,7 @@ from tests.fixtures_operator import (
     provider_manifest,
     rows,
     statuses,
+    tenant_namespace,
     wait_condition,
     wait_for,
     wait_for_event,
@@ -49,6 +51,7 @@ from tests.harness.azure_kv import AzureKeyVaultServer, azure_key_vault
 from tests.harness.controlplane import ControlPlane, kubectl
 from tests.harness.emulator_operator import TRUST_ENV
 from tests.harness.gcp_kms import GcpKmsServer, gcp_kms
+from tests.harness.gcp_kms.auth import ServiceAccount
 from tests.harness.operator import OperatorProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
@@ -63,6 +66,9 @@ class CloudKms:
     spec_field: str
     options: Mapping[str, Any]
     credentials: Mapping[str, str] = field(repr=False)  # the credentialsRef Secret's data
+    wrong_credentials: Mapping[str, str] = field(repr=False)  # ...that the server refuses
+    # Credential values that must never show in a log, resource or event.
+    secrets: tuple[str, ...] = field(repr=False)
     # The test's own backend on the same server: what a service's client uses.
     view: KeyBackend = field(repr=False)
     # Straight through the SDK, as someone outside keyledger would.
@@ -105,8 +111,23 @@ def _gcp(server: GcpKmsServer, view: KeyBackend) -> CloudKms:
         name: str = key.primary.name
         return name
 
-    credentials = {SERVICE_ACCOUNT_KEY: server.service_account_json()}
-    return CloudKms("gcpKms", gcp_options(server), credentials, view, disable, make_key_by_hand)
+    stranger = ServiceAccount.generate(server.project, "stranger")
+    return CloudKms(
+        "gcpKms",
+        # GCP's default destroy delay, so that keys may keep the default deletion window.
+        {**gcp_options(server), "destroyScheduledDays": 30},
+        {SERVICE_ACCOUNT_KEY: server.service_account_json()},
+        {SERVICE_ACCOUNT_KEY: stranger.key_file(server.project)},
+        # A line of each private key's PEM body, and the key ids.
+        tuple(
+            value
+            for account in (server.service_account, stranger)
+            for value in (account.private_key_pem.splitlines()[1], account.key_id)
+        ),
+        view,
+        disable,
+        make_key_by_hand,
+    )
 
 
 def _azure(server: AzureKeyVaultServer, view: KeyBackend) -> CloudKms:
@@ -123,8 +144,16 @@ def _azure(server: AzureKeyVaultServer, view: KeyBackend) -> CloudKms:
         assert key.id is not None
         return key.id
 
+    wrong_secret = secrets.token_urlsafe(30)
     return CloudKms(
-        "azureKeyVault", server.options(), server.credentials(), view, disable, make_key_by_hand
+        "azureKeyVault",
+        server.options(),
+        server.credentials(),
+        {**server.credentials(), "clientSecret": wrong_secret},
+        (server.client_secret, wrong_secret),
+        view,
+        disable,
+        make_key_by_hand,
     )
 
 
@@ -156,32 +185,48 @@ def cloud(
 
 
 @pytest.fixture
-def cl_namespace(cloud: CloudStack, crds: ControlPlane) -> Iterator[str]:
-    name = f"cl-{uuid.uuid4().hex[:10]}"
-    kubectl(crds, "create", "namespace", name)
+def cl_tenant() -> str:
+    return f"tenant-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def cl_namespace(cloud: CloudStack, crds: ControlPlane, cl_tenant: str) -> Iterator[str]:
+    """A namespace bound to the test's tenant: every key of the test is that tenant's."""
+    name = tenant_namespace(crds, f"cl-{uuid.uuid4().hex[:10]}", cl_tenant)
     yield name
     # While the operator runs, so that finalizers complete.
     for kind in ("ek", "kp"):
         kubectl(crds, "delete", kind, "--all", "-n", name, "--timeout=60s", check=False)
 
 
-def _provider(cp: ControlPlane, kms: CloudKms, namespace: str, operator: OperatorProcess) -> str:
-    """A ready KeyProvider for `kms` in `namespace`; returns its name."""
-    spec: dict[str, Any] = {kms.spec_field: dict(kms.options)}
-    if kms.credentials:
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "kms-credentials", "namespace": namespace},
-            "type": "Opaque",
-            "stringData": dict(kms.credentials),
-        }
-        apply(cp, secret)
-        spec["credentialsRef"] = {"name": "kms-credentials"}
+def _provider(
+    cp: ControlPlane,
+    kms: CloudKms,
+    namespace: str,
+    operator: OperatorProcess,
+    *,
+    credentials: Mapping[str, str] | None = None,
+    wait: bool = True,
+) -> str:
+    """A KeyProvider for `kms` in `namespace` with its credentials Secret (or `credentials`),
+    ready unless `wait` is False; returns its name."""
     name = kms.spec_field.lower()
+    apply(cp, _secret(f"{name}-credentials", namespace, credentials or kms.credentials))
+    spec = {kms.spec_field: dict(kms.options), "credentialsRef": {"name": f"{name}-credentials"}}
     apply(cp, provider_manifest(name, spec, namespace))
-    wait_condition(cp, "kp", name, "Ready", namespace=namespace, operator=operator)
+    if wait:
+        wait_condition(cp, "kp", name, "Ready", namespace=namespace, operator=operator)
     return name
+
+
+def _secret(name: str, namespace: str, data: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "Opaque",
+        "stringData": dict(data),
+    }
 
 
 def _key(name: str, namespace: str, tenant: str, provider: str, **spec: Any) -> dict[str, Any]:
@@ -193,10 +238,6 @@ def _key(name: str, namespace: str, tenant: str, provider: str, **spec: Any) -> 
         providerRef={"kind": "KeyProvider", "name": provider},
         **spec,
     )
-
-
-def _tenant() -> str:
-    return f"tenant-{uuid.uuid4().hex[:8]}"
 
 
 def _wait_version(
@@ -222,10 +263,11 @@ def test_lifecycle_and_a_client_across_rotation(
     cloud: CloudStack,
     crds: ControlPlane,
     cl_namespace: str,
+    cl_tenant: str,
     operator_database: str,
     ledger_sessions: sessionmaker[Session],
 ) -> None:
-    kms, operator, namespace, tenant = cloud.kms[backend], cloud.operator, cl_namespace, _tenant()
+    kms, operator, namespace, tenant = cloud.kms[backend], cloud.operator, cl_namespace, cl_tenant
     provider = _provider(crds, kms, namespace, operator)
     apply(
         crds,
@@ -299,9 +341,10 @@ def test_a_version_disabled_behind_keyledgers_back_is_drift(
     cloud: CloudStack,
     crds: ControlPlane,
     cl_namespace: str,
+    cl_tenant: str,
     ledger_sessions: sessionmaker[Session],
 ) -> None:
-    kms, operator, namespace, tenant = cloud.kms[backend], cloud.operator, cl_namespace, _tenant()
+    kms, operator, namespace, tenant = cloud.kms[backend], cloud.operator, cl_namespace, cl_tenant
     provider = _provider(crds, kms, namespace, operator)
     apply(crds, _key("drifty", namespace, tenant, provider))
     wait_condition(crds, "ek", "drifty", "Ready", namespace=namespace, operator=operator)
@@ -321,9 +364,10 @@ def test_a_key_made_by_hand_is_adopted_and_can_be_rolled_back_to(
     cloud: CloudStack,
     crds: ControlPlane,
     cl_namespace: str,
+    cl_tenant: str,
     ledger_sessions: sessionmaker[Session],
 ) -> None:
-    kms, operator, namespace, tenant = cloud.kms[backend], cloud.operator, cl_namespace, _tenant()
+    kms, operator, namespace, tenant = cloud.kms[backend], cloud.operator, cl_namespace, cl_tenant
     provider = _provider(crds, kms, namespace, operator)
     existing = kms.make_key_by_hand()
 
@@ -350,3 +394,52 @@ def test_a_key_made_by_hand_is_adopted_and_can_be_rolled_back_to(
     status = _wait_version(crds, namespace, "inherited", 1, operator)
     assert status["kmsKeyRef"] == existing
     assert statuses(ledger_sessions, tenant, "inherited") == [(2, "INACTIVE"), (1, "ACTIVE")]
+
+
+def test_wrong_credentials_heal_and_no_credential_shows_anywhere(
+    cloud: CloudStack, crds: ControlPlane, cl_namespace: str, cl_tenant: str
+) -> None:
+    """Both backends at once: the 30 s provider re-check dominates, and is paid once."""
+    operator, namespace = cloud.operator, cl_namespace
+    for kms in cloud.kms.values():
+        _provider(crds, kms, namespace, operator, credentials=kms.wrong_credentials, wait=False)
+    for name, kms in cloud.kms.items():
+        refused = condition(
+            wait_condition(
+                crds,
+                "kp",
+                name.lower(),
+                "Ready",
+                namespace=namespace,
+                operator=operator,
+                status="False",
+            ),
+            "Ready",
+        )
+        assert refused is not None
+        message = refused["message"]
+        assert not any(secret in message for secret in kms.secrets)  # before printing it
+        assert "credentials" in message.lower(), f"{name}: {message}"
+        apply(crds, _key(name.lower(), namespace, cl_tenant, name.lower()))
+
+    for name, kms in cloud.kms.items():
+        apply(crds, _secret(f"{name.lower()}-credentials", namespace, kms.credentials))
+    for name in cloud.kms:
+        wait_condition(
+            crds, "ek", name.lower(), "Ready", namespace=namespace, operator=operator, timeout=90
+        )
+
+    places = {
+        "operator log": operator.log_text(),
+        "resources": kubectl(crds, "get", "ek,kp", "-A", "-o", "yaml").stdout,
+        "events": kubectl(crds, "get", "events", "-A", "-o", "yaml").stdout,
+    }
+    # Labels only in the failure message: printing a found secret would leak it here.
+    found = [
+        f"{name} credential {number} in {where}"
+        for name, kms in cloud.kms.items()
+        for number, secret in enumerate(kms.secrets)
+        for where, text in places.items()
+        if secret in text
+    ]
+    assert found == []
