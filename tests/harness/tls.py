@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import ipaddress
+import os
+import shutil
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,6 +15,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+# gRPC's own setting for the roots it trusts, read once per process at its first TLS channel.
+GRPC_ROOTS_ENV = "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
@@ -45,3 +53,20 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     )
     key_file.chmod(0o600)
     return cert_file, key_file
+
+
+@functools.cache
+def grpc_trusted_certificate() -> tuple[Path, Path]:
+    """The certificate (and key) of every TLS gRPC test server of this process, trusted
+    by gRPC through GRPC_DEFAULT_SSL_ROOTS_FILE_PATH.
+
+    gRPC reads that setting once per process, when its first TLS channel is made
+    (by any test), so the certificate must exist before any test runs: the tests'
+    conftest calls this at start-up, and a process trusts this one certificate
+    only. Child processes (the operator) inherit the setting.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="keyledger-grpc-tls-"))
+    atexit.register(shutil.rmtree, directory, True)
+    files = self_signed_certificate(directory)
+    os.environ[GRPC_ROOTS_ENV] = str(files[0])
+    return files

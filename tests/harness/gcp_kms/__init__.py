@@ -3,19 +3,15 @@ with the SDK's own message types (`service`), over the rules in `keys`, limited 
 `surface`. It runs as a child process (`python -m tests.harness.gcp_kms`) with two
 ports over one store: plaintext without credentials (the backend's `insecure`
 option, and the tests' own view), and TLS taking only the self-signed JWTs of
-the service account it was started with (`auth`), as Cloud KMS does.
+the service account it was started with (`auth`), as Cloud KMS does. Its
+certificate is the one gRPC trusts in this process (`tls.grpc_trusted_certificate`).
 """
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
-import functools
 import json
-import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,12 +24,10 @@ from google.cloud.kms_v1.services.key_management_service.transports import (
 
 from tests.harness.child import start_child, stop_child
 from tests.harness.gcp_kms.auth import ServiceAccount
-from tests.harness.tls import self_signed_certificate
+from tests.harness.tls import grpc_trusted_certificate
 
 PROJECT = "keyledger-tests"
 LOCATION = "europe-west1"
-# gRPC's own setting for the roots it trusts; read once per process, at the first TLS channel.
-ROOTS_ENV = "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,23 +53,8 @@ class GcpKmsServer:
         return kms_v1.KeyManagementServiceClient(transport=transport)
 
 
-@functools.cache
-def trusted_certificate() -> tuple[Path, Path]:
-    """The certificate (and key) of every TLS Cloud KMS server this process starts.
-
-    gRPC reads GRPC_DEFAULT_SSL_ROOTS_FILE_PATH once per process, so a process can
-    trust one test certificate only: its servers share it. Child processes (the
-    operator) inherit the setting.
-    """
-    directory = Path(tempfile.mkdtemp(prefix="keyledger-gcp-kms-tls-"))
-    atexit.register(shutil.rmtree, directory, True)
-    files = self_signed_certificate(directory)
-    os.environ[ROOTS_ENV] = str(files[0])
-    return files
-
-
 def start_gcp_kms(log_file: Path) -> GcpKmsServer:
-    cert_file, key_file = trusted_certificate()
+    cert_file, key_file = grpc_trusted_certificate()
     account = ServiceAccount.generate(PROJECT, "keyledger-operator")
     accounts_file = log_file.with_suffix(".accounts.json")
     accounts_file.write_text(json.dumps({account.email: account.public_key_pem()}))
