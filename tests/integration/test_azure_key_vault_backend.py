@@ -1,8 +1,8 @@
 """Key Vault specifics the generic contract cannot see, against keyledger's own test server.
 
 Soft delete done behind keyledger's back (the name stays taken until recovered
-or purged), validity dates set outside keyledger, a damaged wrapped data key,
-and a service principal the directory does not know.
+or purged), validity dates set outside keyledger, a damaged wrapped data key, a
+service principal the directory does not know, and listings past the first page.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from keyledger.errors import (
     ProviderError,
 )
 from keyledger.providers.azure.errors import KEY_NAME_DELETED
-from keyledger.providers.azure.names import KeyVersionId
+from keyledger.providers.azure.names import KEY_PREFIX, KeyVersionId
 from keyledger.providers.base import KeyBackend, KeyVersionRequest, KmsKeyState
 from tests.contract.backends.azure import azure_backend
 from tests.harness.azure_kv import AzureKeyVaultServer, azure_key_vault
@@ -113,3 +113,16 @@ def test_an_unknown_service_principal_is_access_denied(
     with pytest.raises(ProviderAccessDenied, match="AADSTS700016"):
         stranger.check()
     stranger.close()
+
+
+def test_a_marker_is_found_past_the_first_page_of_keys(
+    backend: KeyBackend, sdk: KeyClient, server: AzureKeyVaultServer
+) -> None:
+    # Key Vault lists 25 keys a page, by name; the SDK follows nextLink for the rest.
+    for _ in range(26):
+        sdk.create_rsa_key(f"{KEY_PREFIX}aaa-{uuid.uuid4().hex[:12]}", size=2048)
+    request = _request(1, f"k{uuid.uuid4().hex[:8]}")
+    made = backend.create_key_version(request)
+    names = [p.name for p in sdk.list_properties_of_keys()]
+    assert names.index(_parts(server, made.ref).name) >= 25  # not on the first page
+    assert backend.find_key_version(request.marker) == made
