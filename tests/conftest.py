@@ -1,5 +1,14 @@
+import pytest
+
+from tests.harness.tls import grpc_trusted_certificate
+
 pytest_plugins = [
     "tests.fixtures_controlplane",
     "tests.fixtures_postgres",
     "tests.fixtures_operator",
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any test can make a TLS gRPC channel: gRPC fixes its trusted roots then.
+    grpc_trusted_certificate()

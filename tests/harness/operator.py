@@ -27,6 +27,8 @@ class OperatorProcess:
     metrics_port: int = 0
     verbose: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
+    # What `python -m` runs: the operator's CLI, or a test launcher that wraps it.
+    module: str = "keyledger.cli.main"
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -47,7 +49,7 @@ class OperatorProcess:
             [
                 sys.executable,
                 "-m",
-                "keyledger.cli.main",
+                self.module,
                 "run",
                 "--standalone",
                 *(["--verbose"] if self.verbose else []),

@@ -5,7 +5,9 @@ ledger version is a Key Vault key *version*, made by `create_key` on the same
 name, and its ref is the versioned key id. The ledger pins that id, so
 `make_primary` only validates: Key Vault's own "current" is always the newest
 version and cannot be rolled back. (`rotate_key` would also make a version, but
-it takes no tags, and the tags are what make creation idempotent.)
+it takes no tags, and the tags are what make creation idempotent.) An adopted
+key (spec.adopt) keeps its own name: it is version 1, and the versions rotated
+in after it are made under keyledger's name.
 
 Data keys. Standard vaults hold no AES keys, so a version is an RSA-3072 key
 (RSA-HSM on premium vaults) and a data key is 32 random bytes made here and
@@ -82,7 +84,7 @@ _WRAP_ALGORITHMS = {"RSA": "RSA-OAEP-256", "RSA-HSM": "RSA-OAEP-256", "oct-HSM":
 
 class AzureKeyVaultBackend:
     provider = kms_provider_of("azureKeyVault")
-    adoption_refusal: str | None = "adoption is not verified against a Key Vault server yet"
+    adoption_refusal: str | None = None
     region: str | None = None
 
     def __init__(
@@ -171,14 +173,12 @@ class AzureKeyVaultBackend:
         return _kms_key(ref, properties)
 
     def make_primary(self, ref: str, request: KeyVersionRequest) -> None:
-        target = self._parse(ref)
-        expected = vault_key_name(request.tenant, request.key_name)
-        if target.name.lower() != expected.lower():
-            raise ProviderError(
-                f"{ref} is not a version of {request.tenant}/{request.key_name} "
-                f"(Key Vault key {expected})",
-                reason=REQUEST_REJECTED,
-            )
+        """Check that `ref` can be the current version; nothing changes in Key Vault.
+
+        The ref need not be under `request`'s Key Vault name: an adopted version
+        (spec.adopt) keeps the name it was made with. Which refs belong to which
+        key is the ledger's record (adoption refuses a ref another key owns).
+        """
         state = self.describe(ref).state
         if state is KmsKeyState.MISSING:
             raise KmsKeyNotFound(f"{self._where}: key version {ref} does not exist")

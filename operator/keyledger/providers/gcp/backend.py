@@ -102,7 +102,7 @@ _KEY_STATES = {
 
 class GcpKmsBackend:
     provider = kms_provider_of("gcpKms")
-    adoption_refusal: str | None = "adoption is not verified against a Cloud KMS server yet"
+    adoption_refusal: str | None = None
 
     def __init__(
         self,
