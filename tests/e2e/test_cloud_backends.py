@@ -310,11 +310,12 @@ def test_lifecycle_and_a_client_across_rotation(
     assert statuses(ledger_sessions, tenant, "phi") == [(2, "INACTIVE"), (1, "ACTIVE")]
 
     annotate(crds, namespace, "phi", compromised_requested_at="inc-7", compromise_reason="leaked")
-    # Version 1 is disabled in the KMS for good; another version takes over.
+    # Version 1 is disabled in the KMS for good; a new version 3 is rotated in, and
+    # version 2, rolled back away from, stays out of service.
     wait_for(
         lambda: (
-            (1, "COMPROMISED") in (now := statuses(ledger_sessions, tenant, "phi"))
-            and now[0][1] == "ACTIVE"
+            statuses(ledger_sessions, tenant, "phi")
+            == [(3, "ACTIVE"), (2, "INACTIVE"), (1, "COMPROMISED")]
         ),
         "compromise",
         operator,
