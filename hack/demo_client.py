@@ -24,7 +24,7 @@ def main(data_dir: Path) -> int:
     context = {"table": "clinical_notes", "row": "42"}
     with KeyledgerClient(sessions, [keystore]) as client:
         blob = client.encrypt("acme", "phi_encryption_key", record, context)
-        assert client.decrypt(blob, context) == record
+        assert client.decrypt(blob, context, tenant="acme") == record
     with sessions() as session:
         version = KeyLedger(session).get(parse(blob).key_id)
     assert version is not None

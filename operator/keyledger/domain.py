@@ -61,6 +61,8 @@ class KeyEventType(StrEnum):
     DRIFT_DETECTED = "DRIFT_DETECTED"
     DRIFT_RESOLVED = "DRIFT_RESOLVED"
     ADOPTED = "ADOPTED"
+    # A client opened data under a COMPROMISED version, with a reason (break glass).
+    BREAK_GLASS_OPENED = "BREAK_GLASS_OPENED"
 
 
 class TenantBinding(StrEnum):

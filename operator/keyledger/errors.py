@@ -106,3 +106,45 @@ class LedgerUnavailable(KeyledgerError):
     """The ledger database cannot be reached; nothing was changed, wait and retry."""
 
     reason = "LedgerUnavailable"
+
+
+class TenantMismatch(KeyNotUsable):
+    """The ciphertext was sealed for another tenant than the one the caller acts for."""
+
+    reason = "TenantMismatch"
+
+
+class VersionCompromised(KeyNotUsable):
+    """Data under a COMPROMISED version opens only with an explicit, audited break glass."""
+
+    reason = "VersionCompromised"
+
+
+class StreamCorrupted(DecryptionFailed):
+    """A keyledger stream does not open; each subclass names what was done to it."""
+
+    reason = "StreamCorrupted"
+
+
+class StreamHeaderAltered(StreamCorrupted):
+    reason = "StreamHeaderAltered"
+
+
+class StreamTruncated(StreamCorrupted):
+    reason = "StreamTruncated"
+
+
+class StreamSegmentsReordered(StreamCorrupted):
+    reason = "StreamSegmentsReordered"
+
+
+class StreamSegmentForeign(StreamCorrupted):
+    """A segment is not this stream's at any position: altered, or taken from another."""
+
+    reason = "StreamSegmentForeign"
+
+
+class StreamExtended(StreamCorrupted):
+    """Bytes follow the final segment."""
+
+    reason = "StreamExtended"

@@ -76,7 +76,7 @@ def test_an_existing_key_becomes_version_one(
         versions = {r.version: r for r in KeyLedger(session).versions("contract", name)}
     assert versions[1].status.value == "ROTATED"
     assert versions[2].status.value == "ACTIVE" and versions[2].kms_key_id != existing
-    assert client.decrypt(before, {}) == b"phi"
+    assert client.decrypt(before, {}, tenant="contract") == b"phi"
 
 
 def test_what_cannot_be_adopted_is_refused_by_field(

@@ -53,8 +53,8 @@ def test_service_encrypts_across_a_rotation_and_reads_old_data(
         after = client.encrypt(tenant, "records", PHI, CONTEXT)
 
         assert parse(before).key_id != parse(after).key_id == uuid.UUID(status["keyId"])
-        assert client.decrypt(before, CONTEXT) == PHI
-        assert client.decrypt(after, CONTEXT) == PHI
+        assert client.decrypt(before, CONTEXT, tenant=tenant) == PHI
+        assert client.decrypt(after, CONTEXT, tenant=tenant) == PHI
 
     used = {r.version: r.last_used_at for r in rows(ledger_sessions, tenant, "records")}
     assert used[1] is not None and used[2] is not None

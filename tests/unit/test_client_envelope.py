@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyledger.client.cache import CacheLimits, OpeningKeyCache, SealingKey, SealingKeyCache
 from keyledger.client.envelope import open_envelope, parse, seal
@@ -18,13 +20,14 @@ CONTEXT = {"record": "r-1", "tenant": "acme"}
 
 
 def _blob(plaintext: bytes = b"phi", context: dict[str, str] = CONTEXT) -> bytes:
-    return seal(KEY_ID, WRAPPED, DATA_KEY, plaintext, context)
+    return seal(KEY_ID, "acme", WRAPPED, DATA_KEY, plaintext, context)
 
 
 def test_round_trip_and_header() -> None:
     blob = _blob()
     envelope = parse(blob)
-    assert (envelope.key_id, envelope.wrapped_key) == (KEY_ID, WRAPPED)
+    assert (envelope.key_id, envelope.wrapped_key, envelope.tenant) == (KEY_ID, WRAPPED, "acme")
+    assert blob[3] == 2  # the format that binds the tenant
     assert open_envelope(envelope, DATA_KEY, dict(reversed(CONTEXT.items()))) == b"phi"
 
 
@@ -37,6 +40,29 @@ def test_every_byte_is_protected() -> None:
         altered[position] ^= 0x01
         with pytest.raises((DecryptionFailed, CiphertextInvalid)):
             open_envelope(parse(bytes(altered)), DATA_KEY, CONTEXT)
+
+
+def test_the_tenant_is_bound_into_the_authenticated_header() -> None:
+    blob = _blob()
+    # Same length, another tenant: the header is AAD, so the tag no longer matches.
+    other = blob.replace(b"\x00\x04acme", b"\x00\x04acmf", 1)
+    assert parse(other).tenant == "acmf"
+    with pytest.raises(DecryptionFailed):
+        open_envelope(parse(other), DATA_KEY, CONTEXT)
+
+
+def _format_1(plaintext: bytes, context: dict[str, str]) -> bytes:
+    """A blob as clients wrote it before tenants were bound (format 1), built by hand."""
+    nonce = os.urandom(12)
+    header = b"KLE\x01" + KEY_ID.bytes + len(WRAPPED).to_bytes(2, "big") + WRAPPED + nonce
+    canonical = json.dumps(context, sort_keys=True, separators=(",", ":")).encode()
+    return header + AESGCM(DATA_KEY).encrypt(nonce, plaintext, header + b"\x00" + canonical)
+
+
+def test_a_format_1_blob_still_parses_and_opens() -> None:
+    envelope = parse(_format_1(b"old phi", CONTEXT))
+    assert (envelope.key_id, envelope.wrapped_key, envelope.tenant) == (KEY_ID, WRAPPED, None)
+    assert open_envelope(envelope, DATA_KEY, CONTEXT) == b"old phi"
 
 
 def test_another_context_or_data_key_fails_without_revealing_anything() -> None:
@@ -52,8 +78,10 @@ def test_another_context_or_data_key_fails_without_revealing_anything() -> None:
     [
         (b"", "no KLE header"),
         (b"plain text, never encrypted", "no KLE header"),
-        (b"KLE\x02" + bytes(40), "format 2 is not supported"),
+        (b"KLE\x09" + bytes(40), "format 9 is not supported"),
         (b"KLE\x01" + KEY_ID.bytes + b"\x00\x10" + bytes(10), "truncated"),
+        (b"KLE\x02" + KEY_ID.bytes + b"\x00\x04acme\x00\x10" + bytes(10), "truncated"),
+        (b"KLE\x03" + KEY_ID.bytes + b"\x00\x04acme\x00\x00" + bytes(40), "decrypt_stream"),
     ],
 )
 def test_what_is_not_an_envelope_says_why(blob: bytes, message: str) -> None:
@@ -63,7 +91,7 @@ def test_what_is_not_an_envelope_says_why(blob: bytes, message: str) -> None:
 
 def test_context_must_be_strings() -> None:
     with pytest.raises(TypeError, match="strings to strings"):
-        seal(KEY_ID, WRAPPED, DATA_KEY, b"phi", {"count": 3})  # type: ignore[dict-item]  # the wrong type is the point
+        seal(KEY_ID, "acme", WRAPPED, DATA_KEY, b"phi", {"count": 3})  # type: ignore[dict-item]  # the wrong type is the point
 
 
 def _sealing(key_id: uuid.UUID = KEY_ID, born: float = 0.0) -> SealingKey:

@@ -34,9 +34,9 @@ def test_unknown_keys_and_versions_say_what_to_check(tmp_path: Path) -> None:
     client = KeyledgerClient(url, [LocalBackend(tmp_path / "keys.json")])
     with pytest.raises(KeyNotUsable, match=r"apply an EncryptionKey with spec\.tenant: acme"):
         client.encrypt("acme", "records", b"phi", {})
-    stranger = seal(uuid.uuid4(), b"wrapped", bytes(32), b"phi", {})
+    stranger = seal(uuid.uuid4(), "acme", b"wrapped", bytes(32), b"phi", {})
     with pytest.raises(KeyNotUsable, match="does not hold: check that the client reads"):
-        client.decrypt(stranger, {})
+        client.decrypt(stranger, {}, tenant="acme")
 
 
 def test_a_service_outside_authorized_services_is_refused(tmp_path: Path) -> None:
@@ -64,5 +64,5 @@ def test_a_service_outside_authorized_services_is_refused(tmp_path: Path) -> Non
     with pytest.raises(KeyNotUsable, match=r"'billing' is not in spec\.authorizedServices"):
         billing.encrypt("acme", "records", b"phi", {})
     with pytest.raises(KeyNotUsable, match=r"'billing' is not in spec\.authorizedServices"):
-        billing.decrypt(blob, {})
-    assert KeyledgerClient(sessions, [backend]).decrypt(blob, {}) == b"phi"
+        billing.decrypt(blob, {}, tenant="acme")
+    assert KeyledgerClient(sessions, [backend]).decrypt(blob, {}, tenant="acme") == b"phi"

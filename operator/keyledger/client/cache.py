@@ -73,6 +73,9 @@ class SealingKeyCache:
         if self.limits.max_age_s > 0:
             self._keys[(tenant, key_name)] = fresh
 
+    def drop(self, tenant: str, key_name: str) -> None:
+        self._keys.pop((tenant, key_name), None)
+
     def clear(self) -> None:
         self._keys.clear()
 

@@ -11,60 +11,44 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from keyledger.client.breakglass import BreakGlass, record_break_glass
 from keyledger.client.cache import CacheLimits, OpeningKeyCache, SealingKey, SealingKeyCache
-from keyledger.client.envelope import Context, open_envelope, parse, seal
+from keyledger.client.envelope import (
+    FORMAT_STREAM,
+    Context,
+    open_envelope,
+    pack_head,
+    parse,
+    read_head,
+    seal,
+)
+from keyledger.client.notify import LedgerListener
+from keyledger.client.stream import (
+    SEGMENT_BYTES,
+    Readable,
+    Writable,
+    full_reader,
+    open_stream,
+    seal_stream,
+)
 from keyledger.client.usage import UsageRecorder
-from keyledger.domain import KeyStatus, KmsProvider
-from keyledger.errors import KeyNotUsable
+from keyledger.client.versions import DECRYPTABLE, LedgerVersions, Version
+from keyledger.domain import KeyStatus
+from keyledger.errors import (
+    KEY_DISABLED,
+    CiphertextInvalid,
+    KeyNotUsable,
+    ProviderError,
+    VersionCompromised,
+)
 from keyledger.providers.base import KeyBackend
 from keyledger.store.availability import ledger_reachable
 from keyledger.store.engine import make_engine, make_session_factory
-from keyledger.store.models import EncryptionKeyRecord
-from keyledger.store.repository import KeyLedger
-
-# Versions whose wrapped data keys may still be opened. COMPROMISED ones may not
-# (the KMS has disabled them too); PENDING ones never wrapped anything.
-DECRYPTABLE = frozenset(
-    {KeyStatus.ACTIVE, KeyStatus.ROTATED, KeyStatus.INACTIVE, KeyStatus.EXPIRED}
-)
-
-
-@dataclass(frozen=True)
-class _Version:
-    id: uuid.UUID
-    tenant: str
-    key_name: str
-    version: int
-    status: KeyStatus
-    kms_key_id: str | None
-    kms_provider: KmsProvider
-    kms_endpoint: str | None
-    kms_region: str | None
-    authorized_services: tuple[str, ...]
-
-    @classmethod
-    def of(cls, record: EncryptionKeyRecord) -> _Version:
-        return cls(
-            record.id,
-            record.tenant_id,
-            record.key_name,
-            record.version,
-            record.status,
-            record.kms_key_id,
-            record.kms_provider,
-            record.kms_endpoint,
-            record.kms_region,
-            tuple(record.authorized_services or ()),
-        )
-
-    @property
-    def label(self) -> str:
-        return f"{self.tenant}/{self.key_name} v{self.version}"
 
 
 class KeyledgerClient:
@@ -75,7 +59,8 @@ class KeyledgerClient:
     `service` names the calling service: a key version whose spec.authorizedServices
     lists others is refused to it.
     After a rotation or compromise, encryption moves to the new version within
-    `version_check_s`; decryption of a compromised version stops as quickly.
+    `version_check_s`; on PostgreSQL with `listen` (the default) at once, as the
+    ledger notifies the client. Decryption of a compromised version stops as quickly.
     """
 
     def __init__(
@@ -87,6 +72,7 @@ class KeyledgerClient:
         service: str | None = None,
         version_check_s: float = 2.0,
         usage_flush_s: float = 60.0,
+        listen: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = (
@@ -95,60 +81,138 @@ class KeyledgerClient:
         self._backends = list(backends)
         self._limits = limits or CacheLimits()
         self._service = service
-        self._version_check_s = version_check_s
         self._clock = clock
         self._lock = threading.Lock()
         self._sealing = SealingKeyCache(self._limits)
         self._opening = OpeningKeyCache(self._limits)
-        self._active: dict[tuple[str, str], tuple[_Version, float]] = {}
-        self._by_id: dict[uuid.UUID, tuple[_Version, float]] = {}
+        self._versions = LedgerVersions(
+            self._sessions,
+            version_check_s,
+            max_entries=10 * max(self._limits.max_decrypt_entries, 100),
+            clock=clock,
+        )
         self.usage = UsageRecorder(self._sessions, usage_flush_s, clock)
+        engine = self._sessions.kw.get("bind")
+        self._listener = (
+            LedgerListener(engine, self._forget_key, self._forget_everything)
+            if listen and isinstance(engine, Engine) and engine.dialect.name == "postgresql"
+            else None
+        )
 
-    # -- the API ------------------------------------------------------------------------
+    # -- records ------------------------------------------------------------------------
 
     @ledger_reachable
     def encrypt(
         self, tenant: str, key_name: str, plaintext: bytes, context: Context | None = None
     ) -> bytes:
         version = self._active_version(tenant, key_name)
-        now = self._clock()
-        with self._lock:
-            sealing = self._sealing.take(tenant, key_name, version.id, len(plaintext), now)
-        if sealing is None:
-            assert version.kms_key_id is not None  # ACTIVE rows always have one
-            data_key = self._backend_for(version).generate_data_key(version.kms_key_id)
-            sealing = SealingKey(version.id, data_key.plaintext, data_key.wrapped, born=now)
-            with self._lock:
-                self._sealing.put(tenant, key_name, sealing, len(plaintext))
-        blob = seal(version.id, sealing.wrapped, sealing.plaintext, plaintext, context or {})
+        sealing = self._sealing_key(version, len(plaintext))
+        blob = seal(
+            version.id, tenant, sealing.wrapped, sealing.plaintext, plaintext, context or {}
+        )
         self.usage.record(version.id)
         return blob
 
     @ledger_reachable
-    def decrypt(self, blob: bytes, context: Context | None = None) -> bytes:
+    def decrypt(
+        self,
+        blob: bytes,
+        context: Context | None = None,
+        *,
+        tenant: str,
+        break_glass: BreakGlass | None = None,
+    ) -> bytes:
+        """Open `blob` on behalf of `tenant`; a blob sealed for another tenant is refused
+        (TenantMismatch). `break_glass` opens data under a COMPROMISED version, audited."""
         envelope = parse(blob)
-        version = self._version(envelope.key_id)
-        now = self._clock()
-        with self._lock:
-            data_key = self._opening.get(version.id, envelope.wrapped_key, now)
-        if data_key is None:
-            assert version.kms_key_id is not None  # DECRYPTABLE rows always have one
-            data_key = self._backend_for(version).unwrap_data_key(
-                version.kms_key_id, envelope.wrapped_key
-            )
-            with self._lock:
-                self._opening.put(version.id, envelope.wrapped_key, data_key, now)
+        version = self._opened_version(envelope.key_id, tenant, envelope.tenant)
+        data_key = self._opening_key(version, envelope.wrapped_key, envelope.header, break_glass)
         plaintext = open_envelope(envelope, data_key, context or {})
         self.usage.record(version.id)
         return plaintext
 
+    @ledger_reachable
+    def rewrap(
+        self,
+        blob: bytes,
+        context: Context | None = None,
+        *,
+        tenant: str,
+        break_glass: BreakGlass | None = None,
+    ) -> bytes:
+        """`blob` sealed again under its key's ACTIVE version; `blob` itself when it
+        already is. The plaintext lives only between the open and the seal."""
+        envelope = parse(blob)
+        version = self._opened_version(envelope.key_id, tenant, envelope.tenant)
+        active = self._active_version(tenant, version.key_name)
+        if active.id == version.id and envelope.tenant is not None:
+            return blob
+        return self.encrypt(
+            tenant,
+            version.key_name,
+            self.decrypt(blob, context, tenant=tenant, break_glass=break_glass),
+            context,
+        )
+
+    # -- streams ------------------------------------------------------------------------
+
+    @ledger_reachable
+    def encrypt_stream(
+        self,
+        tenant: str,
+        key_name: str,
+        src: Readable,
+        dst: Writable,
+        context: Context | None = None,
+        *,
+        segment_bytes: int = SEGMENT_BYTES,
+    ) -> int:
+        """Seal everything `src` holds into `dst` in constant memory (two segments), under
+        a data key of its own; returns the number of plaintext bytes."""
+        version = self._active_version(tenant, key_name)
+        data_key = self._backend_for(version).generate_data_key(_ref(version))
+        head = pack_head(FORMAT_STREAM, version.id, tenant, data_key.wrapped)
+        total = seal_stream(head, data_key.plaintext, src, dst, context or {}, segment_bytes)
+        self.usage.record(version.id)
+        return total
+
+    @ledger_reachable
+    def decrypt_stream(
+        self,
+        src: Readable,
+        dst: Writable,
+        context: Context | None = None,
+        *,
+        tenant: str,
+        break_glass: BreakGlass | None = None,
+    ) -> int:
+        """Open a stream segment by segment; each is written to `dst` only once its tag
+        checked. On an error, what `dst` got so far must be thrown away."""
+        read = full_reader(src)
+        head = read_head(read)
+        if head.format != FORMAT_STREAM:
+            raise CiphertextInvalid(
+                "this is a keyledger record, not a stream: open it with decrypt"
+            )
+        version = self._opened_version(head.key_id, tenant, head.tenant)
+        data_key = self._opening_key(version, head.wrapped_key, head.raw, break_glass)
+        total = open_stream(head, read, data_key, dst, context or {})
+        self.usage.record(version.id)
+        return total
+
+    # -- life ---------------------------------------------------------------------------
+
+    def listening(self, timeout: float = 0.0) -> bool:
+        """Whether ledger notifications reach this client (waiting up to `timeout`)."""
+        return self._listener is not None and self._listener.listening.wait(timeout)
+
     def close(self) -> None:
-        """Write pending `last_used_at` and forget every cached data key.
+        """Write pending usage, stop listening and forget every cached data key.
         The backends belong to the caller and stay open."""
+        if self._listener is not None:
+            self._listener.close()
         self.usage.flush()
-        with self._lock:
-            self._sealing.clear()
-            self._opening.clear()
+        self._forget_everything()
 
     def __enter__(self) -> KeyledgerClient:
         return self
@@ -161,61 +225,91 @@ class KeyledgerClient:
     ) -> None:
         self.close()
 
-    # -- the ledger, read at most every version_check_s per key ----------------------
+    # -- internals ----------------------------------------------------------------------
 
-    def _active_version(self, tenant: str, key_name: str) -> _Version:
-        now = self._clock()
-        with self._lock:
-            cached = self._active.get((tenant, key_name))
-        if cached is not None and now - cached[1] < self._version_check_s:
-            return cached[0]
-        with self._sessions() as session:
-            ledger = KeyLedger(session)
-            ledger.scope_to_tenant(tenant)
-            record = ledger.active(tenant, key_name)
-            if record is None:
-                raise KeyNotUsable(_why_not_active(ledger, tenant, key_name))
-            version = _Version.of(record)
-        with self._lock:
-            self._active[(tenant, key_name)] = (version, now)
+    def _active_version(self, tenant: str, key_name: str) -> Version:
+        version = self._versions.active(tenant, key_name)
         self._check_service(version)
         return version
 
-    def _version(self, key_id: uuid.UUID) -> _Version:
-        now = self._clock()
-        with self._lock:
-            cached = self._by_id.get(key_id)
-        if cached is None or now - cached[1] >= self._version_check_s:
-            with self._sessions() as session:
-                record = KeyLedger(session).get(key_id)
-                if record is None:
-                    raise KeyNotUsable(
-                        f"the ciphertext names key version {key_id}, which this ledger "
-                        "does not hold: check that the client reads the operator's ledger"
-                    )
-                cached = (_Version.of(record), now)
-            with self._lock:
-                if len(self._by_id) >= 10 * max(self._limits.max_decrypt_entries, 100):
-                    self._by_id.clear()
-                self._by_id[key_id] = cached
-        version = cached[0]
+    def _opened_version(self, key_id: uuid.UUID, tenant: str, sealed_for: str | None) -> Version:
+        version = self._versions.by_id(key_id)
+        version.check_tenant(tenant, sealed_for)
         self._check_service(version)
+        return version
+
+    def _sealing_key(self, version: Version, size: int) -> SealingKey:
+        now = self._clock()
+        key = (version.tenant, version.key_name)
+        with self._lock:
+            sealing = self._sealing.take(*key, version.id, size, now)
+        if sealing is None:
+            data_key = self._backend_for(version).generate_data_key(_ref(version))
+            sealing = SealingKey(version.id, data_key.plaintext, data_key.wrapped, born=now)
+            with self._lock:
+                self._sealing.put(*key, sealing, size)
+        return sealing
+
+    def _opening_key(
+        self, version: Version, wrapped: bytes, header: bytes, break_glass: BreakGlass | None
+    ) -> bytes:
+        if version.status is KeyStatus.COMPROMISED:
+            return self._break_glass(version, wrapped, header, break_glass)
         if version.status not in DECRYPTABLE:
-            with self._lock:
-                self._opening.drop_version(key_id)
             raise KeyNotUsable(
-                f"{version.label} is {version.status.value}: data under it cannot be "
-                "decrypted"
-                + (
-                    "; it was marked compromised, so restore the data from a source "
-                    "written under a later version"
-                    if version.status is KeyStatus.COMPROMISED
-                    else ""
-                )
+                f"{version.label} is {version.status.value}: no data was sealed under it"
             )
-        return version
+        now = self._clock()
+        with self._lock:
+            data_key = self._opening.get(version.id, wrapped, now)
+        if data_key is None:
+            data_key = self._backend_for(version).unwrap_data_key(_ref(version), wrapped)
+            with self._lock:
+                self._opening.put(version.id, wrapped, data_key, now)
+        return data_key
 
-    def _check_service(self, version: _Version) -> None:
+    def _break_glass(
+        self, version: Version, wrapped: bytes, header: bytes, break_glass: BreakGlass | None
+    ) -> bytes:
+        with self._lock:
+            self._opening.drop_version(version.id)
+        if break_glass is None:
+            self.usage.record_refused(version.id)
+            raise VersionCompromised(
+                f"{version.label} is COMPROMISED: data under it is not opened. Re-seal it "
+                "under the current version (`keyledger rewrap`) with a break glass reason, "
+                "or restore it from a copy written under a later version"
+            )
+        record_break_glass(
+            self._sessions, version.id, break_glass, service=self._service, header=header
+        )
+        try:
+            # Never cached: each break-glass open is one audited KMS call.
+            return self._backend_for(version).unwrap_data_key(_ref(version), wrapped)
+        except ProviderError as error:
+            if error.reason != KEY_DISABLED:
+                raise
+            raise KeyNotUsable(
+                f"{version.label} is disabled in the KMS since it was compromised: break "
+                "glass lifts keyledger's refusal, not the KMS's; the KMS administrator must "
+                "enable the version for the length of the re-encryption",
+                reason=VersionCompromised.reason,
+            ) from None
+
+    def _forget_key(self, tenant: str, key_name: str, key_id: uuid.UUID | None) -> None:
+        self._versions.forget(tenant, key_name, key_id)
+        with self._lock:
+            self._sealing.drop(tenant, key_name)
+            if key_id is not None:
+                self._opening.drop_version(key_id)
+
+    def _forget_everything(self) -> None:
+        self._versions.forget_all()
+        with self._lock:
+            self._sealing.clear()
+            self._opening.clear()
+
+    def _check_service(self, version: Version) -> None:
         # A guard against a service wired to the wrong tenant's key, not access
         # control: that is the KMS's policy and the ledger's grants.
         if (
@@ -229,7 +323,7 @@ class KeyledgerClient:
                 "or use this tenant's key meant for the service"
             )
 
-    def _backend_for(self, version: _Version) -> KeyBackend:
+    def _backend_for(self, version: Version) -> KeyBackend:
         candidates = [b for b in self._backends if b.provider is version.kms_provider]
         if len(candidates) > 1:
             candidates = [b for b in candidates if b.endpoint == version.kms_endpoint] or [
@@ -245,14 +339,6 @@ class KeyledgerClient:
         return candidates[0]
 
 
-def _why_not_active(ledger: KeyLedger, tenant: str, key_name: str) -> str:
-    latest = ledger.latest(tenant, key_name)
-    if latest is None:
-        return (
-            f"tenant {tenant!r} has no key {key_name!r} in the ledger: apply an "
-            f"EncryptionKey with spec.tenant: {tenant} and spec.keyName: {key_name}"
-        )
-    return (
-        f"{tenant}/{key_name} has no ACTIVE version to encrypt with (newest: "
-        f"v{latest.version} {latest.status.value}); see `kubectl get ek` for why"
-    )
+def _ref(version: Version) -> str:
+    assert version.kms_key_id is not None  # every version past PENDING has one
+    return version.kms_key_id

@@ -1,11 +1,20 @@
 """The envelope: a small versioned header, the wrapped data key, AES-256-GCM.
 
-    b"KLE" | format 0x01 | ledger key id (16) | wrapped length (u16) | wrapped key
+    format 2 (written now):
+    b"KLE" | 0x02 | ledger key id (16) | tenant length (u16) | tenant (UTF-8)
+          | wrapped length (u16) | wrapped key | nonce (12) | ciphertext + tag (16)
+
+    format 1 (written before tenants were bound; still opened):
+    b"KLE" | 0x01 | ledger key id (16) | wrapped length (u16) | wrapped key
           | nonce (12) | ciphertext + tag (16)
 
+    format 3 is a stream (keyledger.client.stream): the same head, then segments.
+
 The header names the ledger row of the key version that wrapped the data key,
-so data written before a rotation still finds its version. Header and context
-are both bound as AAD: changing either, or the ciphertext, fails the tag.
+so data written before a rotation still finds its version, and (from format 2)
+the tenant it was sealed for. Header and context are both bound as AAD:
+changing either, or the ciphertext, fails the tag. A format 1 blob carries no
+tenant; its tenant is the one the ledger gives its key version, checked the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import json
 import os
 import struct
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -23,58 +32,137 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from keyledger.errors import CiphertextInvalid, DecryptionFailed
 
 MAGIC = b"KLE"
-FORMAT_VERSION = 1
+FORMAT_UNBOUND = 1  # no tenant in the header: written by clients before format 2
+FORMAT_RECORD = 2
+FORMAT_STREAM = 3
+FORMAT_VERSION = FORMAT_RECORD  # what `seal` writes
+READABLE = (FORMAT_UNBOUND, FORMAT_RECORD, FORMAT_STREAM)
 NONCE_BYTES = 12
 TAG_BYTES = 16
 DATA_KEY_BYTES = 32
-_FIXED = struct.Struct(">3sB16sH")  # magic, format, key id, wrapped length
+_START = struct.Struct(">3sB16s")  # magic, format, key id
+_LENGTH = struct.Struct(">H")
 
 Context = Mapping[str, str]
 
 
 @dataclass(frozen=True)
-class Envelope:
+class Head:
+    """What every format starts with: whose key version wrapped which data key."""
+
+    format: int
     key_id: uuid.UUID
+    tenant: str | None  # None in format 1
     wrapped_key: bytes
+    raw: bytes  # the bytes read, as bound into the AAD
+
+
+@dataclass(frozen=True)
+class Envelope:
+    head: Head
     nonce: bytes
     ciphertext: bytes  # with the GCM tag at its end
     header: bytes  # everything before the ciphertext, as bound into the AAD
 
+    @property
+    def key_id(self) -> uuid.UUID:
+        return self.head.key_id
+
+    @property
+    def wrapped_key(self) -> bytes:
+        return self.head.wrapped_key
+
+    @property
+    def tenant(self) -> str | None:
+        return self.head.tenant
+
+
+def pack_head(format_: int, key_id: uuid.UUID, tenant: str, wrapped_key: bytes) -> bytes:
+    encoded = tenant.encode("utf-8")
+    if not encoded or len(encoded) > 0xFFFF:
+        raise ValueError("the tenant must be a non-empty name")
+    if len(wrapped_key) > 0xFFFF:
+        raise ValueError("wrapped data key longer than the envelope can hold")
+    return (
+        _START.pack(MAGIC, format_, key_id.bytes)
+        + _LENGTH.pack(len(encoded))
+        + encoded
+        + _LENGTH.pack(len(wrapped_key))
+        + wrapped_key
+    )
+
+
+def read_head(read: Callable[[int], bytes]) -> Head:
+    """Read the head of any format through `read(n)` (which returns fewer bytes only at
+    the end); says what is wrong with bytes that are not keyledger's."""
+    raw = bytearray()
+
+    def take(size: int) -> bytes:
+        chunk = read(size)
+        raw.extend(chunk)
+        if len(chunk) < size:
+            raise CiphertextInvalid("keyledger ciphertext is truncated")
+        return chunk
+
+    start = read(_START.size)
+    raw.extend(start)
+    if len(start) < _START.size or start[:3] != MAGIC:
+        raise CiphertextInvalid("not a keyledger ciphertext (no KLE header)")
+    _, format_, key_id = _START.unpack(start)
+    if format_ not in READABLE:
+        raise CiphertextInvalid(
+            f"keyledger ciphertext format {format_} is not supported by this client "
+            f"(it reads formats {', '.join(map(str, READABLE))}); upgrade the keyledger client"
+        )
+    tenant = None
+    if format_ != FORMAT_UNBOUND:
+        (tenant_length,) = _LENGTH.unpack(take(_LENGTH.size))
+        try:
+            tenant = take(tenant_length).decode("utf-8")
+        except UnicodeDecodeError:
+            raise CiphertextInvalid("keyledger ciphertext names no readable tenant") from None
+    (wrapped_length,) = _LENGTH.unpack(take(_LENGTH.size))
+    wrapped = take(wrapped_length)
+    return Head(format_, uuid.UUID(bytes=key_id), tenant, wrapped, bytes(raw))
+
 
 def seal(
-    key_id: uuid.UUID, wrapped_key: bytes, data_key: bytes, plaintext: bytes, context: Context
+    key_id: uuid.UUID,
+    tenant: str,
+    wrapped_key: bytes,
+    data_key: bytes,
+    plaintext: bytes,
+    context: Context,
 ) -> bytes:
     if len(data_key) != DATA_KEY_BYTES:
         raise ValueError("data keys are AES-256 keys (32 bytes)")
-    if len(wrapped_key) > 0xFFFF:
-        raise ValueError("wrapped data key longer than the envelope can hold")
     nonce = os.urandom(NONCE_BYTES)  # a data key seals at most a bounded number of messages
-    header = (
-        _FIXED.pack(MAGIC, FORMAT_VERSION, key_id.bytes, len(wrapped_key)) + wrapped_key + nonce
-    )
-    return header + AESGCM(data_key).encrypt(nonce, plaintext, _aad(header, context))
+    header = pack_head(FORMAT_RECORD, key_id, tenant, wrapped_key) + nonce
+    return header + AESGCM(data_key).encrypt(nonce, plaintext, aad(header, context))
 
 
 def parse(blob: bytes) -> Envelope:
-    """Read the header; says what is wrong with bytes that are not an envelope."""
-    if len(blob) < _FIXED.size or blob[:3] != MAGIC:
-        raise CiphertextInvalid("not a keyledger ciphertext (no KLE header)")
-    magic, version, key_id, wrapped_length = _FIXED.unpack_from(blob)
-    del magic
-    if version != FORMAT_VERSION:
+    """Read a record's header; says what is wrong with bytes that are not an envelope."""
+    offset = 0
+
+    def read(size: int) -> bytes:
+        nonlocal offset
+        chunk = blob[offset : offset + size]
+        offset += len(chunk)
+        return chunk
+
+    head = read_head(read)
+    if head.format == FORMAT_STREAM:
         raise CiphertextInvalid(
-            f"keyledger ciphertext format {version} is not supported by this client "
-            f"(it reads format {FORMAT_VERSION}); upgrade the keyledger client"
+            "this is a keyledger stream (a backup, a file): open it with decrypt_stream "
+            "or `keyledger decrypt`, not decrypt"
         )
-    start = _FIXED.size
-    nonce_at = start + wrapped_length
-    body_at = nonce_at + NONCE_BYTES
+    body_at = offset + NONCE_BYTES
     if len(blob) < body_at + TAG_BYTES:
         raise CiphertextInvalid("keyledger ciphertext is truncated")
     return Envelope(
-        key_id=uuid.UUID(bytes=key_id),
-        wrapped_key=blob[start:nonce_at],
-        nonce=blob[nonce_at:body_at],
+        head=head,
+        nonce=blob[offset:body_at],
         ciphertext=blob[body_at:],
         header=blob[:body_at],
     )
@@ -83,7 +171,7 @@ def parse(blob: bytes) -> Envelope:
 def open_envelope(envelope: Envelope, data_key: bytes, context: Context) -> bytes:
     try:
         return AESGCM(data_key).decrypt(
-            envelope.nonce, envelope.ciphertext, _aad(envelope.header, context)
+            envelope.nonce, envelope.ciphertext, aad(envelope.header, context)
         )
     except InvalidTag:
         raise DecryptionFailed(
@@ -92,7 +180,7 @@ def open_envelope(envelope: Envelope, data_key: bytes, context: Context) -> byte
         ) from None
 
 
-def _aad(header: bytes, context: Context) -> bytes:
+def aad(header: bytes, context: Context) -> bytes:
     for name, value in context.items():
         if not isinstance(name, str) or not isinstance(value, str):
             raise TypeError("encryption context maps strings to strings")

@@ -1,4 +1,5 @@
-"""`last_used_at` in batches: one ledger write per version per flush, not per call."""
+"""`last_used_at` (and `last_refused_at`) in batches: one ledger write per version per
+flush, not per call."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class UsageRecorder:
         self._interval = flush_interval_s
         self._clock = clock
         self._pending: dict[uuid.UUID, datetime] = {}
+        self._refused: dict[uuid.UUID, datetime] = {}
         self._lock = threading.Lock()
         self._last_flush = clock()
 
@@ -39,23 +41,34 @@ class UsageRecorder:
         if due:
             self.flush()
 
+    def record_refused(self, key_id: uuid.UUID) -> None:
+        """Note an open refused now (a compromised version): its data is still around."""
+        with self._lock:
+            self._refused[key_id] = datetime.now(UTC)
+        self.flush()  # rare, and what "safe to destroy" waits on: at once
+
     def flush(self) -> None:
         """Write what is pending. A ledger that cannot be written keeps it for next
         time: encryption must not fail because a timestamp could not be saved."""
         with self._lock:
             pending, self._pending = self._pending, {}
+            refused, self._refused = self._refused, {}
             self._last_flush = self._clock()
-        if not pending:
+        if not pending and not refused:
             return
         try:
             with self._sessions.begin() as session:
-                KeyLedger(session).mark_used(pending)
+                ledger = KeyLedger(session)
+                ledger.mark_used(pending)
+                ledger.mark_refused(refused)
         except SQLAlchemyError as error:
             log.warning(
                 "could not record last use of %d key versions, will retry: %s",
-                len(pending),
+                len(pending) + len(refused),
                 type(error).__name__,
             )
             with self._lock:
                 for key_id, used_at in pending.items():
                     self._pending.setdefault(key_id, used_at)
+                for key_id, refused_at in refused.items():
+                    self._refused.setdefault(key_id, refused_at)

@@ -88,6 +88,10 @@ class EncryptionKeyRecord(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     rotated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # When a client last refused to open data sealed under this version (it was
+    # compromised and no break glass was given): data under it still exists
+    # somewhere, so the version is not yet safe to destroy.
+    last_refused_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     parent_key_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("encryption_keys.id", ondelete="RESTRICT")
     )

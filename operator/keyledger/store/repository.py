@@ -290,6 +290,33 @@ class KeyLedger:
                 .execution_options(synchronize_session=False)
             )
 
+    def mark_refused(self, refusals: Mapping[uuid.UUID, datetime]) -> None:
+        """When clients last refused to open data under versions (compromised ones):
+        such data still exists. Never moves `last_refused_at` back; no audit row."""
+        for key_id, refused_at in refusals.items():
+            self.session.execute(
+                update(EncryptionKeyRecord)
+                .where(
+                    EncryptionKeyRecord.id == key_id,
+                    or_(
+                        EncryptionKeyRecord.last_refused_at.is_(None),
+                        EncryptionKeyRecord.last_refused_at < refused_at,
+                    ),
+                )
+                .values(last_refused_at=refused_at)
+                .execution_options(synchronize_session=False)
+            )
+
+    def last_needed_at(self, key_id: uuid.UUID) -> datetime | None:
+        """The last moment a client sealed, opened or was asked to open data under the
+        version, as far as clients have reported (they write in batches): the version
+        is unused since then, and safe to destroy once that is long enough ago. None: never."""
+        record = self.get(key_id)
+        if record is None:
+            return None
+        moments = [m for m in (record.last_used_at, record.last_refused_at) if m is not None]
+        return max(moments, default=None)
+
     def release(self, tenant: str, key_name: str, *, now: datetime) -> None:
         """Forget which resource manages the key; the rows themselves stay for audit."""
         for record in self.versions(tenant, key_name):
