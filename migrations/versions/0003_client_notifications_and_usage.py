@@ -64,6 +64,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    kept = op.get_bind().execute(
+        sa.text("SELECT count(*) FROM key_events WHERE event_type = 'BREAK_GLASS_OPENED'")
+    )
+    if kept.scalar_one():
+        # The audit trail is append-only: refuse rather than drop what 0001 cannot hold.
+        raise RuntimeError(
+            "key_events holds BREAK_GLASS_OPENED rows, which revision 0001 cannot hold; "
+            "the audit trail is append-only, so the ledger stays at 0003"
+        )
     if _dialect() == "postgresql":
         _drop_change_notifications()
     _allow_event_types(EVENT_TYPES_BEFORE)

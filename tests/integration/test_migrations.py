@@ -9,6 +9,7 @@ trail, timestamps in UTC.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -515,3 +516,100 @@ def test_timestamps_read_back_as_timezone_aware_utc(ledger_engine: Engine) -> No
     assert stored.activated_at is not None
     assert stored.activated_at.hour == 4  # 09:30 +05:30 is 04:00 UTC
     assert occurred == written
+
+
+# --- 0003: what clients need from the ledger ------------------------------------
+
+
+def test_0003_down_keeps_the_audit_trail_and_its_guard(
+    ledger_url: str, engine_for: Callable[[str], Engine]
+) -> None:
+    engine = engine_for(ledger_url)
+    with make_session_factory(engine).begin() as session:
+        key = key_version()
+        session.add(key)
+        session.flush()
+        opened = key_event(key)
+        opened.event_type = KeyEventType.BREAK_GLASS_OPENED
+        session.add_all([key_event(key), opened])
+
+    # Down to 0001 the new event type has no place, and key_events is append-only:
+    # the downgrade refuses instead of losing audit rows.
+    with pytest.raises(RuntimeError, match="BREAK_GLASS_OPENED rows"):
+        downgrade_database(ledger_url, "0001")
+    engine.dispose()
+    assert current_revision(engine) == HEAD
+
+    with engine.connect() as connection:
+        types = connection.execute(text("SELECT event_type FROM key_events ORDER BY id")).all()
+    assert [t for (t,) in types] == ["CREATED", "BREAK_GLASS_OPENED"]
+
+
+def test_0003_down_and_up_with_data(
+    empty_database_url: str, engine_for: Callable[[str], Engine]
+) -> None:
+    upgrade_database(empty_database_url, "0001")
+    engine = engine_for(empty_database_url)
+    # Rows as 0001 holds them (the models already know 0003's columns).
+    key_id = uuid.uuid4().hex
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO encryption_keys (id, created_at, updated_at, tenant_id, key_name, "
+                "key_type, kms_key_id, kms_provider, status, version, can_rollback, "
+                "key_algorithm) VALUES (:id, :now, :now, 'tenant-a', 'patients', 'PHI_DATA', "
+                "'ref-1', 'AWS_KMS', 'ACTIVE', 1, true, 'AES-256-GCM')"
+            ),
+            {"id": key_id if engine.dialect.name == "sqlite" else uuid.UUID(key_id), "now": NOW},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO key_events (occurred_at, key_id, tenant_id, key_name, event_type, "
+                "actor) VALUES (:now, :id, 'tenant-a', 'patients', 'CREATED', "
+                "'system:serviceaccount:keyledger:operator')"
+            ),
+            {"id": key_id if engine.dialect.name == "sqlite" else uuid.UUID(key_id), "now": NOW},
+        )
+    upgrade_database(empty_database_url)
+    downgrade_database(empty_database_url, "0001")
+    engine.dispose()
+    with engine.connect() as connection:
+        actors = connection.execute(text("SELECT actor FROM key_events")).scalars().all()
+    assert actors == ["system:serviceaccount:keyledger:operator"]
+    # The rebuilt table (SQLite) kept its append-only guard both ways.
+    with pytest.raises(IntegrityError, match=APPEND_ONLY), engine.begin() as connection:
+        connection.execute(text("DELETE FROM key_events"))
+    upgrade_database(empty_database_url)
+    engine.dispose()
+    with pytest.raises(IntegrityError, match=APPEND_ONLY), engine.begin() as connection:
+        connection.execute(text("UPDATE key_events SET actor = 'x'"))
+
+
+@pytest.mark.postgres
+@postgresql_only
+def test_new_versions_and_status_changes_notify_listeners(ledger_url: str) -> None:
+    import psycopg  # noqa: PLC0415
+
+    plain = make_url(ledger_url).set(drivername="postgresql")
+    factory = make_session_factory(make_engine(ledger_url))
+    with psycopg.connect(plain.render_as_string(hide_password=False), autocommit=True) as listener:
+        listener.execute("LISTEN keyledger_key_changes")
+        key = key_version(status=KeyStatus.ACTIVE)
+        with factory.begin() as session:
+            session.add(key)
+        with factory.begin() as session:
+            stored = session.get_one(EncryptionKeyRecord, key.id)
+            stored.last_used_at = NOW  # bookkeeping: no notification
+        with factory.begin() as session:
+            session.get_one(EncryptionKeyRecord, key.id).status = KeyStatus.COMPROMISED
+        with factory.begin() as session:  # rolled back: never told
+            session.get_one(EncryptionKeyRecord, key.id).status = KeyStatus.EXPIRED
+            session.rollback()
+        payloads = [n.payload for n in listener.notifies(timeout=2.0, stop_after=3)]
+    decoded = [json.loads(p) for p in payloads]
+    assert [(d["tenant"], d["key"], d["id"], d["status"]) for d in decoded] == [
+        ("tenant-a", "patients", str(key.id), "ACTIVE"),
+        ("tenant-a", "patients", str(key.id), "COMPROMISED"),
+    ]
+    assert key.kms_key_id is not None
+    assert all(key.kms_key_id not in p for p in payloads)  # references stay out
