@@ -1,4 +1,4 @@
-"""`keyledger run|migrate|versions|rotate|rollback|compromise|audit|report|grant|revoke`.
+"""`keyledger run|migrate|versions|rotate|rollback|compromise|pause|resume|audit|report|grant|revoke|encrypt|decrypt|rewrap`.
 
 Also installed as `kubectl-keyledger`, so `kubectl keyledger rotate phi-primary -n acme` works.
 """
@@ -152,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         change.add_argument("tenant")
     grants = commands.add_parser("grants", help="list which roles see which tenants")
     grants.add_argument("--role")
+    from keyledger.cli import data  # noqa: PLC0415  # the client, not loaded for `run`
+
+    data.add_commands(commands)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run"]:
         # Everything after `run` belongs to kopf, options included.
@@ -161,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _migrate(args.revision)
     if args.command in ("audit", "report", "grant", "revoke", "grants"):
         return _ledger_tool(args)
+    if args.command in ("encrypt", "decrypt", "rewrap"):
+        return data.run(args)
     if args.command in ("pause", "resume"):
         from keyledger.cli.requests import set_paused  # noqa: PLC0415
 

@@ -1,0 +1,208 @@
+"""`keyledger encrypt|decrypt|rewrap` as a backup script or a re-encryption job runs them:
+real processes, a migrated SQLite ledger, the dev-only local backend as the KMS."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from keyledger.api import COMPROMISED_REQUESTED_AT
+from keyledger.client import KeyledgerClient
+from keyledger.client.envelope import parse
+from keyledger.domain import KeyEventType, KeyStatus
+from keyledger.lifecycle.spec import KeySpec
+from keyledger.operations.keys import KeyOperations
+from keyledger.operations.views import KeyResource
+from keyledger.providers.local import LocalBackend
+from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
+from keyledger.store.repository import KeyLedger
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GLASS = ["--break-glass-actor", "alice@security.example", "--break-glass-reason", "INC-42"]
+
+
+@dataclass
+class Setup:
+    workdir: Path
+    env: dict[str, str]
+    sessions: sessionmaker[Session]
+    backend: LocalBackend
+    operations: KeyOperations
+    key: KeyResource
+    kms: Path
+
+    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "keyledger.cli.main", *args],
+            env={**self.env, **env},
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    def compromise(self) -> None:
+        annotations = {COMPROMISED_REQUESTED_AT: "inc-42"}
+        self.key = KeyResource(
+            self.key.uid, self.key.namespace, self.key.name, 2, self.key.spec, annotations
+        )
+        self.operations.reconcile(self.key, self.backend, "local")
+
+    def version(self, status: KeyStatus) -> tuple[uuid.UUID, str]:
+        with self.sessions() as session:
+            for record in KeyLedger(session).versions("acme", "records"):
+                if record.status is status and record.kms_key_id is not None:
+                    return record.id, record.kms_key_id
+        raise AssertionError(f"no {status} version")
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Setup:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    upgrade_database(url)
+    keystores = tmp_path / "keystores"
+    sessions = make_session_factory(make_engine(url))
+    backend = LocalBackend(keystores / "clinic.json")
+    spec = KeySpec.from_resource(
+        "records",
+        {
+            "tenant": "acme",
+            "keyType": "BACKUP",
+            "providerRef": {"kind": "ClusterKeyProvider", "name": "clinic"},
+        },
+    )
+    key = KeyResource(str(uuid.uuid4()), "acme", "records", 1, spec, {})
+    operations = KeyOperations(sessions, actor="test")
+    operations.reconcile(key, backend, "local")
+    kms = tmp_path / "kms.yaml"
+    kms.write_text(
+        "apiVersion: keyledger.io/v1alpha1\nkind: ClusterKeyProvider\n"
+        "metadata: {name: clinic}\nspec: {local: {keystore: clinic}}\n"
+    )
+    env = {
+        **os.environ,
+        "KEYLEDGER_DATABASE_URL": url,
+        "KEYLEDGER_LOCAL_KEYSTORE_DIR": str(keystores),
+        "PYTHONPATH": str(REPO_ROOT / "operator"),
+    }
+    env.pop("KEYLEDGER_FAILPOINTS", None)
+    return Setup(tmp_path, env, sessions, backend, operations, key, kms)
+
+
+def test_encrypt_and_decrypt_a_backup(setup: Setup) -> None:
+    dump = setup.workdir / "dump.sql"
+    dump.write_bytes(os.urandom(3 << 20) + b"-- end of dump\n")
+    kms = ["--kms", str(setup.kms)]
+    sealed = setup.cli(
+        "encrypt", "--tenant", "acme", "--key", "records", "--in", "dump.sql",
+        "--out", "dump.kle", "--context", "dump=2026-11-29", *kms,
+    )  # fmt: skip
+    assert sealed.returncode == 0, sealed.stderr
+    assert dump.read_bytes()[:4096] not in (setup.workdir / "dump.kle").read_bytes()
+
+    opened = setup.cli(
+        "decrypt", "--tenant", "acme", "--in", "dump.kle", "--out", "restored.sql",
+        "--context", "dump=2026-11-29", *kms,
+    )  # fmt: skip
+    assert opened.returncode == 0, opened.stderr
+    assert (setup.workdir / "restored.sql").read_bytes() == dump.read_bytes()
+
+    # Another tenant's restore job: refused, by name, and no file left behind.
+    wrong = setup.cli(
+        "decrypt", "--tenant", "globex", "--in", "dump.kle", "--out", "stolen.sql",
+        "--context", "dump=2026-11-29", *kms,
+    )  # fmt: skip
+    assert wrong.returncode == 1
+    assert "TenantMismatch" in wrong.stderr and "'acme'" in wrong.stderr
+    assert not (setup.workdir / "stolen.sql").exists()
+    assert not list(setup.workdir.glob(".stolen.sql*"))
+
+    # Cut short (a copy that stopped half-way): refused, nothing kept.
+    sealed_bytes = (setup.workdir / "dump.kle").read_bytes()
+    (setup.workdir / "cut.kle").write_bytes(sealed_bytes[: len(sealed_bytes) // 2])
+    cut = setup.cli(
+        "decrypt", "--tenant", "acme", "--in", "cut.kle", "--out", "cut.sql",
+        "--context", "dump=2026-11-29", *kms,
+    )  # fmt: skip
+    assert cut.returncode == 1 and "StreamTruncated" in cut.stderr
+    assert not (setup.workdir / "cut.sql").exists()
+
+
+def test_rewrap_across_a_compromise_interrupted_and_resumed(setup: Setup) -> None:
+    blobs = setup.workdir / "blobs"
+    blobs.mkdir()
+    context = {"batch": "b1"}
+    with KeyledgerClient(setup.sessions, [setup.backend]) as client:
+        for n in range(12):
+            blob = client.encrypt("acme", "records", f"record {n}".encode(), context)
+            (blobs / f"r{n:02}.kle").write_bytes(blob)
+    files = sorted(str(p) for p in blobs.iterdir())
+    leaked_id, leaked_ref = setup.version(KeyStatus.ACTIVE)
+    setup.compromise()
+    current_id, _ = setup.version(KeyStatus.ACTIVE)
+    assert current_id != leaked_id
+    rewrap = [
+        "rewrap", "--tenant", "acme", "--kms", str(setup.kms), "--context", "batch=b1",
+        "--journal", "rewrap.journal", "--files", *files,
+    ]  # fmt: skip
+
+    # Without a break glass the compromised version is refused, and that is recorded.
+    refused = setup.cli(*rewrap)
+    assert refused.returncode == 1 and "VersionCompromised" in refused.stderr
+
+    setup.backend.enable(leaked_ref)  # the KMS administrator's part of the break glass
+    try:
+        first = setup.cli(*rewrap, *GLASS, "--max-items", "4")
+        assert first.returncode == 0, first.stderr
+        assert json.loads(first.stdout)["rewrapped"] == 4
+        assert "rewrap: {" in first.stderr  # progress
+        crashed = setup.cli(*rewrap, *GLASS, KEYLEDGER_FAILPOINTS="rewrap.after-replace")
+        assert crashed.returncode == -9  # killed after re-sealing a file, before journaling it
+        last = setup.cli(*rewrap, *GLASS)
+        assert last.returncode == 0, last.stderr
+    finally:
+        setup.backend.disable(leaked_ref)
+    done_at = datetime.now(UTC)
+    summary = json.loads(last.stdout)
+    assert summary == {
+        "seen": 8,
+        "rewrapped": 7,
+        "alreadyCurrent": 1,  # the one the crash re-sealed
+        "doneBefore": 4,
+        "failed": 0,
+        "failedItems": {},
+    }
+
+    # Nothing is left under the compromised version, and everything still opens.
+    with KeyledgerClient(setup.sessions, [setup.backend], usage_flush_s=0) as service:
+        for n, path in enumerate(files):
+            blob = Path(path).read_bytes()
+            assert parse(blob).key_id == current_id
+            assert service.decrypt(blob, context, tenant="acme") == f"record {n}".encode()
+        service.encrypt("acme", "records", b"new data", context)
+
+    with setup.sessions() as session:
+        ledger = KeyLedger(session)
+        leaked = ledger.get(leaked_id)
+        assert leaked is not None and leaked.last_refused_at is not None
+        # Unused since the re-encryption: the service's later work went to the new version.
+        unused_since = ledger.last_needed_at(leaked_id)
+        assert unused_since is not None and unused_since <= done_at
+        current_use = ledger.last_needed_at(current_id)
+        assert current_use is not None and current_use > done_at
+        glass = [
+            e for e in ledger.events(leaked_id) if e.event_type is KeyEventType.BREAK_GLASS_OPENED
+        ]
+    # Every break-glass open audited: 4 + 1 (crashed) + 7; the current one was not opened.
+    assert len(glass) == 12
+    assert {(e.actor, e.reason) for e in glass} == {("alice@security.example", "INC-42")}
