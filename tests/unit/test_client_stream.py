@@ -6,11 +6,13 @@ from __future__ import annotations
 import io
 import os
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from keyledger.client.envelope import FORMAT_STREAM, pack_head, read_head
-from keyledger.client.stream import full_reader, open_stream, seal_stream
+from keyledger.client.stream import Readable, full_reader, open_stream, seal_stream
 from keyledger.errors import (
     StreamCorrupted,
     StreamExtended,
@@ -46,7 +48,7 @@ def _open(sealed: bytes, context: dict[str, str] = CONTEXT) -> tuple[bytes, int]
     read = full_reader(source)
     sink = io.BytesIO()
     try:
-        open_stream(read_head(read), read, DATA_KEY, sink, context)
+        open_stream(read_head(read), source, DATA_KEY, sink, context)
     finally:
         released = sink.getvalue()
     return released, len(released)
@@ -72,26 +74,42 @@ def test_round_trip_at_every_boundary(size: int) -> None:
     assert _open(sealed)[0] == payload
 
 
-def test_a_pipe_that_reads_short_still_round_trips() -> None:
-    class Trickle(io.RawIOBase):
-        def __init__(self, data: bytes) -> None:
-            self.data = data
+class Trickle(io.RawIOBase):
+    """A pipe that hands over at most 7 bytes per call, however many are asked for."""
 
-        def readable(self) -> bool:
-            return True
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
-        def read(self, size: int = -1) -> bytes:
-            step = 7 if size < 0 else min(7, size)
-            chunk, self.data = self.data[:step], self.data[step:]
-            return chunk
+    def readable(self) -> bool:
+        return True
 
+    def readinto(self, buffer: Any) -> int:
+        step = min(7, len(buffer), len(self.data))
+        buffer[:step] = self.data[:step]
+        self.data = self.data[step:]
+        return step
+
+
+class ReadOnly:
+    """A source with read() alone (no readinto), short reads included."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def read(self, size: int = -1) -> bytes:
+        step = 5 if size < 0 else min(5, size)
+        chunk, self.data = self.data[:step], self.data[step:]
+        return chunk
+
+
+@pytest.mark.parametrize("source", [Trickle, ReadOnly])
+def test_sources_that_read_short_still_round_trip(source: Callable[[bytes], Readable]) -> None:
     sink = io.BytesIO()
     head = pack_head(FORMAT_STREAM, KEY_ID, "acme", b"wrapped")
-    seal_stream(head, DATA_KEY, Trickle(PAYLOAD), sink, CONTEXT, SEGMENT)
-    source = Trickle(sink.getvalue())
-    read = full_reader(source)
+    seal_stream(head, DATA_KEY, source(PAYLOAD), sink, CONTEXT, SEGMENT)
+    sealed = source(sink.getvalue())
     out = io.BytesIO()
-    open_stream(read_head(read), read, DATA_KEY, out, CONTEXT)
+    open_stream(read_head(full_reader(sealed)), sealed, DATA_KEY, out, CONTEXT)
     assert out.getvalue() == PAYLOAD
 
 
@@ -188,5 +206,5 @@ def _released(sealed: bytes) -> bytes:
     read = full_reader(source)
     sink = io.BytesIO()
     with pytest.raises(StreamCorrupted):
-        open_stream(read_head(read), read, DATA_KEY, sink, CONTEXT)
+        open_stream(read_head(read), source, DATA_KEY, sink, CONTEXT)
     return sink.getvalue()

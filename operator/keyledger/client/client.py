@@ -188,15 +188,14 @@ class KeyledgerClient:
     ) -> int:
         """Open a stream segment by segment; each is written to `dst` only once its tag
         checked. On an error, what `dst` got so far must be thrown away."""
-        read = full_reader(src)
-        head = read_head(read)
+        head = read_head(full_reader(src))
         if head.format != FORMAT_STREAM:
             raise CiphertextInvalid(
                 "this is a keyledger record, not a stream: open it with decrypt"
             )
         version = self._opened_version(head.key_id, tenant, head.tenant)
         data_key = self._opening_key(version, head.wrapped_key, head.raw, break_glass)
-        total = open_stream(head, read, data_key, dst, context or {})
+        total = open_stream(head, src, data_key, dst, context or {})
         self.usage.record(version.id)
         return total
 

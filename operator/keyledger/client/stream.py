@@ -81,6 +81,37 @@ def full_reader(src: Readable) -> Callable[[int], bytes]:
     return read
 
 
+class _Buffers:
+    """Two buffers, reused for every segment: the one at hand and the one read ahead.
+
+    A fresh bytes object per read would keep three segment-sized allocations alive
+    at once, and the allocator then maps (and faults in) fresh pages for each one:
+    several times slower than the cipher. Sources without readinto are copied in."""
+
+    def __init__(self, src: Readable, size: int) -> None:
+        self._readinto: Callable[[memoryview], int | None] | None = getattr(src, "readinto", None)
+        self._read = full_reader(src)
+        self._views = (memoryview(bytearray(size)), memoryview(bytearray(size)))
+        self._turn = 0
+
+    def fill(self, size: int) -> memoryview:
+        """The next `size` bytes of the source (fewer only at its end), in the buffer
+        not handed out last time."""
+        view = self._views[self._turn][:size]
+        self._turn ^= 1
+        if self._readinto is None:
+            data = self._read(size)
+            view[: len(data)] = data
+            return view[: len(data)]
+        got = 0
+        while got < size:
+            placed = self._readinto(view[got:])
+            if not placed:
+                break
+            got += placed
+        return view[:got]
+
+
 def _nonce(prefix: bytes, index: int, final: bool) -> bytes:
     return prefix + struct.pack(">IB", index, final)
 
@@ -103,30 +134,29 @@ def seal_stream(
     cipher = AESGCM(data_key)
     tag = cipher.encrypt(_nonce(prefix, _HEADER_INDEX, False), b"", aad(header, context))
     dst.write(header + tag)
-    read = full_reader(src)
+    buffers = _Buffers(src, segment_bytes)
     total = index = 0
-    current = read(segment_bytes)
+    current = buffers.fill(segment_bytes)
     while True:
         # A full segment may be the last: look one ahead to know.
-        following = read(segment_bytes) if len(current) == segment_bytes else b""
+        following = buffers.fill(segment_bytes) if len(current) == segment_bytes else None
         final = not following
         if index >= _HEADER_INDEX:
             raise ValueError("stream too long for its segment size: use larger segments")
         sealed = cipher.encrypt(_nonce(prefix, index, final), current, tag)
         dst.write(_FRAME.pack(len(sealed)))
         dst.write(sealed)
+        del sealed  # freed before the next is made, so its memory is reused
         total += len(current)
-        if final:
+        if following is None or final:
             return total
         current = following
         index += 1
 
 
-def open_stream(
-    head: Head, read: Callable[[int], bytes], data_key: bytes, dst: Writable, context: Context
-) -> int:
-    """Check and write out the segments following `head`; the plaintext length."""
-    tail = read(_TAIL.size + TAG_BYTES)
+def open_stream(head: Head, src: Readable, data_key: bytes, dst: Writable, context: Context) -> int:
+    """Check and write out the segments that follow `head` in `src`; the plaintext length."""
+    tail = full_reader(src)(_TAIL.size + TAG_BYTES)
     if len(tail) < _TAIL.size + TAG_BYTES:
         raise CiphertextInvalid("keyledger stream is truncated inside its header")
     segment_bytes, prefix = _TAIL.unpack_from(tail)
@@ -141,7 +171,7 @@ def open_stream(
             "encryption context differs from the one it was written with"
         ) from None
     # Authentic from here on, so the size is one a writer chose (and bounded).
-    segments = _Segments(read, segment_bytes + TAG_BYTES)
+    segments = _Segments(src, segment_bytes + TAG_BYTES)
     current = segments.next()
     if current is None:
         raise StreamTruncated("the stream ends after its header: every segment is missing")
@@ -166,6 +196,7 @@ def open_stream(
             raise _what_happened(cipher, prefix, tag, current, index, final) from None
         dst.write(plaintext)
         total += len(plaintext)
+        del plaintext  # freed before the next is made, so its memory is reused
         if following is None:
             return total
         current = following
@@ -175,12 +206,13 @@ def open_stream(
 class _Segments:
     """Sealed segments one by one: each is its length (u32) and its bytes."""
 
-    def __init__(self, read: Callable[[int], bytes], max_bytes: int) -> None:
-        self._read = read
+    def __init__(self, src: Readable, max_bytes: int) -> None:
+        self._read = full_reader(src)
+        self._buffers = _Buffers(src, max_bytes)
         self._max = max_bytes
         self._index = 0
 
-    def next(self) -> bytes | StreamCorrupted | None:
+    def next(self) -> memoryview | StreamCorrupted | None:
         """The next segment; None at the end; the error that a broken frame means."""
         index = self._index
         self._index += 1
@@ -194,14 +226,14 @@ class _Segments:
             return StreamSegmentForeign(
                 f"segment {index} is not part of this stream: its length was altered"
             )
-        body = self._read(length)
+        body = self._buffers.fill(length)
         if len(body) < length:
             return StreamTruncated(f"the stream ends inside segment {index}: it was cut short")
         return body
 
 
 def _opens(
-    cipher: AESGCM, prefix: bytes, tag: bytes, segment: bytes, index: int, *, final: bool
+    cipher: AESGCM, prefix: bytes, tag: bytes, segment: memoryview, index: int, *, final: bool
 ) -> bool:
     try:
         cipher.decrypt(_nonce(prefix, index, final), segment, tag)
@@ -211,7 +243,12 @@ def _opens(
 
 
 def _what_happened(
-    cipher: AESGCM, prefix: bytes, tag: bytes, segment: bytes, index: int, expected_final: bool
+    cipher: AESGCM,
+    prefix: bytes,
+    tag: bytes,
+    segment: memoryview,
+    index: int,
+    expected_final: bool,
 ) -> StreamCorrupted:
     if _opens(cipher, prefix, tag, segment, index, final=not expected_final):
         if expected_final:
