@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.api import COMPROMISED_REQUESTED_AT
@@ -206,3 +207,40 @@ def test_rewrap_across_a_compromise_interrupted_and_resumed(setup: Setup) -> Non
     # Every break-glass open audited: 4 + 1 (crashed) + 7; the current one was not opened.
     assert len(glass) == 12
     assert {(e.actor, e.reason) for e in glass} == {("alice@security.example", "INC-42")}
+
+
+def test_rewrap_a_table_with_per_row_contexts(setup: Setup) -> None:
+    app = f"sqlite:///{setup.workdir / 'app.db'}"
+    engine = make_engine(app)
+    with engine.begin() as connection:
+        connection.execute(
+            text("CREATE TABLE notes (record INTEGER PRIMARY KEY, ciphertext BLOB NOT NULL)")
+        )
+    with KeyledgerClient(setup.sessions, [setup.backend]) as client, engine.begin() as connection:
+        for record in range(1, 8):
+            blob = client.encrypt("acme", "records", b"note %d" % record, {"record": str(record)})
+            connection.execute(
+                text("INSERT INTO notes VALUES (:record, :blob)"), {"record": record, "blob": blob}
+            )
+    leaked_id, leaked_ref = setup.version(KeyStatus.ACTIVE)
+    setup.compromise()
+    current_id, _ = setup.version(KeyStatus.ACTIVE)
+
+    setup.backend.enable(leaked_ref)
+    try:
+        done = setup.cli(
+            "rewrap", "--tenant", "acme", "--kms", str(setup.kms), "--journal", "notes.journal",
+            "--table", "notes", "--database-url", app, "--id-column", "record",
+            "--context-column", "record", *GLASS,
+        )  # fmt: skip
+    finally:
+        setup.backend.disable(leaked_ref)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rewrapped"] == 7
+
+    with KeyledgerClient(setup.sessions, [setup.backend]) as client, engine.connect() as connection:
+        for record, blob in connection.execute(text("SELECT record, ciphertext FROM notes")):
+            assert parse(blob).key_id == current_id != leaked_id
+            opened = client.decrypt(blob, {"record": str(record)}, tenant="acme")
+            assert opened == b"note %d" % record
+    engine.dispose()
