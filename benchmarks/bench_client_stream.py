@@ -33,7 +33,7 @@ from keyledger.client.stream import SEGMENT_BYTES
 from keyledger.lifecycle.spec import KeySpec
 from keyledger.operations.keys import KeyOperations
 from keyledger.operations.views import KeyResource
-from keyledger.providers.local import LocalBackend
+from keyledger.providers.local.backend import LocalBackend
 from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
 
 TOTAL = 1 << 30

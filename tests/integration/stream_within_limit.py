@@ -17,7 +17,7 @@ from keyledger.client import KeyledgerClient
 from keyledger.lifecycle.spec import KeySpec
 from keyledger.operations.keys import KeyOperations
 from keyledger.operations.views import KeyResource
-from keyledger.providers.local import LocalBackend
+from keyledger.providers.local.backend import LocalBackend
 from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
 
 BLOCK = 1 << 20

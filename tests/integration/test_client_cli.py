@@ -23,7 +23,7 @@ from keyledger.domain import KeyEventType, KeyStatus
 from keyledger.lifecycle.spec import KeySpec
 from keyledger.operations.keys import KeyOperations
 from keyledger.operations.views import KeyResource
-from keyledger.providers.local import LocalBackend
+from keyledger.providers.local.backend import LocalBackend
 from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
 from keyledger.store.repository import KeyLedger
 

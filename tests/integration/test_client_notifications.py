@@ -21,7 +21,7 @@ from keyledger.client.envelope import parse
 from keyledger.lifecycle.spec import KeySpec
 from keyledger.operations.keys import KeyOperations
 from keyledger.operations.views import KeyResource
-from keyledger.providers.local import LocalBackend
+from keyledger.providers.local.backend import LocalBackend
 from keyledger.store.engine import make_session_factory
 from keyledger.store.repository import KeyLedger
 

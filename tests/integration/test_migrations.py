@@ -126,6 +126,25 @@ def unchained_event(
     )
 
 
+def add_as_of_0001(connection: Connection, key: EncryptionKeyRecord) -> None:
+    """Insert `key` naming only the columns revision 0001 has: the models also know
+    columns that later revisions add, and the ORM would name them all."""
+    connection.execute(
+        insert(EncryptionKeyRecord).values(
+            id=key.id,
+            created_at=key.created_at,
+            updated_at=key.updated_at,
+            tenant_id=key.tenant_id,
+            key_name=key.key_name,
+            key_type=key.key_type,
+            kms_key_id=key.kms_key_id,
+            kms_provider=key.kms_provider,
+            status=key.status,
+            version=key.version,
+        )
+    )
+
+
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
@@ -240,10 +259,10 @@ def test_handled_request_tokens_move_to_their_table_and_back(
     engine = engine_for(empty_database_url)
     upgrade_database(empty_database_url, "0001")
     long_token = "x" * 300
+    first = key_version(status=KeyStatus.ACTIVE)
+    with engine.begin() as connection:
+        add_as_of_0001(connection, first)
     with make_session_factory(engine).begin() as session:
-        first = key_version(status=KeyStatus.ACTIVE)
-        session.add(first)
-        session.flush()
         requests: list[dict[str, Any]] = [
             {"request": "rotate", "token": "t1"},
             {"request": "rollback", "token": "t2"},
@@ -550,26 +569,11 @@ def test_0003_down_and_up_with_data(
 ) -> None:
     upgrade_database(empty_database_url, "0001")
     engine = engine_for(empty_database_url)
-    # Rows as 0001 holds them (the models already know 0003's columns).
-    key_id = uuid.uuid4().hex
+    key = key_version()
     with engine.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO encryption_keys (id, created_at, updated_at, tenant_id, key_name, "
-                "key_type, kms_key_id, kms_provider, status, version, can_rollback, "
-                "key_algorithm) VALUES (:id, :now, :now, 'tenant-a', 'patients', 'PHI_DATA', "
-                "'ref-1', 'AWS_KMS', 'ACTIVE', 1, true, 'AES-256-GCM')"
-            ),
-            {"id": key_id if engine.dialect.name == "sqlite" else uuid.UUID(key_id), "now": NOW},
-        )
-        connection.execute(
-            text(
-                "INSERT INTO key_events (occurred_at, key_id, tenant_id, key_name, event_type, "
-                "actor) VALUES (:now, :id, 'tenant-a', 'patients', 'CREATED', "
-                "'system:serviceaccount:keyledger:operator')"
-            ),
-            {"id": key_id if engine.dialect.name == "sqlite" else uuid.UUID(key_id), "now": NOW},
-        )
+        add_as_of_0001(connection, key)
+    with make_session_factory(engine).begin() as session:
+        session.add(key_event(key))
     upgrade_database(empty_database_url)
     downgrade_database(empty_database_url, "0001")
     engine.dispose()

@@ -17,14 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-import yaml
-
 from keyledger.client import BreakGlass, KeyledgerClient
 from keyledger.client.envelope import FORMAT_STREAM
+from keyledger.client.provider_files import open_provider_file
 from keyledger.client.rewrap import FileSource, Journal, Progress, TableSource, rewrap_all
 from keyledger.errors import KeyledgerError
-from keyledger.providers.base import BackendConfig, KeyBackend
-from keyledger.providers.registry import BACKEND_FIELDS, open_backend
 from keyledger.settings import get_settings
 from keyledger.store.engine import make_engine
 
@@ -185,7 +182,7 @@ def _rewrap(args: argparse.Namespace) -> int:
 
 @contextmanager
 def _client(args: argparse.Namespace) -> Iterator[KeyledgerClient]:
-    backends = [_backend(path) for path in args.kms]
+    backends = [open_provider_file(path, get_settings()) for path in args.kms]
     try:
         # One command, one short life: no listener, the ledger is read as needed.
         with KeyledgerClient(get_settings().ledger_url(), backends, listen=False) as client:
@@ -193,24 +190,6 @@ def _client(args: argparse.Namespace) -> Iterator[KeyledgerClient]:
     finally:
         for backend in backends:
             backend.close()
-
-
-def _backend(path: Path) -> KeyBackend:
-    document = yaml.safe_load(path.read_text())
-    if not isinstance(document, dict):
-        raise SystemExit(f"--kms {path}: expected a provider manifest or its spec")
-    spec = document.get("spec", document)
-    name = (document.get("metadata") or {}).get("name", path.stem)
-    fields = [f for f in BACKEND_FIELDS if f in spec]
-    if len(fields) != 1:
-        raise SystemExit(
-            f"--kms {path}: name exactly one backend ({', '.join(BACKEND_FIELDS)}), "
-            f"found {', '.join(fields) or 'none'}"
-        )
-    credentials = {str(k): str(v) for k, v in (document.get("credentials") or {}).items()}
-    return open_backend(
-        BackendConfig(name, fields[0], dict(spec[fields[0]] or {}), credentials), get_settings()
-    )
 
 
 def _context(pairs: Sequence[str]) -> Mapping[str, str]:
