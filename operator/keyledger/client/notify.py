@@ -55,22 +55,29 @@ class LedgerListener:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        interrupted = False
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self._dsn, autocommit=True) as connection:
                     connection.execute(f"LISTEN {CHANNEL}")
                     self._on_reconnect()
                     self.listening.set()
+                    if interrupted:
+                        log.info("ledger notifications resumed")
+                        interrupted = False
                     while not self._stop.is_set():
                         for notice in connection.notifies(timeout=self._poll_s):
                             self._deliver(notice.payload)
             except psycopg.Error as error:
-                # The driver's message can quote the connection string: name the type only.
-                log.warning(
+                # Once per outage, not once per retry. The driver's message can quote
+                # the connection string: name the type only.
+                log.log(
+                    logging.DEBUG if interrupted else logging.WARNING,
                     "ledger notifications interrupted (%s); re-reading the ledger every "
                     "version_check_s meanwhile",
                     type(error).__name__,
                 )
+                interrupted = True
             self.listening.clear()
             self._stop.wait(self._retry_s)
 
