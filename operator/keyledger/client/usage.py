@@ -17,6 +17,8 @@ from keyledger.store.repository import KeyLedger
 
 log = logging.getLogger(__name__)
 
+REFUSED_FLUSH_S = 1.0
+
 
 class UsageRecorder:
     def __init__(
@@ -32,6 +34,7 @@ class UsageRecorder:
         self._refused: dict[uuid.UUID, datetime] = {}
         self._lock = threading.Lock()
         self._last_flush = clock()
+        self._last_refused_flush = float("-inf")
 
     def record(self, key_id: uuid.UUID) -> None:
         """Note a use now; flush if the interval has passed."""
@@ -43,9 +46,16 @@ class UsageRecorder:
 
     def record_refused(self, key_id: uuid.UUID) -> None:
         """Note an open refused now (a compromised version): its data is still around."""
+        now = self._clock()
         with self._lock:
             self._refused[key_id] = datetime.now(UTC)
-        self.flush()  # rare, and what "safe to destroy" waits on: at once
+            # What "safe to destroy" waits on, so written soon; but a service retrying
+            # a refused open in a loop must not turn into a write per call.
+            due = now - self._last_refused_flush >= REFUSED_FLUSH_S
+            if due:
+                self._last_refused_flush = now
+        if due:
+            self.flush()
 
     def flush(self) -> None:
         """Write what is pending. A ledger that cannot be written keeps it for next
