@@ -62,6 +62,16 @@ class Client(Protocol):
         break_glass: BreakGlass | None = None,
     ) -> int: ...
 
+    def rewrap_stream(
+        self,
+        src: Readable,
+        dst: Writable,
+        context: Context | None = None,
+        *,
+        tenant: str,
+        break_glass: BreakGlass | None = None,
+    ) -> bool: ...
+
     def close(self) -> None: ...
 
 
@@ -138,6 +148,19 @@ class AsyncDriven:
     ) -> int:
         return self._call(
             self._client.decrypt_stream(src, dst, context, tenant=tenant, break_glass=break_glass)
+        )
+
+    def rewrap_stream(
+        self,
+        src: Readable,
+        dst: Writable,
+        context: Context | None = None,
+        *,
+        tenant: str,
+        break_glass: BreakGlass | None = None,
+    ) -> bool:
+        return self._call(
+            self._client.rewrap_stream(src, dst, context, tenant=tenant, break_glass=break_glass)
         )
 
     def close(self) -> None:

@@ -244,3 +244,45 @@ def test_rewrap_a_table_with_per_row_contexts(setup: Setup) -> None:
             opened = client.decrypt(blob, {"record": str(record)}, tenant="acme")
             assert opened == b"note %d" % record
     engine.dispose()
+
+
+def test_rewrap_files_holding_backups_and_records(setup: Setup) -> None:
+    kms = ["--kms", str(setup.kms)]
+    dumps = {name: os.urandom(2 << 20) for name in ("mon.sql", "tue.sql")}
+    for name, content in dumps.items():
+        (setup.workdir / name).write_bytes(content)
+        sealed = setup.cli(
+            "encrypt", "--tenant", "acme", "--key", "records", "--in", name,
+            "--out", f"{name}.kle", "--context", "batch=b1", *kms,
+        )  # fmt: skip
+        assert sealed.returncode == 0, sealed.stderr
+    with KeyledgerClient(setup.sessions, [setup.backend]) as client:
+        record = client.encrypt("acme", "records", b"one record", {"batch": "b1"})
+    (setup.workdir / "record.kle").write_bytes(record)
+    leaked_id, leaked_ref = setup.version(KeyStatus.ACTIVE)
+    setup.compromise()
+    current_id, _ = setup.version(KeyStatus.ACTIVE)
+
+    files = [str(setup.workdir / n) for n in ("mon.sql.kle", "tue.sql.kle", "record.kle")]
+    setup.backend.enable(leaked_ref)
+    try:
+        done = setup.cli(
+            "rewrap", "--tenant", "acme", "--context", "batch=b1", "--journal", "j",
+            "--files", *files, *kms, *GLASS,
+        )  # fmt: skip
+    finally:
+        setup.backend.disable(leaked_ref)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rewrapped"] == 3
+    assert not list(setup.workdir.glob(".*.rewrap"))
+
+    for name, content in dumps.items():
+        sealed_bytes = (setup.workdir / f"{name}.kle").read_bytes()
+        assert uuid.UUID(bytes=sealed_bytes[4:20]) == current_id != leaked_id
+        opened = setup.cli(
+            "decrypt", "--tenant", "acme", "--in", f"{name}.kle", "--out", f"{name}.back",
+            "--context", "batch=b1", *kms,
+        )  # fmt: skip
+        assert opened.returncode == 0, opened.stderr
+        assert (setup.workdir / f"{name}.back").read_bytes() == content
+    assert parse((setup.workdir / "record.kle").read_bytes()).key_id == current_id

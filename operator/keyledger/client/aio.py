@@ -128,6 +128,24 @@ class AsyncKeyledgerClient:
             break_glass=break_glass,
         )
 
+    async def rewrap_stream(
+        self,
+        src: Readable,
+        dst: Writable,
+        context: Context | None = None,
+        *,
+        tenant: str,
+        break_glass: BreakGlass | None = None,
+    ) -> bool:
+        return await self._run(
+            self._client.rewrap_stream,
+            src,
+            dst,
+            context,
+            tenant=tenant,
+            break_glass=break_glass,
+        )
+
     async def listening(self, timeout: float = 0.0) -> bool:
         return await self._run(self._client.listening, timeout)
 

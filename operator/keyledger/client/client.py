@@ -34,6 +34,7 @@ from keyledger.client.stream import (
     Writable,
     full_reader,
     open_stream,
+    piped,
     seal_stream,
 )
 from keyledger.client.usage import UsageRecorder
@@ -198,6 +199,36 @@ class KeyledgerClient:
         total = open_stream(head, src, data_key, dst, context or {})
         self.usage.record(version.id)
         return total
+
+    @ledger_reachable
+    def rewrap_stream(
+        self,
+        src: Readable,
+        dst: Writable,
+        context: Context | None = None,
+        *,
+        tenant: str,
+        break_glass: BreakGlass | None = None,
+    ) -> bool:
+        """Seal the stream in `src` again, into `dst`, under its key's ACTIVE version;
+        False (nothing written) when it already is. The plaintext passes from the
+        opening to the sealing through a pipe, a segment at a time. On an error,
+        discard `dst`."""
+        head = read_head(full_reader(src))
+        if head.format != FORMAT_STREAM:
+            raise CiphertextInvalid("this is a keyledger record, not a stream: use rewrap")
+        version = self._opened_version(head.key_id, tenant, head.tenant)
+        if self._active_version(tenant, version.key_name).id == version.id:
+            return False
+        data_key = self._opening_key(version, head.wrapped_key, head.raw, break_glass)
+        piped(
+            lambda plaintext: open_stream(head, src, data_key, plaintext, context or {}),
+            lambda plaintext: self.encrypt_stream(
+                tenant, version.key_name, plaintext, dst, context
+            ),
+        )
+        self.usage.record(version.id)
+        return True
 
     # -- life ---------------------------------------------------------------------------
 

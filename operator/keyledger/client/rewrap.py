@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from sqlalchemy import Engine, MetaData, Table, select, update
 
 from keyledger.client.breakglass import BreakGlass
 from keyledger.client.client import KeyledgerClient
+from keyledger.client.envelope import FORMAT_STREAM
 from keyledger.errors import KeyledgerError
 from keyledger.failpoints import failpoint
 
@@ -32,6 +34,9 @@ class Sealed:
     tenant: str
     # How the source finds the item again (e.g. the typed primary key), if not by id.
     ref: object = field(default=None, compare=False)
+    # A stream (a backup) in the file `id`, re-sealed file to file, never read whole:
+    # `blob` is empty then, and the source's replace is not called.
+    stream: bool = False
 
 
 class RewrapSource(Protocol):
@@ -112,20 +117,17 @@ def rewrap_all(
                 break
             progress.seen += 1
             try:
-                blob = client.rewrap(
-                    item.blob, item.context, tenant=item.tenant, break_glass=break_glass
-                )
+                changed = _rewrap_item(client, source, item, break_glass)
             except KeyledgerError as error:
                 if not keep_going:
                     raise
                 progress.failed[item.id] = error.reason
                 continue
-            if blob is item.blob:
-                progress.already_current += 1
-            else:
-                source.replace(item, blob)
+            if changed:
                 failpoint("rewrap.after-replace")
                 progress.rewrapped += 1
+            else:
+                progress.already_current += 1
             journal.add(item.id)
             if on_progress is not None and progress.seen % progress_every == 0:
                 on_progress(progress)
@@ -136,9 +138,44 @@ def rewrap_all(
     return progress
 
 
+def _rewrap_item(
+    client: KeyledgerClient, source: RewrapSource, item: Sealed, glass: BreakGlass | None
+) -> bool:
+    """Re-seal one item and store it; whether it had to change."""
+    if item.stream:
+        path = Path(item.id)
+        with path.open("rb") as src, _staged(path) as dst:
+            return client.rewrap_stream(
+                src, dst, item.context, tenant=item.tenant, break_glass=glass
+            )
+    blob = client.rewrap(item.blob, item.context, tenant=item.tenant, break_glass=glass)
+    if blob is item.blob:
+        return False
+    source.replace(item, blob)
+    return True
+
+
+@contextmanager
+def _staged(path: Path) -> Iterator[BinaryIO]:
+    """A file that replaces `path` atomically (the old or the new, never half of one)
+    if something was written to it and no error came; otherwise it goes away."""
+    staged = path.with_name(f".{path.name}.rewrap")
+    try:
+        with staged.open("wb") as out:
+            yield out
+            written = out.tell() > 0
+            out.flush()
+            os.fsync(out.fileno())
+        if written:
+            staged.replace(path)
+    finally:
+        staged.unlink(missing_ok=True)
+
+
 @dataclass
 class FileSource:
-    """Files each holding one sealed record, all of one tenant and one context."""
+    """Files each holding one sealed record or one stream, all of one tenant and one
+    context."""
 
     paths: list[Path]
     tenant: str
@@ -146,16 +183,16 @@ class FileSource:
 
     def items(self) -> Iterator[Sealed]:
         for path in sorted(self.paths):
-            yield Sealed(str(path), path.read_bytes(), self.context, self.tenant)
+            with path.open("rb") as file:
+                start = file.read(4)
+            if start[3:4] == bytes([FORMAT_STREAM]):
+                yield Sealed(str(path), b"", self.context, self.tenant, stream=True)
+            else:
+                yield Sealed(str(path), path.read_bytes(), self.context, self.tenant)
 
     def replace(self, item: Sealed, blob: bytes) -> None:
-        path = Path(item.id)
-        staged = path.with_name(f".{path.name}.rewrap")
-        with staged.open("wb") as out:
+        with _staged(Path(item.id)) as out:
             out.write(blob)
-            out.flush()
-            os.fsync(out.fileno())
-        staged.replace(path)  # atomic: the old or the new blob, never half of one
 
 
 @dataclass

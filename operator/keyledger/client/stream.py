@@ -23,10 +23,12 @@ moved, appended to, from elsewhere) and raises the error that names it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
+import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -51,6 +53,9 @@ _HEADER_INDEX = 0xFFFFFFFF  # reserved for the header tag: segments count below 
 # How far from its place a moved segment is looked for, when one fails; beyond
 # that it is reported as not this stream's.
 _REORDER_SEARCH = 32
+
+
+T = TypeVar("T")
 
 
 class Readable(Protocol):
@@ -270,3 +275,34 @@ def _what_happened(
     return StreamSegmentForeign(
         f"segment {index} is not part of this stream: altered, or taken from another stream"
     )
+
+
+def piped(produce: Callable[[Writable], object], consume: Callable[[Readable], T]) -> T:
+    """Run `produce` in a thread, writing into an OS pipe that `consume` reads here:
+    between the two there is never more than the pipe's buffer. An error of either is
+    raised, the producer's even when the consumer finished (it saw an early end)."""
+    read_fd, write_fd = os.pipe()
+    failures: list[BaseException] = []
+    reader = open(read_fd, "rb")  # noqa: SIM115  # closed below, in both threads' order
+    writer = open(write_fd, "wb")  # noqa: SIM115
+
+    def run() -> None:
+        try:
+            produce(writer)
+        except BaseException as error:  # handed to the calling thread
+            failures.append(error)
+        finally:
+            # OSError: the reader is gone, the consumer failed and its error is raised.
+            with contextlib.suppress(OSError):
+                writer.close()
+
+    thread = threading.Thread(target=run, name="keyledger-stream-pipe", daemon=True)
+    thread.start()
+    try:
+        result = consume(reader)
+    finally:
+        reader.close()  # a producer still writing then stops with BrokenPipeError
+        thread.join()
+    if failures:
+        raise failures[0]
+    return result
