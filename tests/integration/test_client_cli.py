@@ -208,6 +208,15 @@ def test_rewrap_across_a_compromise_interrupted_and_resumed(setup: Setup) -> Non
     assert len(glass) == 12
     assert {(e.actor, e.reason) for e in glass} == {("alice@security.example", "INC-42")}
 
+    # What an operator reads before destroying the version.
+    listed = setup.cli("versions", "acme", "records")
+    assert listed.returncode == 0, listed.stderr
+    by_id = {row["keyId"]: row for row in map(json.loads, listed.stdout.splitlines())}
+    compromised = by_id[str(leaked_id)]
+    assert compromised["status"] == "COMPROMISED"
+    assert compromised["lastRefusedAt"] is not None
+    assert datetime.fromisoformat(compromised["lastNeededAt"]) == unused_since
+
 
 def test_rewrap_a_table_with_per_row_contexts(setup: Setup) -> None:
     app = f"sqlite:///{setup.workdir / 'app.db'}"

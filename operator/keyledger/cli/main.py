@@ -58,11 +58,15 @@ def _versions(tenant: str, key_name: str) -> int:
 
     sessions = make_session_factory(make_engine(get_settings().ledger_url()))
     with sessions() as session:
-        rows = [to_version(r) for r in KeyLedger(session).versions(tenant, key_name)]
+        ledger = KeyLedger(session)
+        rows = [
+            (to_version(r), r.last_refused_at, ledger.last_needed_at(r.id))
+            for r in ledger.versions(tenant, key_name)
+        ]
     if not rows:
         print(f"no versions of {tenant}/{key_name} in the ledger", file=sys.stderr)
         return 1
-    for row in rows:
+    for row, refused_at, needed_at in rows:
         print(
             json.dumps(
                 {
@@ -71,6 +75,11 @@ def _versions(tenant: str, key_name: str) -> int:
                     "keyId": str(row.id),
                     "kmsKeyRef": row.kms_key_id,
                     "activatedAt": row.activated_at and row.activated_at.isoformat(),
+                    "lastUsedAt": row.last_used_at and row.last_used_at.isoformat(),
+                    # A client refused to open data under it: such data still exists.
+                    "lastRefusedAt": refused_at and refused_at.isoformat(),
+                    # Unused since: no client sealed, opened or asked for it after this.
+                    "lastNeededAt": needed_at and needed_at.isoformat(),
                 }
             )
         )
