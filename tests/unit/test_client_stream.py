@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from keyledger.client.envelope import FORMAT_STREAM, pack_head, read_head
+from keyledger.client.envelope import FORMAT_STREAM, aad, pack_head, read_head
 from keyledger.client.stream import Readable, full_reader, open_stream, seal_stream
 from keyledger.errors import (
+    CiphertextInvalid,
     StreamCorrupted,
     StreamExtended,
     StreamHeaderAltered,
@@ -208,3 +211,14 @@ def _released(sealed: bytes) -> bytes:
     with pytest.raises(StreamCorrupted):
         open_stream(read_head(read), source, DATA_KEY, sink, CONTEXT)
     return sink.getvalue()
+
+
+def test_a_segment_size_no_writer_makes_is_refused_before_any_allocation() -> None:
+    # Built by hand with the data key (the header tag checks): 1 GiB segments.
+    head = pack_head(FORMAT_STREAM, KEY_ID, "acme", b"wrapped")
+    prefix = os.urandom(7)
+    header = head + struct.pack(">I7s", 1 << 30, prefix)
+    nonce = prefix + struct.pack(">IB", 0xFFFFFFFF, 0)
+    tag = AESGCM(DATA_KEY).encrypt(nonce, b"", aad(header, CONTEXT))
+    with pytest.raises(CiphertextInvalid, match="1073741824-byte segments"):
+        _open(header + tag + bytes(64))

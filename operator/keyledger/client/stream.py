@@ -175,7 +175,13 @@ def open_stream(head: Head, src: Readable, data_key: bytes, dst: Writable, conte
             f"the header of the stream under key id {head.key_id} was altered, or the "
             "encryption context differs from the one it was written with"
         ) from None
-    # Authentic from here on, so the size is one a writer chose (and bounded).
+    # Authentic from here on; still, only a writer holding the data key chose the size,
+    # and this reader holds two segments: refuse what no keyledger writer makes.
+    if not MIN_SEGMENT_BYTES <= segment_bytes <= MAX_SEGMENT_BYTES:
+        raise CiphertextInvalid(
+            f"keyledger stream with {segment_bytes}-byte segments: this client reads "
+            f"{MIN_SEGMENT_BYTES} to {MAX_SEGMENT_BYTES}"
+        )
     segments = _Segments(src, segment_bytes + TAG_BYTES)
     current = segments.next()
     if current is None:
