@@ -109,18 +109,11 @@ def read_head(read: Callable[[int], bytes]) -> Head:
     if len(start) < _START.size or start[:3] != MAGIC:
         raise CiphertextInvalid("not a keyledger ciphertext (no KLE header)")
     _, format_, key_id = _START.unpack(start)
-    if format_ not in READABLE:
-        raise CiphertextInvalid(
-            f"keyledger ciphertext format {format_} is not supported by this client "
-            f"(it reads formats {', '.join(map(str, READABLE))}); upgrade the keyledger client"
-        )
+    _check_format(format_)
     tenant = None
     if format_ != FORMAT_UNBOUND:
         (tenant_length,) = _LENGTH.unpack(take(_LENGTH.size))
-        try:
-            tenant = take(tenant_length).decode("utf-8")
-        except UnicodeDecodeError:
-            raise CiphertextInvalid("keyledger ciphertext names no readable tenant") from None
+        tenant = _tenant(take(tenant_length))
     (wrapped_length,) = _LENGTH.unpack(take(_LENGTH.size))
     wrapped = take(wrapped_length)
     return Head(format_, uuid.UUID(bytes=key_id), tenant, wrapped, bytes(raw))
@@ -142,30 +135,54 @@ def seal(
 
 
 def parse(blob: bytes) -> Envelope:
-    """Read a record's header; says what is wrong with bytes that are not an envelope."""
-    offset = 0
+    """Read a record's header; says what is wrong with bytes that are not an envelope.
 
-    def read(size: int) -> bytes:
-        nonlocal offset
-        chunk = blob[offset : offset + size]
-        offset += len(chunk)
-        return chunk
-
-    head = read_head(read)
-    if head.format == FORMAT_STREAM:
+    read_head's equal for whole blobs, by offsets: this is on every decrypt's path."""
+    if len(blob) < _START.size or blob[:3] != MAGIC:
+        raise CiphertextInvalid("not a keyledger ciphertext (no KLE header)")
+    _, format_, key_id = _START.unpack_from(blob)
+    _check_format(format_)
+    if format_ == FORMAT_STREAM:
         raise CiphertextInvalid(
             "this is a keyledger stream (a backup, a file): open it with decrypt_stream "
             "or `keyledger decrypt`, not decrypt"
         )
-    body_at = offset + NONCE_BYTES
+    offset = _START.size
+    tenant = None
+    try:
+        if format_ != FORMAT_UNBOUND:
+            (tenant_length,) = _LENGTH.unpack_from(blob, offset)
+            offset += _LENGTH.size + tenant_length
+            tenant = _tenant(blob[offset - tenant_length : offset])
+        (wrapped_length,) = _LENGTH.unpack_from(blob, offset)
+    except struct.error:
+        raise CiphertextInvalid("keyledger ciphertext is truncated") from None
+    wrapped_at = offset + _LENGTH.size
+    nonce_at = wrapped_at + wrapped_length
+    body_at = nonce_at + NONCE_BYTES
     if len(blob) < body_at + TAG_BYTES:
         raise CiphertextInvalid("keyledger ciphertext is truncated")
-    return Envelope(
-        head=head,
-        nonce=blob[offset:body_at],
-        ciphertext=blob[body_at:],
-        header=blob[:body_at],
+    head = Head(
+        format_, uuid.UUID(bytes=key_id), tenant, blob[wrapped_at:nonce_at], blob[:nonce_at]
     )
+    return Envelope(
+        head=head, nonce=blob[nonce_at:body_at], ciphertext=blob[body_at:], header=blob[:body_at]
+    )
+
+
+def _check_format(format_: int) -> None:
+    if format_ not in READABLE:
+        raise CiphertextInvalid(
+            f"keyledger ciphertext format {format_} is not supported by this client "
+            f"(it reads formats {', '.join(map(str, READABLE))}); upgrade the keyledger client"
+        )
+
+
+def _tenant(encoded: bytes) -> str:
+    try:
+        return encoded.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CiphertextInvalid("keyledger ciphertext names no readable tenant") from None
 
 
 def open_envelope(envelope: Envelope, data_key: bytes, context: Context) -> bytes:
