@@ -14,7 +14,14 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyledger.client.envelope import FORMAT_STREAM, aad, pack_head, read_head
-from keyledger.client.stream import Readable, full_reader, open_stream, seal_stream
+from keyledger.client.stream import (
+    Readable,
+    Writable,
+    full_reader,
+    open_stream,
+    piped,
+    seal_stream,
+)
 from keyledger.errors import (
     CiphertextInvalid,
     StreamCorrupted,
@@ -222,3 +229,25 @@ def test_a_segment_size_no_writer_makes_is_refused_before_any_allocation() -> No
     tag = AESGCM(DATA_KEY).encrypt(nonce, b"", aad(header, CONTEXT))
     with pytest.raises(CiphertextInvalid, match="1073741824-byte segments"):
         _open(header + tag + bytes(64))
+
+
+def test_piped_raises_either_side_and_never_hangs() -> None:
+    def produce(out: Writable) -> None:
+        for _ in range(64):
+            out.write(bytes(1 << 20))  # far more than a pipe holds
+
+    def consume_a_little(src: Readable) -> None:
+        src.read(10)
+        raise StreamTruncated("the consumer gave up")
+
+    # The consumer fails while the producer is blocked on a full pipe: it is released.
+    with pytest.raises(StreamTruncated, match="consumer gave up"):
+        piped(produce, consume_a_little)
+
+    def produce_then_fail(out: Writable) -> None:
+        out.write(b"partial")
+        raise StreamSegmentForeign("the producer found a bad segment")
+
+    # The consumer saw a clean end after "partial"; the producer's error still wins.
+    with pytest.raises(StreamSegmentForeign, match="bad segment"):
+        piped(produce_then_fail, lambda src: src.read())
