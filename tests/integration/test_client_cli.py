@@ -3,6 +3,7 @@ real processes, a migrated SQLite ledger, the dev-only local backend as the KMS.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from keyledger.api import COMPROMISED_REQUESTED_AT
+from keyledger.api import COMPROMISED_REQUESTED_AT, ROTATE_REQUESTED_AT
 from keyledger.client import KeyledgerClient
 from keyledger.client.envelope import parse
 from keyledger.domain import KeyEventType, KeyStatus
@@ -53,7 +54,12 @@ class Setup:
         )
 
     def compromise(self) -> None:
-        annotations = {COMPROMISED_REQUESTED_AT: "inc-42"}
+        self._request({COMPROMISED_REQUESTED_AT: "inc-42"})
+
+    def rotate(self) -> None:
+        self._request({ROTATE_REQUESTED_AT: "scheduled"})
+
+    def _request(self, annotations: dict[str, str]) -> None:
         self.key = KeyResource(
             self.key.uid, self.key.namespace, self.key.name, 2, self.key.spec, annotations
         )
@@ -295,3 +301,29 @@ def test_rewrap_files_holding_backups_and_records(setup: Setup) -> None:
         assert opened.returncode == 0, opened.stderr
         assert (setup.workdir / f"{name}.back").read_bytes() == content
     assert parse((setup.workdir / "record.kle").read_bytes()).key_id == current_id
+
+
+def test_rewrap_over_the_callers_own_iterator(setup: Setup) -> None:
+    with KeyledgerClient(setup.sessions, [setup.backend]) as client:
+        documents = {
+            name: client.encrypt("acme", "records", name.encode(), {"app": "docs", "doc": name})
+            for name in ("a", "b", "c")
+        }
+    store = setup.workdir / "documents.json"
+    store.write_text(json.dumps({k: base64.b64encode(v).decode() for k, v in documents.items()}))
+    setup.rotate()
+    current_id, _ = setup.version(KeyStatus.ACTIVE)
+
+    done = setup.cli(
+        "rewrap", "--tenant", "acme", "--kms", str(setup.kms), "--journal", "docs.journal",
+        "--context", "app=docs", "--source", "tests.integration.rewrap_source_example:documents",
+        PYTHONPATH=f"{REPO_ROOT / 'operator'}:{REPO_ROOT}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rewrapped"] == 3
+    stored = {k: base64.b64decode(v) for k, v in json.loads(store.read_text()).items()}
+    with KeyledgerClient(setup.sessions, [setup.backend]) as client:
+        for name, blob in stored.items():
+            assert parse(blob).key_id == current_id
+            opened = client.decrypt(blob, {"app": "docs", "doc": name}, tenant="acme")
+            assert opened == name.encode()

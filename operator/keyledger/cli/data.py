@@ -9,18 +9,26 @@ with an optional top-level `credentials:` map standing in for the Secret.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from keyledger.client import BreakGlass, KeyledgerClient
 from keyledger.client.envelope import FORMAT_STREAM
 from keyledger.client.provider_files import open_provider_file
-from keyledger.client.rewrap import FileSource, Journal, Progress, TableSource, rewrap_all
+from keyledger.client.rewrap import (
+    FileSource,
+    Journal,
+    Progress,
+    RewrapSource,
+    TableSource,
+    rewrap_all,
+)
 from keyledger.errors import KeyledgerError
 from keyledger.settings import get_settings
 from keyledger.store.engine import make_engine
@@ -53,6 +61,11 @@ def add_commands(commands: Any) -> None:
     where = rewrap.add_mutually_exclusive_group(required=True)
     where.add_argument("--files", type=Path, nargs="+", help="files, each one sealed record")
     where.add_argument("--table", help="a table of sealed records (see --database-url)")
+    where.add_argument(
+        "--source",
+        metavar="MODULE:FACTORY",
+        help="your own iterator: FACTORY(tenant, context) returns a RewrapSource",
+    )
     rewrap.add_argument("--database-url", help="the database holding --table")
     rewrap.add_argument("--id-column", default="id")
     rewrap.add_argument("--blob-column", default="ciphertext")
@@ -143,9 +156,11 @@ class _Prefixed:
 
 def _rewrap(args: argparse.Namespace) -> int:
     context = _context(args.context)
-    source: FileSource | TableSource
+    source: RewrapSource
     if args.files:
         source = FileSource(list(args.files), args.tenant, context)
+    elif args.source:
+        source = _caller_source(args.source, args.tenant, context)
     else:
         if not args.database_url:
             raise SystemExit("keyledger rewrap: --table needs --database-url")
@@ -178,6 +193,21 @@ def _rewrap(args: argparse.Namespace) -> int:
         journal.close()
     print(json.dumps({**progress.summary(), "failedItems": progress.failed}))
     return 1 if progress.failed else 0
+
+
+def _caller_source(spec: str, tenant: str, context: Mapping[str, str]) -> RewrapSource:
+    module_name, _, factory_name = spec.partition(":")
+    if not module_name or not factory_name:
+        raise SystemExit(f"--source {spec!r}: expected MODULE:FACTORY, e.g. myapp.rewrap:notes")
+    factory = getattr(importlib.import_module(module_name), factory_name, None)
+    if not callable(factory):
+        raise SystemExit(f"--source {spec!r}: {module_name} has no callable {factory_name}")
+    source = factory(tenant, context)
+    if not callable(getattr(source, "items", None)) or not callable(
+        getattr(source, "replace", None)
+    ):
+        raise SystemExit(f"--source {spec!r}: the factory must return a RewrapSource")
+    return cast(RewrapSource, source)
 
 
 @contextmanager
