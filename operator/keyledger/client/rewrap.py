@@ -69,7 +69,14 @@ class Journal:
 
     def __init__(self, path: Path, sync_every: int = 100) -> None:
         self.path = path
-        self.done = set(path.read_text().splitlines()) if path.exists() else set()
+        data = path.read_bytes() if path.exists() else b""
+        # A line counts only once its newline is written: the tail of a run killed
+        # in the middle of one (a prefix of some id) is cut off, never completed.
+        finished = data[: data.rfind(b"\n") + 1]
+        if len(finished) < len(data):
+            with path.open("r+b") as torn:
+                torn.truncate(len(finished))
+        self.done = set(finished.decode("utf-8").splitlines())
         self._file = path.open("a", encoding="utf-8")
         self._sync_every = sync_every
         self._unsynced = 0
