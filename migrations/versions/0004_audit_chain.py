@@ -13,7 +13,7 @@ The hash is taken with keyledger.store.audit.canonical_event, not a frozen copy:
 the rows chained here must verify with exactly the code that checks them.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-11-29
 """
 
@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql
 from keyledger.store.audit import GENESIS, canonical_event
 
 revision: str = "0004"
-down_revision: str | Sequence[str] | None = "0002"
+down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -303,10 +303,11 @@ def test_audit_rows_written_before_the_chain_are_chained_and_kept_on_the_way_dow
     which is back afterwards); new rows continue those chains; down keeps every row."""
     engine = engine_for(empty_database_url)
     upgrade_database(empty_database_url, "0002")
+    keys = [key_version(), key_version(tenant_id="tenant-b")]
+    with engine.begin() as connection:
+        for key in keys:
+            add_as_of_0001(connection, key)
     with make_session_factory(engine).begin() as session:
-        keys = [key_version(), key_version(tenant_id="tenant-b")]
-        session.add_all(keys)
-        session.flush()
         for key in (*keys, *keys, keys[0]):
             unchained_event(session, key, {"trigger": "schedule"})
 
@@ -548,9 +549,15 @@ def test_0003_down_keeps_the_audit_trail_and_its_guard(
         key = key_version()
         session.add(key)
         session.flush()
-        opened = key_event(key)
-        opened.event_type = KeyEventType.BREAK_GLASS_OPENED
-        session.add_all([key_event(key), opened])
+        chained_event(session, key)
+        KeyLedger(session).record_event(
+            key,
+            KeyEventType.BREAK_GLASS_OPENED,
+            from_status=key.status,
+            to_status=key.status,
+            now=NOW,
+            why=Transition(actor="alice@example.com", reason="INC-42"),
+        )
 
     # Down to 0001 the new event type has no place, and key_events is append-only:
     # the downgrade refuses instead of losing audit rows.
@@ -567,15 +574,15 @@ def test_0003_down_keeps_the_audit_trail_and_its_guard(
 def test_0003_down_and_up_with_data(
     empty_database_url: str, engine_for: Callable[[str], Engine]
 ) -> None:
-    upgrade_database(empty_database_url, "0001")
+    upgrade_database(empty_database_url, "0002")
     engine = engine_for(empty_database_url)
     key = key_version()
     with engine.begin() as connection:
         add_as_of_0001(connection, key)
     with make_session_factory(engine).begin() as session:
-        session.add(key_event(key))
+        unchained_event(session, key)
     upgrade_database(empty_database_url)
-    downgrade_database(empty_database_url, "0001")
+    downgrade_database(empty_database_url, "0002")
     engine.dispose()
     with engine.connect() as connection:
         actors = connection.execute(text("SELECT actor FROM key_events")).scalars().all()

@@ -1,4 +1,5 @@
-"""`keyledger run|migrate|versions|rotate|rollback|compromise|pause|resume|audit|report|grant|revoke|encrypt|decrypt|rewrap`.
+"""`keyledger run|migrate|versions|rotate|rollback|compromise|pause|resume|audit|report|
+grant|revoke|encrypt|decrypt|rewrap`.
 
 Also installed as `kubectl-keyledger`, so `kubectl keyledger rotate phi-primary -n acme` works.
 """
