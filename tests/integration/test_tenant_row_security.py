@@ -12,7 +12,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from keyledger.client import KeyledgerClient
-from keyledger.errors import KeyNotUsable, TenantNotGranted
+from keyledger.client.envelope import seal
+from keyledger.errors import KeyNotUsable, TenantMismatch, TenantNotGranted
 from keyledger.store.engine import make_engine, make_session_factory
 from keyledger.store.grants import grant_tenant, revoke_tenant
 from keyledger.store.repository import KeyLedger
@@ -148,3 +149,22 @@ def test_the_client_scopes_its_session_and_refuses_a_tenant_outside_the_grant(
             "",
             None,
         )
+
+
+@postgresql_only
+def test_the_client_opens_blobs_only_as_a_tenant_its_role_is_granted(
+    ledger_url: str,
+    service_role: str,
+    history: History,
+    connect_as: Callable[[str], Engine],
+) -> None:
+    globex_key = history.billing_v1.id
+    sealed_for_globex = seal(globex_key, "globex", b"wrapped", bytes(32), b"x", {})
+    acme_role = connect_as(service_role)
+    with KeyledgerClient(make_session_factory(acme_role), backends=[], listen=False) as client:
+        # The header says whose it is: refused before the ledger is asked.
+        with pytest.raises(TenantMismatch, match="sealed for tenant 'globex'"):
+            client.decrypt(sealed_for_globex, tenant="acme")
+        # Opened as globex itself, the role's grant refuses it.
+        with pytest.raises(TenantNotGranted, match="is not granted tenant 'globex'"):
+            client.decrypt(sealed_for_globex, tenant="globex")

@@ -57,11 +57,11 @@ def test_cached_until_forgotten(tmp_path: Path) -> None:
     versions = LedgerVersions(sessions, version_check_s=3600, max_entries=100)
     first = versions.active("acme", "records")
     assert versions.active("acme", "records") == first
-    assert versions.by_id(first.id) == first
+    assert versions.by_id(first.id, "acme") == first
     assert sessions.reads == 2  # one per kind of lookup, then from the cache
     versions.forget("acme", "records", None)
     versions.active("acme", "records")
-    versions.by_id(first.id)  # forgotten too: same tenant and key
+    versions.by_id(first.id, "acme")  # forgotten too: same tenant and key
     assert sessions.reads == 4
 
 

@@ -45,6 +45,7 @@ class BreakGlass:
 def record_break_glass(
     sessions: sessionmaker[Session],
     key_id: uuid.UUID,
+    tenant: str,
     glass: BreakGlass,
     *,
     service: str | None,
@@ -53,6 +54,7 @@ def record_break_glass(
     """Write the audit row in its own transaction; raises when it cannot."""
     with sessions.begin() as session:
         ledger = KeyLedger(session)
+        ledger.scope_to_tenant(tenant)
         record = ledger.get(key_id)
         if record is None:
             raise KeyNotUsable(f"key version {key_id} left the ledger")

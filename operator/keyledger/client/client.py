@@ -38,7 +38,7 @@ from keyledger.client.stream import (
     seal_stream,
 )
 from keyledger.client.usage import UsageRecorder
-from keyledger.client.versions import DECRYPTABLE, LedgerVersions, Version
+from keyledger.client.versions import DECRYPTABLE, LedgerVersions, Version, check_sealed_for
 from keyledger.domain import KeyStatus
 from keyledger.errors import (
     KEY_DISABLED,
@@ -263,8 +263,9 @@ class KeyledgerClient:
         return version
 
     def _opened_version(self, key_id: uuid.UUID, tenant: str, sealed_for: str | None) -> Version:
-        version = self._versions.by_id(key_id)
-        version.check_tenant(tenant, sealed_for)
+        check_sealed_for(sealed_for, tenant)
+        version = self._versions.by_id(key_id, tenant)
+        version.check_tenant(tenant)
         self._check_service(version)
         return version
 
@@ -311,7 +312,12 @@ class KeyledgerClient:
                 "or restore it from a copy written under a later version"
             )
         record_break_glass(
-            self._sessions, version.id, break_glass, service=self._service, header=header
+            self._sessions,
+            version.id,
+            version.tenant,
+            break_glass,
+            service=self._service,
+            header=header,
         )
         try:
             # Never cached: each break-glass open is one audited KMS call.

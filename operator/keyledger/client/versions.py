@@ -59,16 +59,21 @@ class Version:
     def label(self) -> str:
         return f"{self.tenant}/{self.key_name} v{self.version}"
 
-    def check_tenant(self, expected: str, sealed_for: str | None = None) -> None:
-        """Refuse a ciphertext of another tenant before any KMS call (a confused deputy:
-        a row id mixed up, a cache keyed wrongly)."""
-        for tenant in (sealed_for, self.tenant):
-            if tenant is not None and tenant != expected:
-                raise TenantMismatch(
-                    f"the ciphertext was sealed for tenant {tenant!r}, but it was opened on "
-                    f"behalf of tenant {expected!r}: pass the tenant the data belongs to, or "
-                    "find where the ciphertext was mixed up with another tenant's"
-                )
+    def check_tenant(self, expected: str) -> None:
+        """Refuse a ciphertext under another tenant's key version (format 1 blobs name
+        no tenant: their version's owner is theirs)."""
+        check_sealed_for(self.tenant, expected)
+
+
+def check_sealed_for(tenant: str | None, expected: str) -> None:
+    """Refuse a ciphertext of another tenant before any ledger read or KMS call (a
+    confused deputy: a row id mixed up, a cache keyed wrongly)."""
+    if tenant is not None and tenant != expected:
+        raise TenantMismatch(
+            f"the ciphertext was sealed for tenant {tenant!r}, but it was opened on "
+            f"behalf of tenant {expected!r}: pass the tenant the data belongs to, or "
+            "find where the ciphertext was mixed up with another tenant's"
+        )
 
 
 class LedgerVersions:
@@ -111,7 +116,9 @@ class LedgerVersions:
                 self._active[(tenant, key_name)] = (version, now)
         return version
 
-    def by_id(self, key_id: uuid.UUID) -> Version:
+    def by_id(self, key_id: uuid.UUID, tenant: str) -> Version:
+        """The version `key_id`, read as `tenant` (row-level security on PostgreSQL);
+        the caller still checks that it is that tenant's."""
         now = self._clock()
         with self._lock:
             cached = self._by_id.get(key_id)
@@ -119,7 +126,9 @@ class LedgerVersions:
         if cached is not None and now - cached[1] < self._check_s:
             return cached[0]
         with self._sessions() as session:
-            record = KeyLedger(session).get(key_id)
+            ledger = KeyLedger(session)
+            ledger.scope_to_tenant(tenant)
+            record = ledger.get(key_id)
             if record is None:
                 raise KeyNotUsable(
                     f"the ciphertext names key version {key_id}, which this ledger "
