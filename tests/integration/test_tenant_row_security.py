@@ -11,9 +11,11 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from keyledger.client import KeyledgerClient
+from keyledger.client import BreakGlass, KeyledgerClient
 from keyledger.client.envelope import seal
-from keyledger.errors import KeyNotUsable, TenantMismatch, TenantNotGranted
+from keyledger.domain import KeyEventType
+from keyledger.errors import KeyNotUsable, TenantMismatch, TenantNotGranted, VersionCompromised
+from keyledger.store.audit import verify_chains
 from keyledger.store.engine import make_engine, make_session_factory
 from keyledger.store.grants import grant_tenant, revoke_tenant
 from keyledger.store.repository import KeyLedger
@@ -168,3 +170,38 @@ def test_the_client_opens_blobs_only_as_a_tenant_its_role_is_granted(
         # Opened as globex itself, the role's grant refuses it.
         with pytest.raises(TenantNotGranted, match="is not granted tenant 'globex'"):
             client.decrypt(sealed_for_globex, tenant="globex")
+
+
+@postgresql_only
+def test_a_break_glass_open_is_audited_through_the_services_own_role(
+    ledger_engine: Engine,
+    service_role: str,
+    history: History,
+    connect_as: Callable[[str], Engine],
+) -> None:
+    with ledger_engine.begin() as connection:
+        connection.execute(text(f"GRANT INSERT ON key_events TO {service_role}"))
+        connection.execute(text(f"GRANT USAGE ON SEQUENCE key_events_id_seq TO {service_role}"))
+    with make_session_factory(ledger_engine).begin() as session:
+        grant_tenant(session, service_role, "globex", now=NOW)
+    leaked = history.billing_v1.id  # COMPROMISED
+    blob = seal(leaked, "globex", b"wrapped", bytes(32), b"x", {})
+    glass = BreakGlass(actor="alice@example.com", reason="INC-42")
+    globex_role = connect_as(service_role)
+    with KeyledgerClient(make_session_factory(globex_role), backends=[], listen=False) as client:
+        with pytest.raises(VersionCompromised):
+            client.decrypt(blob, tenant="globex")
+        # Audited before the KMS is asked (here there is no backend to ask).
+        with pytest.raises(KeyNotUsable, match="pass a backend"):
+            client.decrypt(blob, tenant="globex", break_glass=glass)
+
+    with make_session_factory(ledger_engine)() as session:
+        opened = [
+            e
+            for e in KeyLedger(session).events(leaked)
+            if e.event_type is KeyEventType.BREAK_GLASS_OPENED
+        ]
+        assert verify_chains(session, "globex")[0].intact
+    assert [(e.actor, e.reason) for e in opened] == [("alice@example.com", "INC-42")]
+    assert opened[0].details is not None
+    assert opened[0].details["ledgerRole"] == service_role
