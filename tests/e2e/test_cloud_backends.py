@@ -290,8 +290,8 @@ def test_lifecycle_and_a_client_across_rotation(
         _wait_version(crds, namespace, "phi", 2, operator)
         after = client.encrypt(tenant, "phi", PHI, CONTEXT)
         assert before != after
-        assert client.decrypt(before, CONTEXT) == PHI
-        assert client.decrypt(after, CONTEXT) == PHI
+        assert client.decrypt(before, CONTEXT, tenant=tenant) == PHI
+        assert client.decrypt(after, CONTEXT, tenant=tenant) == PHI
     assert statuses(ledger_sessions, tenant, "phi") == [(2, "ACTIVE"), (1, "ROTATED")]
     v1, v2 = rows(ledger_sessions, tenant, "phi")[1], rows(ledger_sessions, tenant, "phi")[0]
     assert v1.kms_key_id and v2.kms_key_id and v1.kms_key_id != v2.kms_key_id
