@@ -11,7 +11,13 @@ import pytest
 from keyledger import providers
 from keyledger.domain import KmsProvider
 from keyledger.providers import registry
-from keyledger.providers.registry import BACKEND_FIELDS, BACKENDS, BuiltinBackend, kms_provider_of
+from keyledger.providers.registry import (
+    BACKEND_FIELDS,
+    BACKENDS,
+    BuiltinBackend,
+    builtin_backend,
+    kms_provider_of,
+)
 from keyledger.providers.sanitize import sanitize
 
 PROVIDERS_DIR = Path(providers.__file__).parent
@@ -60,3 +66,20 @@ def test_backend_module_registers_its_factory_and_ledger_value(backend: BuiltinB
 def test_an_unknown_backend_cannot_register() -> None:
     with pytest.raises(ValueError, match="notAKms"):
         registry.register_backend("notAKms")
+
+
+@pytest.mark.parametrize(
+    ("ref", "adoptable"),
+    [
+        ("local:tests/0b1c2d3e-0000-4000-8000-000000000001", True),
+        ("local:demo/0b1c2d3e", True),
+        ("local:../../../etc/passwd", False),
+        ("local:tests/../../etc/passwd", False),
+        ("local:tests/", False),
+        ("local:Tests;rm/abc", False),
+    ],
+)
+def test_a_local_adoption_reference_is_a_keystore_and_one_entry(ref: str, adoptable: bool) -> None:
+    backend = builtin_backend("local")
+    assert not isinstance(backend.adoptable, str)
+    assert backend.adoptable.matches(ref) is adoptable

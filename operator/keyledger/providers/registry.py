@@ -114,7 +114,9 @@ BACKENDS = (
         "local",
         "local",
         KmsProvider.LOCAL_SOFTWARE,
-        AdoptableRef(r"local:[^/]+/.+", "local:demo/0b1c2d3e"),
+        # The keystore is a DNS label (the CRD's rule) and the entry one path-free id:
+        # `local:../../etc/passwd` is refused at admission, not left to the backend.
+        AdoptableRef(r"local:[a-z0-9]([-a-z0-9]*[a-z0-9])?/[A-Za-z0-9-]+", "local:demo/0b1c2d3e"),
     ),
 )
 BACKEND_FIELDS = tuple(backend.field for backend in BACKENDS)
