@@ -11,7 +11,6 @@ each server: the tests isolate themselves by namespace and tenant.
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import secrets
@@ -31,7 +30,7 @@ from keyledger.domain import KeyEventType, KmsProvider
 from keyledger.providers.base import BackendConfig, KeyBackend, KmsKeyState
 from keyledger.providers.registry import open_backend
 from keyledger.settings import Settings
-from keyledger.store.models import EncryptionKeyRecord, KeyEventRecord
+from keyledger.store.models import EncryptionKeyRecord
 from tests.contract.backends.vault import STATE_MOUNT, STATE_PATH, TRANSIT_MOUNT, prepare_server
 from tests.fixtures_operator import (
     annotate,
@@ -54,6 +53,7 @@ from tests.harness.moto_kms import moto_kms
 from tests.harness.openbao import start_openbao, stop_openbao
 from tests.harness.operator import OperatorProcess
 from tests.harness.softhsm import softhsm
+from tests.leakscan import Needles, ledger_dump
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
 
@@ -408,32 +408,16 @@ def test_wrong_credentials_heal_when_the_secret_is_fixed(
     assert [name for name, (kms, _, _) in cases.items() if kms.wrong_value in seen] == []
 
 
-def _ledger_dump(sessions: sessionmaker[Session]) -> str:
-    """Every column of every row of the ledger's tables, as text (bytes also as hex)."""
-    lines = []
-    with sessions() as session:
-        for table in (EncryptionKeyRecord.__tablename__, KeyEventRecord.__tablename__):
-            for row in session.execute(text(f"SELECT * FROM {table}")):
-                for value in row:
-                    lines.append(str(value))
-                    if isinstance(value, bytes | bytearray | memoryview):
-                        lines.append(bytes(value).hex())
-    return "\n".join(lines)
-
-
-def _spellings(plaintext: bytes) -> list[str]:
-    b64 = base64.b64encode(plaintext).decode()
-    urlsafe = base64.urlsafe_b64encode(plaintext).decode()
-    return [plaintext.hex(), plaintext.hex().upper(), b64, b64.rstrip("="), urlsafe.rstrip("=")]
-
-
 def test_no_key_material_or_credentials_anywhere(
     stack: BackendStack,
     crds: ControlPlane,
     be_namespace: str,
     be_tenant: str,
     ledger_sessions: sessionmaker[Session],
+    planted_needles: Needles,
 ) -> None:
+    """This stack's keys and credentials, here and now; the session's leak scan
+    (test_leak_scan.py) looks for the same needles again after every other test."""
     operator, namespace = stack.operator, be_namespace
     keys: dict[str, str] = {}  # backend -> tenant
     for name, kms in stack.kms.items():
@@ -445,7 +429,7 @@ def test_no_key_material_or_credentials_anywhere(
     for name in keys:
         wait_condition(crds, "ek", name.lower(), "Ready", namespace=namespace, operator=operator)
         annotate(crds, namespace, name.lower(), rotate_requested_at="leak-check")
-    needles: dict[str, str] = {}
+    needles = Needles()
     refs: list[str] = []
     wait_for(
         lambda: all(
@@ -463,16 +447,16 @@ def test_no_key_material_or_credentials_anywhere(
         # a handler, a drift probe or the client library in the operator does.
         data_key = stack.kms[name].server_view.generate_data_key(active.kms_key_id)
         assert len(data_key.plaintext) == 32
-        for number, spelling in enumerate(_spellings(data_key.plaintext)):
-            needles[f"{name} data key plaintext, spelling {number}"] = spelling
-        for number, value in enumerate([*stack.kms[name].secrets, stack.kms[name].wrong_value]):
-            needles[f"{name} credential {number}"] = value
+        for target in (needles, planted_needles):
+            target.add(f"{name} data key plaintext", data_key.plaintext)
+            for number, value in enumerate([*stack.kms[name].secrets, stack.kms[name].wrong_value]):
+                target.add(f"{name} credential {number}", value)
 
     places = {
         "operator log": operator.log_text(),
         "kubectl get ek,kp,ckp -A": kubectl(crds, "get", "ek,kp,ckp", "-A", "-o", "yaml").stdout,
         "kubectl get events -A": kubectl(crds, "get", "events", "-A", "-o", "yaml").stdout,
-        "ledger tables": _ledger_dump(ledger_sessions),
+        "ledger tables": ledger_dump(ledger_sessions),
     }
     # The places hold what they should, so that finding nothing there means something.
     for ref in refs:
@@ -480,13 +464,7 @@ def test_no_key_material_or_credentials_anywhere(
         assert ref in places["operator log"]  # --verbose logs status patches; refs are no secret
     assert yaml.safe_load(places["kubectl get events -A"])["items"]
     # Only labels in the failure message: printing a found secret would leak it here.
-    found = [
-        f"{what} in {where}"
-        for where, hay in places.items()
-        for what, n in needles.items()
-        if n in hay
-    ]
-    assert found == []
+    assert needles.found_in(places) == []
 
     with ledger_sessions() as session:
         stored = session.execute(
