@@ -77,6 +77,7 @@ class Case:
     # or request annotations on `existing` (annotate).
     write: str = "create"
     annotations: dict[str, str] = field(default_factory=dict)
+    warning: str | None = None  # what the webhook warns of when it admits the case
 
 
 def spec_with(**spec: Any) -> Build:
@@ -416,20 +417,6 @@ CORPUS: list[Case] = [
         reason="NamespaceNotBoundToTenant",
     ),
     Case(
-        "provider-unknown",
-        "webhook",
-        spec_with(providerRef={"kind": "ClusterKeyProvider", "name": "nowhere"}),
-        ("spec.providerRef: ClusterKeyProvider 'nowhere' does not exist",),
-        reason="ProviderNotFound",
-    ),
-    Case(
-        "key-provider-of-another-namespace",
-        "webhook",
-        spec_with(providerRef={"kind": "KeyProvider", "name": "theirs"}),
-        ("spec.providerRef: KeyProvider 'theirs' in namespace", "does not exist"),
-        reason="ProviderNotFound",
-    ),
-    Case(
         "provider-closed-to-tenant",
         "webhook",
         lambda w: w.key(providerRef={"kind": "ClusterKeyProvider", "name": w.closed_provider}),
@@ -598,6 +585,22 @@ CORPUS: list[Case] = [
 
 # Admitted, refused by the operator: Ready=False with the reason, and no KMS call made.
 OPERATOR_CASES = [
+    Case(
+        "provider-unknown",
+        "operator",
+        named("nowhere", providerRef={"kind": "ClusterKeyProvider", "name": "nowhere"}),
+        ("ClusterKeyProvider 'nowhere'", "does not exist"),
+        reason="ProviderNotFound",
+        warning="spec.providerRef: ClusterKeyProvider 'nowhere' does not exist yet",
+    ),
+    Case(
+        "key-provider-of-another-namespace",
+        "operator",
+        named("theirs", providerRef={"kind": "KeyProvider", "name": "theirs"}),
+        ("KeyProvider 'theirs'", "does not exist"),
+        reason="ProviderNotFound",
+        warning="spec.providerRef: KeyProvider 'theirs' in namespace",
+    ),
     Case(
         "keyName-taken-in-tenant",
         "operator",
@@ -782,7 +785,8 @@ def test_refused_by_the_operator(
     ledger_sessions: sessionmaker[Session],
 ) -> None:
     manifest = case.build(world)
-    apply(crds, manifest)
+    admitted = apply(crds, manifest)
+    assert case.warning is None or f"Warning: {case.warning}" in admitted.stderr, admitted.stderr
     name = manifest["metadata"]["name"]
     assert case.reason is not None
     ek = wait_not_ready(crds, name, case.reason, namespace=world.namespace, operator=operator)
