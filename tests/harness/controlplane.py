@@ -10,8 +10,10 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ _BUILD_TIMEOUT_S = 3600
 _START_TIMEOUT_S = 180
 _STOP_TIMEOUT_S = 60
 _KUBECTL_TIMEOUT_S = 60
+_APISERVER_GRACE_S = 3
 
 
 def testbin_bin_dir() -> Path:
@@ -184,3 +187,54 @@ def _run_testbin(*args: str, timeout: float) -> None:
             f"hack/testbin.sh {' '.join(args)} failed (exit {result.returncode}):\n"
             f"{result.stdout}{result.stderr}"
         )
+
+
+def stop_apiserver(cp: ControlPlane) -> list[str]:
+    """Stop only kube-apiserver of a control plane this module started, leaving etcd
+    (and so every object) as it is; returns its command line for `start_apiserver`."""
+    if cp.state_dir is None:
+        raise RuntimeError("only a control plane the tests started can be stopped")
+    pid_file = cp.state_dir / "kube-apiserver.pid"
+    pid = int(pid_file.read_text())
+    command = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    if not any(str(cp.state_dir) in arg for arg in command):
+        raise RuntimeError(f"pid {pid} is not this control plane's kube-apiserver")
+    os.kill(pid, signal.SIGTERM)
+    # Its graceful shutdown can outwait open watches for a minute: after a short
+    # grace period it is killed, as a crashed or fenced-off API server would be.
+    deadline = time.monotonic() + _APISERVER_GRACE_S
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    return command
+
+
+def start_apiserver(cp: ControlPlane, command: list[str]) -> None:
+    """Start kube-apiserver again as it ran before (same port, certificates, etcd)
+    and wait until it is ready."""
+    assert cp.state_dir is not None
+    with (cp.state_dir / "kube-apiserver.log").open("ab") as log:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+    # hack/testbin.sh stop finds it by this file, as it found the first one.
+    (cp.state_dir / "kube-apiserver.pid").write_text(f"{process.pid}\n")
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        ready = kubectl(cp, "get", "--raw", "/readyz", check=False)
+        if ready.returncode == 0 and ready.stdout.strip() == "ok":
+            return
+        if process.poll() is not None:
+            raise RuntimeError(f"kube-apiserver exited with {process.returncode} on restart")
+        time.sleep(0.25)
+    raise RuntimeError(f"kube-apiserver not ready {_START_TIMEOUT_S} s after its restart")
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, waiting for a parent that never reaps it, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
