@@ -84,6 +84,10 @@ SDK_CONFIG = Config(
     retries={"max_attempts": 3, "mode": "standard"},
     user_agent_extra="keyledger",
 )
+# CreateKey is not idempotent: a retry after a reply lost on the way back (the key
+# was made) makes a second key. It is sent once; keyledger's own retry looks for
+# the first one by its marker before creating again.
+CREATE_CONFIG = SDK_CONFIG.merge(Config(retries={"total_max_attempts": 1, "mode": "standard"}))
 _KEY_STATES = {
     "Enabled": KmsKeyState.ENABLED,
     "Updating": KmsKeyState.ENABLED,  # a multi-Region key changing primary: still usable
@@ -117,6 +121,9 @@ class AwsKmsBackend:
             region_name=region,
         )
         self._kms: KMSClient = session.client("kms", endpoint_url=endpoint, config=SDK_CONFIG)
+        self._kms_create: KMSClient = session.client(
+            "kms", endpoint_url=endpoint, config=CREATE_CONFIG
+        )
         self._secrets = tuple(s for s in (secret_access_key, session_token, access_key_id) if s)
         self._where = f"AWS KMS at {endpoint}" if endpoint else f"AWS KMS in {region}"
 
@@ -141,7 +148,7 @@ class AwsKmsBackend:
         if existing is not None:
             return existing
         with self._errors():
-            created = self._kms.create_key(
+            created = self._kms_create.create_key(
                 Description=f"keyledger {request.tenant}/{request.key_name} v{request.version}",
                 KeySpec="SYMMETRIC_DEFAULT",
                 KeyUsage="ENCRYPT_DECRYPT",
@@ -241,6 +248,7 @@ class AwsKmsBackend:
 
     def close(self) -> None:
         self._kms.close()
+        self._kms_create.close()
 
     # -- internals ----------------------------------------------------------------
 
