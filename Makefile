@@ -4,12 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help deps test test-unit lint fmt crds demo demo-down bench clean
+.PHONY: help deps test test-unit soak lint fmt crds demo demo-down bench clean
 
 help:
 	@echo "make demo       start a local control plane + operator, apply examples/"
 	@echo "make demo-down  stop everything make demo started"
 	@echo "make test       install every test dependency and run the whole suite"
+	@echo "make soak       the fault-injection tests, longer and harder (not part of make test)"
 	@echo "make lint       ruff + mypy --strict"
 	@echo "make crds       regenerate crds/ from hack/gen_crds.py"
 	@echo "make bench      benchmarks"
@@ -22,6 +23,25 @@ test: deps
 
 test-unit: deps
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# The KMS fault and API-server restart tests with more keys, rounds and faults;
+# override any of these on the command line, e.g. make soak SOAK_FAULT_SHARE=0.5.
+SOAK_FAULT_SHARE ?= 0.15
+SOAK_FAULT_KEYS ?= 6
+SOAK_FAULT_ROTATIONS ?= 4
+SOAK_FAULT_SEED ?= $(shell date +%s)
+SOAK_RESTART_KEYS ?= 12
+SOAK_RESTART_OUTAGES ?= 4
+SOAK_RESTART_OUTAGE_S ?= 20
+SOAK_TIMEOUT_S ?= 1800
+soak: deps
+	KEYLEDGER_FAULT_SHARE=$(SOAK_FAULT_SHARE) KEYLEDGER_FAULT_KEYS=$(SOAK_FAULT_KEYS) \
+	KEYLEDGER_FAULT_ROTATIONS=$(SOAK_FAULT_ROTATIONS) KEYLEDGER_FAULT_SEED=$(SOAK_FAULT_SEED) \
+	KEYLEDGER_RESTART_KEYS=$(SOAK_RESTART_KEYS) KEYLEDGER_RESTART_OUTAGES=$(SOAK_RESTART_OUTAGES) \
+	KEYLEDGER_RESTART_OUTAGE_S=$(SOAK_RESTART_OUTAGE_S) KEYLEDGER_SOAK_TIMEOUT_S=$(SOAK_TIMEOUT_S) \
+	$(PY) -m pytest -o timeout=3600 \
+		tests/e2e/test_kms_faults.py tests/e2e/test_apiserver_restart.py \
+		tests/e2e/test_crash_safety.py tests/e2e/test_ledger_outage.py $(PYTEST_ARGS)
 
 lint:
 	bash hack/install-deps.sh python
