@@ -306,6 +306,7 @@ CORPUS: list[Case] = [
         "webhook",
         lambda w: w.key(
             providerRef={"kind": "ClusterKeyProvider", "name": w.gcp_provider},
+            deletionPolicy="ScheduleDeletion",
             deletionWindowDays=20,
         ),
         ("spec.deletionWindowDays (20) is outside what the gcpKms provider",),

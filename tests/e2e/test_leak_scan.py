@@ -239,7 +239,7 @@ def _use_the_client(
     for backend, kms in world.kms.items():
         with KeyledgerClient(database, [kms.service_view], version_check_s=0) as client:
             blob = client.encrypt(world.tenant, f"phi-{backend}", PHI, {"row": "42"})
-            assert client.decrypt(blob, {"row": "42"}) == PHI
+            assert client.decrypt(blob, {"row": "42"}, tenant=world.tenant) == PHI
         envelope = parse(blob)
         with sessions() as session:
             record = KeyLedger(session).get(envelope.key_id)
