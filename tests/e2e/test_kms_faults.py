@@ -53,7 +53,7 @@ from tests.ledger_checks import handled_counts, kms_refs, versions_by_key
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
 
-SHARE = float(os.environ.get("KEYLEDGER_FAULT_SHARE", "0.05"))
+SHARE = float(os.environ.get("KEYLEDGER_FAULT_SHARE", "0.15"))
 KEYS = int(os.environ.get("KEYLEDGER_FAULT_KEYS", "1"))
 ROTATIONS = int(os.environ.get("KEYLEDGER_FAULT_ROTATIONS", "1"))
 SEED = int(os.environ.get("KEYLEDGER_FAULT_SEED", "11"))

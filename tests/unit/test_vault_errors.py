@@ -222,3 +222,15 @@ def test_defaults() -> None:
     assert backend.mount == "transit"
     assert backend.state.mount == "secret"
     assert backend.endpoint == ADDRESS
+
+
+def test_throttled_calls_are_retried_and_unsafe_repeats_are_not() -> None:
+    from keyledger.providers.vault.session import VaultRetry  # noqa: PLC0415
+
+    retry = VaultRetry(
+        total=3, status_forcelist=(502, 503, 504), allowed_methods=frozenset({"GET"})
+    )
+    assert retry.is_retry("POST", 429)  # rate limited: Vault did nothing
+    assert retry.is_retry("GET", 503)
+    assert not retry.is_retry("POST", 503)  # a rotate may have happened
+    assert not retry.is_retry("POST", 500)

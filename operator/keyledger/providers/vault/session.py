@@ -14,6 +14,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import hvac
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from keyledger.errors import ProviderAccessDenied
 from keyledger.providers.sanitize import sanitize
@@ -21,6 +24,37 @@ from keyledger.providers.vault.config import REQUEST_TIMEOUT_S, VaultAuth
 from keyledger.providers.vault.errors import SDK_ERRORS, error_detail, is_absent, translate_error
 
 T = TypeVar("T")
+
+# Reads are safe to repeat; writes are repeated only when Vault said it did nothing.
+_READS = frozenset({"GET", "HEAD", "LIST"})
+
+
+class VaultRetry(Retry):
+    """Retries inside one call, with backoff and Vault's Retry-After: a 429 (rate
+    limited: the request was not processed) for any method; 502-504 and dropped
+    connections only for reads, which cannot do anything twice. Without it one
+    throttled call failed a whole pass, and the key waited out the pass backoff."""
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        if status_code == 429:
+            return True
+        return super().is_retry(method, status_code, has_retry_after)
+
+
+def _retrying_session() -> requests.Session:
+    retry = VaultRetry(
+        total=3,
+        connect=2,
+        backoff_factor=0.2,
+        status_forcelist=(502, 503, 504),
+        allowed_methods=_READS,
+        raise_on_status=False,  # the last answer reaches hvac, which names the error
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 class VaultSession:
@@ -38,7 +72,11 @@ class VaultSession:
         self._auth = auth
         # token="" rather than None: hvac would fall back to VAULT_TOKEN / ~/.vault-token.
         self._client: Any = hvac.Client(
-            url=address, token=auth.token or "", namespace=namespace, timeout=timeout
+            url=address,
+            token=auth.token or "",
+            namespace=namespace,
+            timeout=timeout,
+            session=_retrying_session(),
         )
         self._logged_in = auth.method == "token"
         # Credentials learnt at login (the ServiceAccount JWT, the Vault token).
