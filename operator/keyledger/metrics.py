@@ -1,17 +1,20 @@
-"""Prometheus metrics. Labels are provider kinds, operations and outcomes: never
-tenants' key material, refs or anything secret."""
+"""Prometheus metrics. Labels are provider kinds, operations, passes, reasons and
+provider names: bounded sets, never key ids, refs, tokens or anything secret."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TypeVar
+from types import TracebackType
+from typing import Any, TypeVar
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import Engine, event
 
 from keyledger.domain import KmsProvider
-from keyledger.errors import ProviderError
+from keyledger.errors import KeyledgerError, ProviderError
 from keyledger.providers.base import DataKey, KeyBackend, KeyVersionRequest, KmsKey
 
 KMS_CALLS = Counter(
@@ -26,7 +29,92 @@ KMS_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
+# Passes over an EncryptionKey: `reconcile` (create/update/resume and requests),
+# `scheduled` (the per-key task: timers and drift checks).
+PASS_SECONDS = Histogram(
+    "keyledger_reconcile_duration_seconds",
+    "Time one pass over an EncryptionKey took, failed passes included.",
+    ["pass"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+PASS_FAILURES = Counter(
+    "keyledger_reconcile_failures_total",
+    "Passes over an EncryptionKey that failed, by the condition reason they reported.",
+    ["pass", "reason"],
+)
+LEDGER_SECONDS = Histogram(
+    "keyledger_ledger_query_seconds",
+    "Time the ledger database took to answer one statement.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+)
+LEDGER_ERRORS = Counter(
+    "keyledger_ledger_errors_total",
+    "Ledger database errors (connecting or executing), by the driver's error class.",
+    ["error"],
+)
+PROVIDER_READY = Gauge(
+    "keyledger_provider_ready",
+    "1 when the KeyProvider/ClusterKeyProvider passed its last connectivity check, else 0.",
+    ["kind", "namespace", "name"],
+)
+# A failure we did not foresee has no reason of its own.
+UNEXPECTED = "Unexpected"
+
 T = TypeVar("T")
+
+
+class observe_pass(contextlib.ContextDecorator):  # noqa: N801  # used like a function
+    """Times a pass and counts its failure by reason; usable as `with` or decorator."""
+
+    def __init__(self, pass_name: str) -> None:
+        self.pass_name = pass_name
+        self._started = 0.0
+
+    def __enter__(self) -> observe_pass:
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None:
+        PASS_SECONDS.labels(self.pass_name).observe(time.perf_counter() - self._started)
+        if error is not None:
+            reason = error.reason if isinstance(error, KeyledgerError) else UNEXPECTED
+            PASS_FAILURES.labels(self.pass_name, reason).inc()
+
+
+def instrument_ledger(engine: Engine) -> None:
+    """Time every statement the engine runs and count its errors."""
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _started(conn: Any, _cursor: Any, _sql: Any, _params: Any, _ctx: Any, _many: Any) -> None:
+        conn.info.setdefault("keyledger_started", []).append(time.perf_counter())
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _finished(conn: Any, _cursor: Any, _sql: Any, _params: Any, _ctx: Any, _many: Any) -> None:
+        started = conn.info.get("keyledger_started")
+        if started:
+            LEDGER_SECONDS.observe(time.perf_counter() - started.pop())
+
+    @event.listens_for(engine, "handle_error")
+    def _failed(context: Any) -> None:
+        if context.connection is not None:
+            context.connection.info.pop("keyledger_started", None)
+        LEDGER_ERRORS.labels(type(context.original_exception).__name__).inc()
+
+
+def observe_provider(
+    kind: str, namespace: str | None, name: str, status: Mapping[str, Any]
+) -> None:
+    """The provider's readiness gauge, from the status its check is about to write."""
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or ()
+    )
+    PROVIDER_READY.labels(kind, namespace or "", name).set(1 if ready else 0)
 
 
 class InstrumentedBackend:

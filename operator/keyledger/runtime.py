@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from sqlalchemy import Engine
+
 from keyledger.board import ScheduleBoard
+from keyledger.metrics import instrument_ledger
 from keyledger.operations.backends import BackendCache, SecretReader
 from keyledger.operations.keys import KeyOperations
 from keyledger.settings import Settings
@@ -20,6 +23,7 @@ class Runtime:
     keys: KeyOperations
     backends: BackendCache
     board: ScheduleBoard
+    ledger: Engine
 
     def close(self) -> None:
         self.backends.close()
@@ -36,9 +40,11 @@ def build_runtime(settings: Settings, read_secret: SecretReader) -> Runtime:
     if settings.migrate_on_start:
         upgrade_database(url)
     engine = make_engine(url)
+    instrument_ledger(engine)
     return Runtime(
         settings=settings,
         keys=KeyOperations(make_session_factory(engine), actor=settings.actor),
         backends=BackendCache(settings, read_secret),
         board=ScheduleBoard(),
+        ledger=engine,
     )

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     # --namespace scope, so an operator never sees (and never touches the
     # finalizers of) another operator's keys; ClusterKeyProviders are seen by all.
     namespaces: str = ""
-    # Prometheus metrics on this port (0: off).
+    # Prometheus metrics on this port (0: off); /readyz is served beside /metrics.
     metrics_port: int = 9090
     # Namespaces without the keyledger.io/tenant label: `strict` refuses keys in
     # them, `permissive` lets them hold keys of any tenant (single-team clusters).
@@ -67,6 +67,16 @@ class Settings(BaseSettings):
     # Crash-safety tests only: comma-separated failpoint names (see
     # keyledger.failpoints) at which the process kills itself. Empty in production.
     failpoints: Annotated[frozenset[str], NoDecode] = frozenset()
+    # kopf peering: replicas sharing this ClusterKopfPeering name elect one active
+    # operator, the others stand by. Empty: standalone (a single replica).
+    # Operators that split namespaces (KEYLEDGER_NAMESPACES) each need their own name.
+    peering: str = ""
+    # This replica's priority among its peers (the highest acts). Unset: random,
+    # because kopf pauses every peer when two share a priority.
+    peering_priority: int | None = None
+    # Seconds a silent peer is still believed alive: a killed active replica is
+    # replaced after at most this long.
+    peering_lifetime: int = Field(default=15, ge=5)
 
     @field_validator("drift_interval", mode="before")
     @classmethod

@@ -1,19 +1,26 @@
-"""`keyledger run|migrate|versions|rotate|rollback|compromise|pause|resume|audit|report|
-grant|revoke|encrypt|decrypt|rewrap`.
+"""keyledger: run the operator, migrate and audit its ledger, show, change and use keys.
 
-Also installed as `kubectl-keyledger`, so `kubectl keyledger rotate phi-primary -n acme` works.
+Also installed as `kubectl-keyledger`, so `kubectl keyledger status -A` and
+`kubectl keyledger rotate phi-primary -n acme` work.
+
+Exit codes: 0 done (for `status`: every key shown is Ready), 1 not Ready, not
+found or refused, 2 a usage error or the operator did not confirm in time,
+3 the cluster could not be reached or read.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 from collections.abc import Sequence
 
+from keyledger.cli.show import add_show_commands, show
 from keyledger.settings import get_settings
 
 _KOPF_SCOPE_OPTIONS = ("-n", "--namespace", "-A", "--all-namespaces", "--clusterwide")
+_KOPF_PEERING_OPTIONS = ("--standalone", "-P", "--peering", "-p", "--priority", "--dev")
 
 
 def kopf_scope(extra: Sequence[str], patterns: Sequence[str]) -> list[str]:
@@ -35,16 +42,31 @@ def kopf_scope(extra: Sequence[str], patterns: Sequence[str]) -> list[str]:
     return [f"--namespace={pattern}" for pattern in patterns]
 
 
+def kopf_peering(extra: Sequence[str], peering: str, priority: int | None) -> list[str]:
+    """kopf's peering options for KEYLEDGER_PEERING, unless the user gave their own.
+
+    Peers of equal priority all pause (kopf's rule), so an unset priority is random."""
+    if any(a.split("=", 1)[0] in _KOPF_PEERING_OPTIONS for a in extra):
+        return []
+    if not peering:
+        return ["--standalone"]
+    if priority is None:
+        priority = secrets.randbelow(2**31 - 1) + 1
+    return [f"--peering={peering}", f"--priority={priority}"]
+
+
 def _run(extra: Sequence[str]) -> int:
     from kopf.cli import main as kopf_main  # noqa: PLC0415  # kopf only for this subcommand
 
-    scope = kopf_scope(extra, get_settings().namespace_patterns())
-    args = ["run", "-m", "keyledger.main", *scope, *extra]
+    settings = get_settings()
+    scope = kopf_scope(extra, settings.namespace_patterns())
+    peering = kopf_peering(extra, settings.peering, settings.peering_priority)
+    args = ["run", "-m", "keyledger.main", *scope, *peering, *extra]
     kopf_main(args=args, standalone_mode=False)
     return 0
 
 
-def _migrate(revision: str) -> int:
+def _db_upgrade(revision: str) -> int:
     from keyledger.store.engine import upgrade_database  # noqa: PLC0415
 
     upgrade_database(get_settings().ledger_url(), revision)
@@ -107,11 +129,17 @@ def _ledger_tool(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="keyledger", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="keyledger", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="run the operator (further arguments go to `kopf run`)")
-    migrate = commands.add_parser("migrate", help="upgrade the ledger schema")
-    migrate.add_argument("revision", nargs="?", default="head")
+    db = commands.add_parser("db", help="the ledger database's schema").add_subparsers(
+        dest="db_command", required=True
+    )
+    upgrade = db.add_parser("upgrade", help="migrate the ledger schema up (the migrations Job)")
+    upgrade.add_argument("revision", nargs="?", default="head", help="default: head")
+    add_show_commands(commands)
     versions = commands.add_parser("versions", help="list a key's versions from the ledger")
     versions.add_argument("tenant")
     versions.add_argument("key_name")
@@ -170,8 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Everything after `run` belongs to kopf, options included.
         return _run(argv[1:])
     args = parser.parse_args(argv)
-    if args.command == "migrate":
-        return _migrate(args.revision)
+    if args.command == "db":
+        return _db_upgrade(args.revision)
+    if args.command in ("status", "history"):
+        return show(args)
     if args.command in ("audit", "report", "grant", "revoke", "grants"):
         return _ledger_tool(args)
     if args.command in ("encrypt", "decrypt", "rewrap"):

@@ -23,6 +23,7 @@ from keyledger.handlers.reporting import (
     post_events,
     write_outcome,
 )
+from keyledger.metrics import observe_pass
 from keyledger.runtime import Runtime
 
 
@@ -43,11 +44,16 @@ def reconcile_encryption_key(
     correlation_id = str(uuid.uuid4())
     logger.info("reconciling, correlation id %s", correlation_id)
     try:
-        key = key_resource(body)
-        provider = admissible_provider(key, indexes, runtime.settings.tenant_binding)
-        outcome = runtime.keys.reconcile(
-            key, runtime.backends.open(provider), provider.label, correlation_id, last_drift(body)
-        )
+        with observe_pass("reconcile"):
+            key = key_resource(body)
+            provider = admissible_provider(key, indexes, runtime.settings.tenant_binding)
+            outcome = runtime.keys.reconcile(
+                key,
+                runtime.backends.open(provider),
+                provider.label,
+                correlation_id,
+                last_drift(body),
+            )
     except KeyledgerError as error:
         observe_key_status(body, write_outcome(failure_outcome(error), body, patch.status.update))
         raise to_kopf_error(error, retry) from error

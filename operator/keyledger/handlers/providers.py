@@ -10,6 +10,7 @@ from keyledger.api import CLUSTER_KEY_PROVIDERS, GROUP, KEY_PROVIDERS, VERSION
 from keyledger.errors import KeyledgerError
 from keyledger.handlers.reporting import write_outcome
 from keyledger.lifecycle.spec import ProviderKind
+from keyledger.metrics import observe_provider
 from keyledger.operations.health import check_provider
 from keyledger.operations.providers import ProviderView
 from keyledger.runtime import Runtime
@@ -55,7 +56,10 @@ def namespace_label_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str,
 def check_cluster_provider(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
     outcome = check_provider(ProviderKind.CLUSTER, body, runtime.backends, runtime.keys)
-    write_outcome(outcome, body, patch.status.update)
+    written = write_outcome(outcome, body, patch.status.update)
+    observe_provider(
+        ProviderKind.CLUSTER.value, None, body.metadata.name or "", {**body.status, **written}
+    )
 
 
 @kopf.on.resume(GROUP, VERSION, KEY_PROVIDERS)
@@ -65,4 +69,10 @@ def check_cluster_provider(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, 
 def check_key_provider(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
     outcome = check_provider(ProviderKind.NAMESPACED, body, runtime.backends, runtime.keys)
-    write_outcome(outcome, body, patch.status.update)
+    written = write_outcome(outcome, body, patch.status.update)
+    observe_provider(
+        ProviderKind.NAMESPACED.value,
+        body.metadata.namespace,
+        body.metadata.name or "",
+        {**body.status, **written},
+    )

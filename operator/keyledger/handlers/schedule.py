@@ -23,6 +23,7 @@ from keyledger.handlers.errors import retry_delay
 from keyledger.handlers.keys_common import admissible_provider, key_resource, last_drift
 from keyledger.handlers.reporting import observe_key_status, write_outcome
 from keyledger.kube import patch_status
+from keyledger.metrics import observe_pass
 from keyledger.operations.outcome import Outcome
 from keyledger.runtime import Runtime
 
@@ -31,6 +32,7 @@ from keyledger.runtime import Runtime
 FALLBACK = timedelta(seconds=60)
 
 
+@observe_pass("scheduled")
 def _run_pass(
     runtime: Runtime, body: kopf.Body, indexes: dict[str, Any], time_due: bool, drift_due: bool
 ) -> Outcome:

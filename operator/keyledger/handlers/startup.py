@@ -6,13 +6,13 @@ import logging
 from typing import Any
 
 import kopf
-import prometheus_client
 
 from keyledger.admission.certificates import serving_certificate
 from keyledger.api import FINALIZER, KOPF_ANNOTATION_PREFIX
 from keyledger.kube import load_kubernetes_config, read_secret
 from keyledger.logsafety import cap_sdk_logging
 from keyledger.runtime import build_runtime
+from keyledger.serving import ReadinessGate, ledger_answers, serve
 from keyledger.settings import Settings, get_settings
 
 
@@ -33,11 +33,18 @@ def start_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     cap_sdk_logging()
     load_kubernetes_config()
     config = get_settings()
+    if config.peering:
+        # One ClusterKopfPeering for all replicas, whatever namespaces they serve.
+        settings.peering.clusterwide = True
+        settings.peering.lifetime = config.peering_lifetime
+        settings.peering.stealth = True
+    gate = ReadinessGate()
     if config.metrics_port:
-        prometheus_client.start_http_server(config.metrics_port)
+        serve(config.metrics_port, gate)
     if config.webhook_port:
         _serve_admission_webhooks(settings, config)
     memo.runtime = build_runtime(config, read_secret)
+    gate.arm(ledger_answers(memo.runtime.ledger))
 
 
 def _serve_admission_webhooks(settings: kopf.OperatorSettings, config: Settings) -> None:
