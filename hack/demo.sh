@@ -25,9 +25,9 @@ up() {
   bash "${repo_root}/hack/testbin.sh" start "${plane_dir}"
 
   log "installing CRDs and the operator's namespace and RBAC"
-  "${kubectl}" apply --server-side -f "${repo_root}/crds" >/dev/null
-  "${kubectl}" apply --server-side -f "${repo_root}/manifests/namespace.yaml" \
-    -f "${repo_root}/manifests/rbac.yaml" >/dev/null
+  "${kubectl}" apply --server-side -k "${repo_root}/crds" >/dev/null
+  "${kubectl}" apply --server-side -f "${repo_root}/manifests/base/namespace.yaml" \
+    -f "${repo_root}/manifests/base/rbac.yaml" >/dev/null
   "${kubectl}" wait --for=condition=Established --timeout=60s \
     crd/encryptionkeys.keyledger.io crd/keyproviders.keyledger.io \
     crd/clusterkeyproviders.keyledger.io >/dev/null
@@ -69,7 +69,7 @@ MSG
 }
 
 start_operator() {
-  # The operator runs as its ServiceAccount, with exactly the RBAC of manifests/rbac.yaml.
+  # The operator runs as its ServiceAccount, with exactly the RBAC of manifests/base/rbac.yaml.
   local token
   token="$("${kubectl}" create token keyledger-operator -n keyledger-system --duration=24h)"
   local sa_kubeconfig="${demo_dir}/operator.kubeconfig"

@@ -14,7 +14,8 @@ python="${PYTHON:-python3}"
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 
 # Debian packages the harness starts servers from.
-system_packages=(postgresql openssl softhsm2 opensc)
+# prometheus brings promtool, which checks and unit-tests manifests/monitoring.
+system_packages=(postgresql openssl softhsm2 opensc prometheus)
 
 # The published google.cloud.kms.v1 .proto files, which the Cloud KMS test server
 # is checked against (tests/conformance). Pinned: a new release is a deliberate update.

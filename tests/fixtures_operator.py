@@ -35,7 +35,8 @@ WEBHOOK_CONFIGURATION = "keyledger.io"
 @pytest.fixture(scope="session")
 def crds(control_plane: ControlPlane) -> ControlPlane:
     """CRDs, the operator's namespace and RBAC, applied as an administrator would."""
-    for path in ("crds", "manifests/namespace.yaml", "manifests/rbac.yaml"):
+    kubectl(control_plane, "apply", "--server-side", "-k", str(REPO_ROOT / "crds"))
+    for path in ("manifests/base/namespace.yaml", "manifests/base/rbac.yaml"):
         kubectl(control_plane, "apply", "--server-side", "-f", str(REPO_ROOT / path))
     kubectl(
         control_plane,

@@ -34,7 +34,21 @@ KEY_NEXT_ROTATION = Gauge(
     "When the key is next rotated on schedule (absent: manual rotation only).",
     _LABELS,
 )
-_ALL = (KEY_READY, KEY_DRIFTED, KEY_PAUSED, KEY_VERSION, KEY_EXPIRES, KEY_NEXT_ROTATION)
+KEY_COMPROMISED_LAST_USED = Gauge(
+    "keyledger_key_compromised_version_last_used_timestamp_seconds",
+    "Latest client use of any of the key's COMPROMISED versions (absent: none was used). "
+    "A change means a client still uses a compromised version.",
+    _LABELS,
+)
+_ALL = (
+    KEY_READY,
+    KEY_DRIFTED,
+    KEY_PAUSED,
+    KEY_VERSION,
+    KEY_EXPIRES,
+    KEY_NEXT_ROTATION,
+    KEY_COMPROMISED_LAST_USED,
+)
 
 
 def observe_key(namespace: str, name: str, tenant: str, status: Mapping[str, Any]) -> None:
@@ -47,6 +61,14 @@ def observe_key(namespace: str, name: str, tenant: str, status: Mapping[str, Any
     _set_or_remove(KEY_VERSION, labels, status.get("version"))
     _set_or_remove(KEY_EXPIRES, labels, _timestamp(status.get("expiresAt")))
     _set_or_remove(KEY_NEXT_ROTATION, labels, _timestamp(status.get("nextRotationAt")))
+    compromised_uses = [
+        _timestamp(v.get("lastUsedAt"))
+        for v in status.get("versions") or ()
+        if v.get("phase") == "COMPROMISED"
+    ]
+    _set_or_remove(
+        KEY_COMPROMISED_LAST_USED, labels, max((t for t in compromised_uses if t), default=None)
+    )
 
 
 def forget_key(namespace: str, name: str, tenant: str) -> None:
