@@ -11,7 +11,7 @@ help:
 	@echo "make demo-down  stop everything make demo started"
 	@echo "make test       install every test dependency and run the whole suite"
 	@echo "make soak       the fault-injection tests, longer and harder (not part of make test)"
-	@echo "make lint       ruff + mypy --strict"
+	@echo "make lint       ruff + mypy --strict + hadolint on the Dockerfile"
 	@echo "make crds       regenerate crds/ from hack/gen_crds.py"
 	@echo "make bench      benchmarks"
 
@@ -48,6 +48,7 @@ lint:
 	$(VENV)/bin/ruff check operator tests hack migrations benchmarks
 	$(VENV)/bin/ruff format --check operator tests hack migrations benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/hadolint Dockerfile
 
 fmt:
 	$(VENV)/bin/ruff format operator tests hack migrations benchmarks
