@@ -100,6 +100,14 @@ def test_keys_wait_out_a_ledger_outage_and_finish_once(
         assert "ledger database is unreachable" in ready["message"]
         assert "SELECT" not in ready["message"] and "INSERT" not in ready["message"]
     assert get(crds, "ek", "steady", namespace)["status"]["version"] == 1
+    # The outage shows in the ledger and pass series the LedgerUnavailable alert reads.
+    samples = operator.metrics()
+    assert sum(v for k, v in samples.items() if k.startswith("keyledger_ledger_errors_total{")) > 0
+    assert any(
+        k.startswith("keyledger_reconcile_failures_total{") and 'reason="LedgerUnavailable"' in k
+        for k, v in samples.items()
+        if v > 0
+    ), sorted(k for k in samples if "failures" in k)
 
     stack.resume()
     wait_condition(

@@ -26,6 +26,8 @@ class OperatorProcess:
     namespaces: tuple[str, ...] = ("t-*",)
     metrics_port: int = 0
     verbose: bool = True
+    # False: peer with other operators through KEYLEDGER_PEERING (extra_env).
+    standalone: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
     # What `python -m` runs: the operator's CLI, or a test launcher that wraps it.
     module: str = "keyledger.cli.main"
@@ -51,7 +53,7 @@ class OperatorProcess:
                 "-m",
                 self.module,
                 "run",
-                "--standalone",
+                *(["--standalone"] if self.standalone else []),
                 *(["--verbose"] if self.verbose else []),
             ],
             env=env,
@@ -85,10 +87,14 @@ class OperatorProcess:
     def keystore_dir(self) -> Path:
         return self.data_dir / "local-keystores"
 
+    def metrics_text(self) -> str:
+        """The operator's /metrics page as Prometheus scrapes it."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as reply:
+            return str(reply.read().decode())
+
     def metrics(self) -> dict[str, float]:
         """The operator's Prometheus samples, by name with labels."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as reply:
-            text = reply.read().decode()
+        text = self.metrics_text()
         samples = {}
         for line in text.splitlines():
             if line and not line.startswith("#"):
