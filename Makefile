@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help deps test test-unit soak lint fmt crds demo demo-down bench clean
+.PHONY: help deps test test-unit soak lint fmt crds demo demo-down bench clean kind-up deploy
 
 help:
 	@echo "make demo       start a local control plane + operator, apply examples/"
@@ -14,6 +14,8 @@ help:
 	@echo "make lint       ruff + mypy --strict + hadolint on the Dockerfile"
 	@echo "make crds       regenerate crds/ from hack/gen_crds.py"
 	@echo "make bench      benchmarks"
+	@echo "make kind-up    (Docker + kind) a kind cluster with the operator image loaded"
+	@echo "make deploy     (Docker + kind) install the dev overlay into it"
 
 deps:
 	bash hack/install-deps.sh all
@@ -56,6 +58,23 @@ fmt:
 
 crds:
 	PYTHONPATH=operator $(PY) hack/gen_crds.py
+	$(PY) hack/gen_crd_reference.py
+
+# The kind path, for machines with Docker and kind (not this repository's CI).
+KIND_CLUSTER ?= keyledger
+IMAGE ?= keyledger:dev
+
+kind-up:
+	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --name $(KIND_CLUSTER)
+	docker build -t $(IMAGE) .
+	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+
+# The first apply creates the CRDs; objects of those kinds need a second one.
+deploy:
+	-kubectl --context kind-$(KIND_CLUSTER) apply --server-side -k manifests/overlays/dev
+	kubectl --context kind-$(KIND_CLUSTER) wait --for=condition=Established --timeout=60s crd --all
+	kubectl --context kind-$(KIND_CLUSTER) apply --server-side -k manifests/overlays/dev
+	kubectl --context kind-$(KIND_CLUSTER) -n keyledger-system rollout status deploy/keyledger-operator --timeout=180s
 
 demo: deps
 	bash hack/demo.sh up

@@ -85,7 +85,7 @@ def pair(crds: ControlPlane, operator_database: str, tmp_path: Path) -> Iterator
     namespace = f"ha-{uuid.uuid4().hex[:8]}"
     _install_peering(crds, peering)
     kubectl(crds, "create", "namespace", namespace)
-    bao = start_openbao(tmp_path / "openbao")
+    bao = start_openbao(tmp_path)
     token = prepare_server(bao)
     apply(
         crds,

@@ -42,19 +42,19 @@ class Stack:
     bao_stopped: bool = False
 
 
-def samples(operator: OperatorProcess, name: str) -> list[tuple[dict[str, str], float]]:
-    """Every sample called `name` (e.g. keyledger_kms_calls_total) with its labels."""
+def samples(operator: OperatorProcess, metric: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample called `metric` (e.g. keyledger_kms_calls_total) with its labels."""
     return [
         (dict(sample.labels), sample.value)
         for family in text_string_to_metric_families(operator.metrics_text())
         for sample in family.samples
-        if sample.name == name
+        if sample.name == metric
     ]
 
 
-def value(operator: OperatorProcess, name: str, **labels: str) -> float:
-    """The sum of the samples of `name` whose labels include `labels`."""
-    return sum(v for found, v in samples(operator, name) if labels.items() <= found.items())
+def value(operator: OperatorProcess, metric: str, /, **labels: str) -> float:
+    """The sum of the samples of `metric` whose labels include `labels`."""
+    return sum(v for found, v in samples(operator, metric) if labels.items() <= found.items())
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def stack(crds: ControlPlane, operator_database: str, tmp_path: Path) -> Iterato
     """A fresh operator (its counters start at zero) and an OpenBao of its own."""
     namespace = f"m-{uuid.uuid4().hex[:8]}"
     kubectl(crds, "create", "namespace", namespace)
-    bao = start_openbao(tmp_path / "openbao")
+    bao = start_openbao(tmp_path)
     token = prepare_server(bao)
     apply(
         crds,
