@@ -63,7 +63,9 @@ class Image:
             elif instruction == "CMD":
                 self.cmd = json.loads(rest)
             elif instruction == "ENV":
-                self.env.update(pair.split("=", 1) for pair in rest.split())
+                for pair in rest.split():
+                    name, _, value = pair.partition("=")
+                    self.env[name] = value
             elif instruction == "USER":
                 self.user = rest
             elif instruction == "COPY" and "--from" not in rest:
