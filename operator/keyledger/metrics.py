@@ -11,7 +11,6 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import Engine, event
 
 from keyledger.domain import KmsProvider
 from keyledger.errors import KeyledgerError, ProviderError
@@ -86,24 +85,12 @@ class observe_pass(contextlib.ContextDecorator):  # noqa: N801  # used like a fu
             PASS_FAILURES.labels(self.pass_name, reason).inc()
 
 
-def instrument_ledger(engine: Engine) -> None:
-    """Time every statement the engine runs and count its errors."""
+def observe_ledger_statement(seconds: float) -> None:
+    LEDGER_SECONDS.observe(seconds)
 
-    @event.listens_for(engine, "before_cursor_execute")
-    def _started(conn: Any, _cursor: Any, _sql: Any, _params: Any, _ctx: Any, _many: Any) -> None:
-        conn.info.setdefault("keyledger_started", []).append(time.perf_counter())
 
-    @event.listens_for(engine, "after_cursor_execute")
-    def _finished(conn: Any, _cursor: Any, _sql: Any, _params: Any, _ctx: Any, _many: Any) -> None:
-        started = conn.info.get("keyledger_started")
-        if started:
-            LEDGER_SECONDS.observe(time.perf_counter() - started.pop())
-
-    @event.listens_for(engine, "handle_error")
-    def _failed(context: Any) -> None:
-        if context.connection is not None:
-            context.connection.info.pop("keyledger_started", None)
-        LEDGER_ERRORS.labels(type(context.original_exception).__name__).inc()
+def count_ledger_error(error_class: str) -> None:
+    LEDGER_ERRORS.labels(error_class).inc()
 
 
 def observe_provider(

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
-
 from keyledger.board import ScheduleBoard
-from keyledger.metrics import instrument_ledger
+from keyledger.metrics import count_ledger_error, observe_ledger_statement
 from keyledger.operations.backends import BackendCache, SecretReader
 from keyledger.operations.keys import KeyOperations
 from keyledger.settings import Settings
 from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
+from keyledger.store.health import ledger_answers, watch_statements
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,8 @@ class Runtime:
     keys: KeyOperations
     backends: BackendCache
     board: ScheduleBoard
-    ledger: Engine
+    # None while the ledger answers, else why not: the readiness probe's check.
+    ledger_ready: Callable[[], str | None]
 
     def close(self) -> None:
         self.backends.close()
@@ -40,11 +41,11 @@ def build_runtime(settings: Settings, read_secret: SecretReader) -> Runtime:
     if settings.migrate_on_start:
         upgrade_database(url)
     engine = make_engine(url)
-    instrument_ledger(engine)
+    watch_statements(engine, observe_ledger_statement, count_ledger_error)
     return Runtime(
         settings=settings,
         keys=KeyOperations(make_session_factory(engine), actor=settings.actor),
         backends=BackendCache(settings, read_secret),
         board=ScheduleBoard(),
-        ledger=engine,
+        ledger_ready=ledger_answers(engine),
     )

@@ -1,9 +1,9 @@
 """The operator's HTTP port for Prometheus and the kubelet: /metrics and /readyz.
 
 Liveness stays with kopf (`keyledger run --liveness=...`), which answers from the
-operator's event loop. Readiness is ours: ready once start-up has built the
-runtime and while the ledger answers, so a rolling update waits for a new
-replica that can actually work before it stops an old one.
+operator's event loop. Readiness is ours: ready once start-up has armed the gate
+with a check (the runtime's: the ledger answers) and while that check passes, so
+a rolling update waits for a new replica that can actually work.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import SQLAlchemyError
 
 # Says why the operator is not ready, or None when it is.
 ReadinessCheck = Callable[[], str | None]
@@ -48,19 +46,6 @@ class ReadinessGate:
         if self._check is None:
             return "starting: the ledger and backends are not set up yet"
         return self._check()
-
-
-def ledger_answers(engine: Engine) -> ReadinessCheck:
-    def check() -> str | None:
-        try:
-            with engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-        except SQLAlchemyError as error:
-            # The class name only: a driver message can quote the URL.
-            return f"the ledger database does not answer ({type(error).__name__})"
-        return None
-
-    return check
 
 
 def serve(port: int, gate: ReadinessGate, host: str = "0.0.0.0") -> WSGIServer:  # noqa: S104

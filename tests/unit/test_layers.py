@@ -64,6 +64,8 @@ MODULES = {
     "kube": ("kopf", *SQL, *SDKS, "prometheus_client", LIFECYCLE, *ABOVE_LIFECYCLE),
     # KMS call metrics wrap a KeyBackend; they know nothing of the ledger or the cluster.
     "metrics": (*CLUSTER, *SQL, *SDKS, STORE, OPERATIONS, RUNTIME, HANDLERS, MAIN, CLIENT, CLI),
+    # /metrics and /readyz over HTTP; the readiness check is handed in.
+    "serving": (*CLUSTER, *SQL, *SDKS, "pydantic", "pydantic_settings", "keyledger"),
     # Gauges from the status the operator writes.
     "key_metrics": (*CLUSTER, *SQL, *SDKS, *ABOVE_LIFECYCLE),
     # The in-memory schedule of due keys the handlers' timers share.

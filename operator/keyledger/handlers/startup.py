@@ -12,7 +12,7 @@ from keyledger.api import FINALIZER, KOPF_ANNOTATION_PREFIX
 from keyledger.kube import load_kubernetes_config, read_secret
 from keyledger.logsafety import cap_sdk_logging
 from keyledger.runtime import build_runtime
-from keyledger.serving import ReadinessGate, ledger_answers, serve
+from keyledger.serving import ReadinessGate, serve
 from keyledger.settings import Settings, get_settings
 
 
@@ -44,7 +44,7 @@ def start_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     if config.webhook_port:
         _serve_admission_webhooks(settings, config)
     memo.runtime = build_runtime(config, read_secret)
-    gate.arm(ledger_answers(memo.runtime.ledger))
+    gate.arm(memo.runtime.ledger_ready)
 
 
 def _serve_admission_webhooks(settings: kopf.OperatorSettings, config: Settings) -> None:
