@@ -14,6 +14,8 @@ class KeyledgerError(Exception):
     """Base of all keyledger errors. `reason` is a constant CamelCase word for conditions."""
 
     reason = "Error"
+    # A passing state nobody needs to hear about: no condition, no Warning, just a retry.
+    quiet = False
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
@@ -35,6 +37,14 @@ class ProviderNotReady(KeyledgerError):
     """The referenced provider is missing, not Ready, or not allowed; wait and retry."""
 
     reason = "ProviderNotReady"
+
+
+class ProviderNotCheckedYet(ProviderNotReady):
+    """The provider has no Ready condition yet (a new operator or a new provider):
+    its first check is seconds away, so keys wait for it without a word."""
+
+    reason = "ProviderNotCheckedYet"
+    quiet = True
 
 
 class ProviderError(KeyledgerError):

@@ -9,6 +9,9 @@ from keyledger.lifecycle.spec import ProviderKind, ProviderRef
 from keyledger.operations.providers import ProviderView, resolve_provider, selector_matches
 
 READY: dict[str, object] = {"conditions": [{"type": "Ready", "status": "True", "message": "ok"}]}
+NOT_READY: dict[str, object] = {
+    "conditions": [{"type": "Ready", "status": "False", "message": "unreachable"}]
+}
 
 
 def _cluster(name: str, spec: dict[str, object], status: dict[str, object] = READY) -> ProviderView:
@@ -37,7 +40,8 @@ def test_ready_provider_resolves() -> None:
             "acme",
             "ProviderNotAllowed",
         ),
-        ({"dev": _cluster("dev", {"local": {}}, {})}, "acme", "ProviderNotReady"),
+        ({"dev": _cluster("dev", {"local": {}}, {})}, "acme", "ProviderNotCheckedYet"),
+        ({"dev": _cluster("dev", {"local": {}}, NOT_READY)}, "acme", "ProviderNotReady"),
     ],
 )
 def test_unusable_provider_says_why(

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import kopf
 
-from keyledger.errors import ProviderNotReady
+from keyledger.errors import ProviderNotCheckedYet, ProviderNotReady
 from keyledger.handlers.reporting import failure_outcome, status_changes, write_outcome
 from keyledger.lifecycle.conditions import READY, Condition, merge_conditions
 from keyledger.operations.outcome import Outcome
@@ -68,3 +68,9 @@ def test_a_failure_writes_ready_false_with_its_reason() -> None:
         "False",
         "ProviderNotReady",
     )
+
+
+def test_a_provider_not_checked_yet_writes_nothing_and_posts_nothing() -> None:
+    quiet = failure_outcome(ProviderNotCheckedYet("provider x has not been checked yet"))
+    assert status_changes(quiet, _body({})) == {}
+    assert quiet.events == []

@@ -40,8 +40,11 @@ def write_outcome(outcome: Outcome, body: kopf.Body, write: StatusWriter) -> dic
 
 
 def failure_outcome(error: KeyledgerError) -> Outcome:
-    """Ready=False with the error's constant reason and its (sanitized) message."""
+    """Ready=False with the error's constant reason and its (sanitized) message;
+    nothing at all for a quiet error (the last word on the key stands)."""
     outcome = Outcome()
+    if error.quiet:
+        return outcome
     outcome.conditions.append(Condition(READY, False, error.reason, error.message))
     outcome.warn(error.reason, error.message)
     return outcome

@@ -113,7 +113,9 @@ async def keep_key_schedule(
                 if drift_due:
                     next_drift = now + interval * jitter.uniform(0.9, 1.1)
             except KeyledgerError as error:
-                logger.warning("scheduled pass failed (%s): %s", error.reason, error.message)
+                # kopf posts warnings as Events; a quiet error is only logged.
+                log = logger.info if error.quiet else logger.warning
+                log("scheduled pass failed (%s): %s", error.reason, error.message)
                 failures += 1
                 await runtime.board.sleep(uid, retry_delay(failures), stop)
             except Exception:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from keyledger.errors import InvalidSpec, ProviderNotReady
+from keyledger.errors import InvalidSpec, ProviderNotCheckedYet, ProviderNotReady
 from keyledger.lifecycle.spec import ProviderKind, ProviderRef
 from keyledger.providers.registry import BACKEND_FIELDS
 
@@ -25,6 +25,8 @@ class ProviderView:
     namespace_selector: Mapping[str, Any] | None = None
     ready: bool = False
     ready_message: str = ""
+    # False until a check has written the provider's Ready condition.
+    checked: bool = False
     spec_generation: int | None = field(default=None, compare=False)
 
     @property
@@ -59,6 +61,7 @@ class ProviderView:
             namespace_selector=spec.get("namespaceSelector"),
             ready=bool(ready and ready.get("status") == "True"),
             ready_message=str(ready.get("message", "")) if ready else "not checked yet",
+            checked=ready is not None,
         )
 
     def refusal(self, tenant: str, namespace_labels: Mapping[str, str] | None) -> str | None:
@@ -128,6 +131,10 @@ def resolve_provider(
     refusal = found.refusal(tenant, namespace_labels)
     if refusal is not None:
         raise ProviderNotReady(f"spec.providerRef: {where} {refusal}", reason="ProviderNotAllowed")
+    if not found.checked:
+        raise ProviderNotCheckedYet(
+            f"{where} has not been checked yet; waiting for its first check"
+        )
     if not found.ready:
         raise ProviderNotReady(
             f"{where} is not Ready: {found.ready_message}", reason="ProviderNotReady"
