@@ -273,7 +273,12 @@ def _list_keys(api: client.CustomObjectsApi, namespace: str | None) -> list[dict
             f"encryptionkeys in {namespace}",
             lambda: api.list_namespaced_custom_object(GROUP, VERSION, namespace, ENCRYPTION_KEYS),
         )
-    return list((found or {}).get("items") or [])
+    if found is None:  # the list itself is missing: so is the resource type
+        raise ClusterUnreachable(
+            "this cluster has no EncryptionKey resource type; install the CRDs "
+            "(kubectl apply -k crds, or an overlay of manifests/)"
+        )
+    return list(found.get("items") or [])
 
 
 def _events(name: str, namespace: str) -> list[dict[str, Any]]:
@@ -324,11 +329,12 @@ def _sort_key(key: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _event_time(event: Mapping[str, Any]) -> str | None:
+    """When the event last happened, spelled like the status times (…Z)."""
     for field in ("lastTimestamp", "eventTime", "firstTimestamp"):
         if event.get(field):
-            return str(event[field])
+            return str(event[field]).replace("+00:00", "Z")
     created = (event.get("metadata") or {}).get("creationTimestamp")
-    return str(created) if created else None
+    return str(created).replace("+00:00", "Z") if created else None
 
 
 def _missing(name: str, namespace: str) -> str:
