@@ -64,7 +64,13 @@ def _install_peering(cp: ControlPlane, name: str) -> None:
 
 
 def _replica(
-    cp: ControlPlane, database: str, state: Path, namespace: str, peering: str, priority: int
+    cp: ControlPlane,
+    database: str,
+    state: Path,
+    namespace: str,
+    peering: str,
+    priority: int,
+    **env: str,
 ) -> OperatorProcess:
     process = new_operator(
         cp,
@@ -74,13 +80,19 @@ def _replica(
         KEYLEDGER_PEERING=peering,
         KEYLEDGER_PEERING_PRIORITY=str(priority),
         KEYLEDGER_PEERING_LIFETIME=str(LIFETIME_S),
+        **env,
     )
     process.standalone = False
     return process
 
 
 @pytest.fixture
-def pair(crds: ControlPlane, operator_database: str, tmp_path: Path) -> Iterator[Pair]:
+def pair(
+    request: pytest.FixtureRequest, crds: ControlPlane, operator_database: str, tmp_path: Path
+) -> Iterator[Pair]:
+    """Two replicas in a peering of their own; the active one with the failpoints
+    (keyledger.failpoints) given as the fixture's parameter, if any."""
+    failpoints: str = getattr(request, "param", "")
     peering = f"ha-{uuid.uuid4().hex[:8]}"
     namespace = f"ha-{uuid.uuid4().hex[:8]}"
     _install_peering(crds, peering)
@@ -96,7 +108,15 @@ def pair(crds: ControlPlane, operator_database: str, tmp_path: Path) -> Iterator
             "stringData": {"token": token},
         },
     )
-    active = _replica(crds, operator_database, tmp_path / "a", namespace, peering, 200)
+    active = _replica(
+        crds,
+        operator_database,
+        tmp_path / "a",
+        namespace,
+        peering,
+        200,
+        KEYLEDGER_FAILPOINTS=failpoints,
+    )
     standby = _replica(crds, operator_database, tmp_path / "b", namespace, peering, 100)
     active.start()
     try:
@@ -210,3 +230,37 @@ def test_standby_takes_over_within_seconds_without_rotating_twice_or_making_a_se
         assert get(crds, "ek", name, ns)["status"]["version"] == len(versions)
     # One transit key per EncryptionKey, with exactly the versions the ledger knows.
     assert sorted(_transit_versions(pair.bao).values()) == [1, 1, 2, 2]
+
+
+@pytest.mark.parametrize("pair", ["finish-pending.after-kms-create"], indirect=True)
+def test_standby_finishes_a_version_the_active_replica_died_making_without_a_second_kms_key(
+    crds: ControlPlane, pair: Pair, ledger_sessions: sessionmaker[Session]
+) -> None:
+    """The active replica dies (SIGKILL, from a failpoint) between making the KMS
+    key and recording it: the standby takes over and adopts that key."""
+    ns = pair.namespace
+    tenant = f"ha-{uuid.uuid4().hex[:6]}"
+    apply(crds, _key(pair, "inflight", tenant))
+    wait_for(
+        lambda: pair.active.process is not None and pair.active.process.poll() is not None,
+        "the active replica to die at its failpoint",
+        pair.standby,
+    )
+    assert "failpoint finish-pending.after-kms-create reached" in pair.active.log_text()
+    assert _transit_versions(pair.bao) and statuses(ledger_sessions, tenant, "inflight") == [
+        (1, "PENDING")
+    ]
+
+    wait_condition(
+        crds,
+        "ek",
+        "inflight",
+        "Ready",
+        namespace=ns,
+        operator=pair.standby,
+        timeout=HANDOVER_DEADLINE_S,
+    )
+    assert RESUMED in pair.standby.log_text()
+    time.sleep(SETTLE_S)
+    assert statuses(ledger_sessions, tenant, "inflight") == [(1, "ACTIVE")]
+    assert list(_transit_versions(pair.bao).values()) == [1]
