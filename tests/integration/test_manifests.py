@@ -3,6 +3,7 @@ kustomize and the real API server accepts every object (dry run)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,16 @@ def test_dev_runs_one_replica_on_sqlite_with_the_local_provider(
         "local": {"keystore": "dev"}
     }
     assert not [o for o in objects if o["kind"] == "Job"]
+
+
+def test_monitoring_renders_the_rule_and_the_dashboard_config_map(
+    control_plane: ControlPlane,
+) -> None:
+    out = kubectl(control_plane, "kustomize", str(REPO_ROOT / "manifests" / "monitoring")).stdout
+    objects = [doc for doc in yaml.safe_load_all(out) if doc]
+    rule = find(objects, "PrometheusRule", "keyledger")
+    assert rule["spec"]["groups"]
+    dashboard = find(objects, "ConfigMap", "keyledger-grafana-dashboard")
+    assert dashboard["metadata"]["labels"] == {"grafana_dashboard": "1"}
+    shipped = (REPO_ROOT / "manifests" / "monitoring" / "keyledger-dashboard.json").read_text()
+    assert json.loads(dashboard["data"]["keyledger-dashboard.json"]) == json.loads(shipped)
