@@ -15,6 +15,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -30,6 +32,7 @@ import yaml
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
+from keyledger.admission.certificates import serving_certificate
 from keyledger.settings import Settings
 from keyledger.store.engine import make_engine, migrations_dir
 from tests.harness.controlplane import ControlPlane, kubectl, service_account_kubeconfig
@@ -122,6 +125,10 @@ class Container:
             else:
                 assert entry["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
                 env[entry["name"]] = "keyledger-system"
+        # Ports named in the environment follow the port mapping, like the arguments.
+        for name, local in self.ports.items():
+            container = str(self.container_port(name))
+            env = {k: str(local) if v == container else v for k, v in env.items()}
         if "metrics" in self.ports:
             env["KEYLEDGER_METRICS_PORT"] = str(self.ports["metrics"])
         return {"PATH": os.environ["PATH"], **env, **extra}
@@ -165,6 +172,22 @@ def _wait_status(
         assert process.poll() is None, f"exited {process.returncode}:\n{log.read_text()[-3000:]}"
         time.sleep(0.5)
     raise AssertionError(f"{url} answered {last}, not {want}:\n{log.read_text()[-3000:]}")
+
+
+def _tls_handshake(port: int, host: str, ca: Path) -> None:
+    context = ssl.create_default_context(cafile=str(ca))
+    deadline = time.monotonic() + PROBE_DEADLINE_S
+    while True:
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+                context.wrap_socket(raw, server_hostname=host) as tls,
+            ):
+                assert tls.version()
+                return
+        except ConnectionRefusedError:
+            assert time.monotonic() < deadline, f"nothing listens on the webhook port {port}"
+            time.sleep(0.5)
 
 
 @pytest.fixture
@@ -250,11 +273,20 @@ def test_db_upgrade_and_run_answer_as_the_manifests_call_them(
         # What the cluster gives a pod: its ServiceAccount's credentials.
         "KUBECONFIG": str(kubeconfig),
         "SOFTHSM2_CONF": os.environ["SOFTHSM2_CONF"],
-        # Keep this operator to a namespace of its own beside the suite's operators.
+        # Keep this operator to a namespace of its own beside the suite's operators,
+        # and off the webhook configurations the suite's operator keeps.
         "KEYLEDGER_NAMESPACES": namespace,
+        "KEYLEDGER_WEBHOOK_CONFIGURATION": "",
+        "KEYLEDGER_WEBHOOK_LISTEN": "127.0.0.1",
     }
     operator = Container(image, _pod(objects, "Deployment"), secrets, tmp_path / "pod")
-    assert operator.environment()["KEYLEDGER_PEERING"] == peering
+    env = operator.environment()
+    assert env["KEYLEDGER_PEERING"] == peering
+    # The webhook certificate Secret both replicas mount, as cert-manager would fill it.
+    tls_dir = Path(env["KEYLEDGER_WEBHOOK_CERT_DIR"])
+    serving_certificate(tls_dir, [env["KEYLEDGER_WEBHOOK_HOST"]])
+    (tls_dir / ".made-by-keyledger").unlink()
+    made = {p.name: p.read_bytes() for p in tls_dir.iterdir()}
     log = tmp_path / "operator.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -265,6 +297,10 @@ def test_db_upgrade_and_run_answer_as_the_manifests_call_them(
     _wait_status(operator.probe_url("livenessProbe"), 200, process, log)
     metrics = _get(f"http://127.0.0.1:{operator.ports['metrics']}/metrics")[1]
     assert "keyledger_reconcile_duration_seconds" in metrics
+    # The webhook port speaks TLS with the mounted certificate, for the Service's
+    # DNS name; the operator used the Secret as it is and wrote nothing there.
+    _tls_handshake(operator.ports["webhook"], env["KEYLEDGER_WEBHOOK_HOST"], tls_dir / "ca.crt")
+    assert {p.name: p.read_bytes() for p in tls_dir.iterdir()} == made
     process.terminate()
     assert process.wait(30) == 0, log.read_text()[-3000:]
 

@@ -24,6 +24,7 @@ from tests.fixtures_operator import (
     get,
     new_operator,
     statuses,
+    tenant_namespace,
     wait_condition,
     wait_for,
 )
@@ -50,6 +51,7 @@ class Pair:
     namespace: str
     bao: OpenBaoServer
     provider: dict[str, str]
+    tenant: str
 
 
 def _install_peering(cp: ControlPlane, name: str) -> None:
@@ -94,9 +96,9 @@ def pair(
     (keyledger.failpoints) given as the fixture's parameter, if any."""
     failpoints: str = getattr(request, "param", "")
     peering = f"ha-{uuid.uuid4().hex[:8]}"
-    namespace = f"ha-{uuid.uuid4().hex[:8]}"
+    tenant = f"ha-{uuid.uuid4().hex[:6]}"
+    namespace = tenant_namespace(crds, f"ha-{uuid.uuid4().hex[:8]}", tenant)
     _install_peering(crds, peering)
-    kubectl(crds, "create", "namespace", namespace)
     bao = start_openbao(tmp_path)
     token = prepare_server(bao)
     apply(
@@ -142,7 +144,7 @@ def pair(
             },
         )
         wait_condition(crds, "kp", "vault", "Ready", namespace=namespace, operator=active)
-        yield Pair(active, standby, namespace, bao, provider)
+        yield Pair(active, standby, namespace, bao, provider, tenant)
     finally:
         for process in (active, standby):
             process.stop()
@@ -177,8 +179,7 @@ def _transit_versions(bao: OpenBaoServer) -> dict[str, int]:
 def test_standby_takes_over_within_seconds_without_rotating_twice_or_making_a_second_key(
     crds: ControlPlane, pair: Pair, ledger_sessions: sessionmaker[Session]
 ) -> None:
-    ns = pair.namespace
-    tenant = f"ha-{uuid.uuid4().hex[:6]}"
+    ns, tenant = pair.namespace, pair.tenant
     for name in ("alpha", "beta", "gamma"):
         apply(crds, _key(pair, name, tenant))
     for name in ("alpha", "beta", "gamma"):
@@ -238,8 +239,7 @@ def test_standby_finishes_a_version_the_active_replica_died_making_without_a_sec
 ) -> None:
     """The active replica dies (SIGKILL, from a failpoint) between making the KMS
     key and recording it: the standby takes over and adopts that key."""
-    ns = pair.namespace
-    tenant = f"ha-{uuid.uuid4().hex[:6]}"
+    ns, tenant = pair.namespace, pair.tenant
     apply(crds, _key(pair, "inflight", tenant))
     wait_for(
         lambda: pair.active.process is not None and pair.active.process.poll() is not None,

@@ -20,10 +20,11 @@ from tests.fixtures_operator import (
     get,
     new_operator,
     ready_condition,
+    tenant_namespace,
     wait_condition,
     wait_for,
 )
-from tests.harness.controlplane import ControlPlane, kubectl
+from tests.harness.controlplane import ControlPlane
 from tests.harness.openbao import OpenBaoServer, start_openbao, stop_openbao
 from tests.harness.operator import OperatorProcess
 
@@ -39,6 +40,7 @@ class Stack:
     operator: OperatorProcess
     namespace: str
     bao: OpenBaoServer
+    tenant: str
     bao_stopped: bool = False
 
 
@@ -60,8 +62,8 @@ def value(operator: OperatorProcess, metric: str, /, **labels: str) -> float:
 @pytest.fixture
 def stack(crds: ControlPlane, operator_database: str, tmp_path: Path) -> Iterator[Stack]:
     """A fresh operator (its counters start at zero) and an OpenBao of its own."""
-    namespace = f"m-{uuid.uuid4().hex[:8]}"
-    kubectl(crds, "create", "namespace", namespace)
+    tenant = f"m-{uuid.uuid4().hex[:6]}"
+    namespace = tenant_namespace(crds, f"m-{uuid.uuid4().hex[:8]}", tenant)
     bao = start_openbao(tmp_path)
     token = prepare_server(bao)
     apply(
@@ -93,7 +95,7 @@ def stack(crds: ControlPlane, operator_database: str, tmp_path: Path) -> Iterato
     )
     operator = new_operator(crds, operator_database, tmp_path / "operator", (namespace,))
     operator.start()
-    state = Stack(operator, namespace, bao)
+    state = Stack(operator, namespace, bao, tenant)
     try:
         yield state
     finally:
@@ -115,7 +117,7 @@ def test_pass_ledger_and_provider_series_follow_create_rotate_and_a_kms_failure(
         op,
     )
 
-    key = encryption_key("watched", ns, tenant=f"m-{uuid.uuid4().hex[:6]}", provider="unused")
+    key = encryption_key("watched", ns, tenant=stack.tenant, provider="unused")
     key["spec"]["providerRef"] = {"kind": "KeyProvider", "name": "vault"}
     apply(crds, key)
     created = wait_condition(crds, "ek", "watched", "Ready", namespace=ns, operator=op)

@@ -22,6 +22,7 @@ from tests.fixtures_operator import (
     new_operator,
     provider_manifest,
     ready_condition,
+    tenant_namespace,
     wait_condition,
     wait_for,
 )
@@ -37,14 +38,13 @@ AFTER_RESTART_S = 12
 def test_a_restart_posts_no_warning_on_healthy_keys(
     crds: ControlPlane, operator_database: str, tmp_path: Path
 ) -> None:
-    namespace = f"q-{uuid.uuid4().hex[:8]}"
-    kubectl(crds, "create", "namespace", namespace)
+    tenant = f"q-{uuid.uuid4().hex[:6]}"
+    namespace = tenant_namespace(crds, f"q-{uuid.uuid4().hex[:8]}", tenant)
     operator = new_operator(crds, operator_database, tmp_path / "operator", (namespace,))
     operator.start()
     try:
         apply(crds, provider_manifest("local", {"local": {"keystore": "quiet"}}, namespace))
         wait_condition(crds, "kp", "local", "Ready", namespace=namespace, operator=operator)
-        tenant = f"q-{uuid.uuid4().hex[:6]}"
         names = [f"key-{i}" for i in range(4)]
         for name in names:
             key = encryption_key(name, namespace, tenant=tenant, provider="unused")
