@@ -118,7 +118,8 @@ class Container:
         env = {k: self.local_path(v) if v.startswith("/") else v for k, v in self.image.env.items()}
         for entry in self.spec.get("env", []):
             if "value" in entry:
-                env[entry["name"]] = entry["value"]
+                value = entry["value"]
+                env[entry["name"]] = self.local_path(value) if value.startswith("/") else value
             elif "secretKeyRef" in entry["valueFrom"]:
                 ref = entry["valueFrom"]["secretKeyRef"]
                 env[entry["name"]] = self.secrets[f"{ref['name']}/{ref['key']}"]
@@ -284,6 +285,7 @@ def test_db_upgrade_and_run_answer_as_the_manifests_call_them(
     assert env["KEYLEDGER_PEERING"] == peering
     # The webhook certificate Secret both replicas mount, as cert-manager would fill it.
     tls_dir = Path(env["KEYLEDGER_WEBHOOK_CERT_DIR"])
+    assert tls_dir.is_relative_to(tmp_path), f"{tls_dir} is not the pod's volume"
     serving_certificate(tls_dir, [env["KEYLEDGER_WEBHOOK_HOST"]])
     (tls_dir / ".made-by-keyledger").unlink()
     made = {p.name: p.read_bytes() for p in tls_dir.iterdir()}
