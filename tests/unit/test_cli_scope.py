@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from keyledger.cli.main import kopf_scope
+from keyledger.cli.main import kopf_peering, kopf_scope
 
 
 def test_no_patterns_serves_every_namespace() -> None:
@@ -28,3 +28,25 @@ def test_two_scopes_at_once_are_refused_naming_both() -> None:
         SystemExit, match=r"KEYLEDGER_NAMESPACES \(tenant-\*\) and --all-namespaces"
     ):
         kopf_scope(["--all-namespaces"], ["tenant-*"])
+
+
+def test_no_peering_runs_standalone() -> None:
+    assert kopf_peering([], "", None) == ["--standalone"]
+
+
+def test_a_peering_name_joins_it_with_the_given_priority() -> None:
+    assert kopf_peering([], "keyledger", 7) == ["--peering=keyledger", "--priority=7"]
+
+
+def test_an_unset_priority_is_a_random_positive_one() -> None:
+    args = kopf_peering([], "keyledger", None)
+    assert args[0] == "--peering=keyledger"
+    priority = int(args[1].removeprefix("--priority="))
+    assert 1 <= priority < 2**31
+
+
+@pytest.mark.parametrize(
+    "given", [["--standalone"], ["--peering=other"], ["-P", "x"], ["--priority=3"]]
+)
+def test_the_users_own_peering_options_are_kept(given: list[str]) -> None:
+    assert kopf_peering(given, "keyledger", None) == []
