@@ -27,6 +27,7 @@ from tests.fixtures_operator import (
 from tests.harness.controlplane import ControlPlane
 from tests.harness.openbao import OpenBaoServer, start_openbao, stop_openbao
 from tests.harness.operator import OperatorProcess
+from tests.unit.test_monitoring import sample_names, used_names
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
 
@@ -174,3 +175,12 @@ def test_pass_ledger_and_provider_series_follow_create_rotate_and_a_kms_failure(
         frozenset(labels) for labels, _ in samples(op, "keyledger_reconcile_failures_total")
     }
     assert failure_labels == {frozenset({"pass", "reason"})}
+
+
+def test_every_metric_the_rules_and_dashboard_read_is_on_a_running_operators_page(
+    crds: ControlPlane, stack: Stack
+) -> None:
+    wait_condition(crds, "kp", "vault", "Ready", namespace=stack.namespace, operator=stack.operator)
+    exported = sample_names(text_string_to_metric_families(stack.operator.metrics_text()))
+    for where, names in used_names().items():
+        assert not names - exported, f"the {where} read series /metrics lacks: {names - exported}"

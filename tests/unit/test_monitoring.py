@@ -7,12 +7,14 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import prometheus_client
 import pytest
 import yaml
+from prometheus_client.metrics_core import Metric
 
 import keyledger.main  # noqa: F401  # registers every metric the operator exports
 
@@ -80,20 +82,27 @@ def test_every_alert_has_a_unit_test_that_sees_it_fire_and_stay_quiet() -> None:
     } <= alerts
 
 
-def _exported_sample_names() -> set[str]:
-    suffixes = {
-        "counter": ("_total",),
-        "histogram": ("_bucket", "_sum", "_count"),
-        "gauge": ("",),
-    }
+SAMPLE_SUFFIXES = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "gauge": ("",),
+}
+
+
+def sample_names(families: Iterable[Metric]) -> set[str]:
+    """The sample names a scrape of these metric families can show."""
     return {
         family.name + suffix
-        for family in prometheus_client.REGISTRY.collect()
-        for suffix in suffixes.get(family.type, ("",))
+        for family in families
+        for suffix in SAMPLE_SUFFIXES.get(family.type, ("",))
     }
 
 
-def _used_names() -> dict[str, set[str]]:
+def _exported_sample_names() -> set[str]:
+    return sample_names(prometheus_client.REGISTRY.collect())
+
+
+def used_names() -> dict[str, set[str]]:
     dashboard = json.loads(DASHBOARD.read_text())
     return {
         "rules": {n for rule in _rules() for n in METRIC_NAME.findall(rule["expr"])},
@@ -108,14 +117,14 @@ def _used_names() -> dict[str, set[str]]:
 
 def test_every_metric_the_rules_and_dashboard_read_is_exported() -> None:
     exported = _exported_sample_names()
-    for where, names in _used_names().items():
+    for where, names in used_names().items():
         assert names, f"no keyledger metric found in the {where}"
         missing = sorted(names - exported)
         assert not missing, f"the {where} read metrics the operator does not export: {missing}"
 
 
 def test_the_dashboard_shows_the_new_series() -> None:
-    used = _used_names()["dashboard"]
+    used = used_names()["dashboard"]
     for name in (
         "keyledger_reconcile_duration_seconds_bucket",
         "keyledger_reconcile_failures_total",
