@@ -32,14 +32,13 @@ LOCAL_PROVIDER = "local-dev"
 WEBHOOK_CONFIGURATION = "keyledger.io"
 
 
-@pytest.fixture(scope="session")
-def crds(control_plane: ControlPlane) -> ControlPlane:
+def install_crds_and_rbac(cp: ControlPlane) -> None:
     """CRDs, the operator's namespace and RBAC, applied as an administrator would."""
-    kubectl(control_plane, "apply", "--server-side", "-k", str(REPO_ROOT / "crds"))
+    kubectl(cp, "apply", "--server-side", "-k", str(REPO_ROOT / "crds"))
     for path in ("manifests/base/namespace.yaml", "manifests/base/rbac.yaml"):
-        kubectl(control_plane, "apply", "--server-side", "-f", str(REPO_ROOT / path))
+        kubectl(cp, "apply", "--server-side", "-f", str(REPO_ROOT / path))
     kubectl(
-        control_plane,
+        cp,
         "wait",
         "--for=condition=Established",
         "--timeout=60s",
@@ -47,6 +46,11 @@ def crds(control_plane: ControlPlane) -> ControlPlane:
         "crd/keyproviders.keyledger.io",
         "crd/clusterkeyproviders.keyledger.io",
     )
+
+
+@pytest.fixture(scope="session")
+def crds(control_plane: ControlPlane) -> ControlPlane:
+    install_crds_and_rbac(control_plane)
     return control_plane
 
 

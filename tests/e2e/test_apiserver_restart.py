@@ -27,6 +27,7 @@ from tests.fixtures_operator import (
     apply,
     encryption_key,
     get,
+    install_crds_and_rbac,
     new_operator,
     provider_manifest,
     tenant_namespace,
@@ -35,13 +36,12 @@ from tests.fixtures_operator import (
 )
 from tests.harness.controlplane import (
     ControlPlane,
-    kubectl,
     start_apiserver,
     start_control_plane,
     stop_apiserver,
     stop_control_plane,
 )
-from tests.harness.operator import REPO_ROOT, OperatorProcess
+from tests.harness.operator import OperatorProcess
 from tests.harness.postgres import PostgresServer, create_database
 from tests.ledger_checks import handled_counts, versions_by_key
 
@@ -66,15 +66,7 @@ class OwnCluster:
 def own_cluster(postgres_server: PostgresServer, tmp_path: Path) -> Iterator[OwnCluster]:
     cp = start_control_plane(tmp_path / "control-plane")
     try:
-        for path in ("crds", "manifests/namespace.yaml", "manifests/rbac.yaml"):
-            kubectl(cp, "apply", "--server-side", "-f", str(REPO_ROOT / path))
-        kubectl(
-            cp,
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/encryptionkeys.keyledger.io",
-        )
+        install_crds_and_rbac(cp)
         database = create_database(postgres_server, f"keyledger_restart_{uuid.uuid4().hex[:8]}")
         upgrade_database(database)
         tenant = f"restart-{uuid.uuid4().hex[:8]}"
