@@ -12,9 +12,11 @@ import json
 import logging
 import os
 import secrets
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,18 +53,19 @@ class LocalBackend:
         self.path = keystore
         self.endpoint: str | None = f"file://{keystore}"
         self._lock = FileLock(str(keystore) + ".lock")
+        self._cache_lock = threading.Lock()
+        self._cached = _Snapshot(None, {}, {})
 
     # -- the KeyBackend protocol ------------------------------------------------
 
     def check(self) -> None:
-        with self._keystore():
-            pass
+        self._snapshot()
 
     def create_key_version(self, request: KeyVersionRequest) -> KmsKey:
-        with self._keystore() as keys:
-            for key_id, entry in keys.items():
-                if entry["marker"] == request.marker:
-                    return self._describe_entry(key_id, entry)
+        with self._changing() as (keys, markers):
+            found = markers.get(request.marker)
+            if found is not None:
+                return self._describe_entry(found, keys[found])
             key_id = str(uuid.uuid4())
             keys[key_id] = {
                 "marker": request.marker,
@@ -75,18 +78,16 @@ class LocalBackend:
             return self._describe_entry(key_id, keys[key_id])
 
     def find_key_version(self, marker: str) -> KmsKey | None:
-        with self._keystore() as keys:
-            for key_id, entry in keys.items():
-                if entry["marker"] == marker:
-                    return self._describe_entry(key_id, entry)
-        return None
+        snapshot = self._snapshot()
+        found = snapshot.markers.get(marker)
+        return None if found is None else self._describe_entry(found, snapshot.keys[found])
 
     def describe(self, ref: str) -> KmsKey:
-        with self._keystore() as keys:
-            entry = keys.get(self._key_id(ref))
-            if entry is None:
-                return KmsKey(ref=ref, state=KmsKeyState.MISSING)
-            return self._describe_entry(self._key_id(ref), entry)
+        key_id = self._key_id(ref)
+        entry = self._snapshot().keys.get(key_id)
+        if entry is None:
+            return KmsKey(ref=ref, state=KmsKeyState.MISSING)
+        return self._describe_entry(key_id, entry)
 
     def make_primary(self, ref: str, request: KeyVersionRequest) -> None:
         # The ledger pins the active version; a file has no "primary" pointer.
@@ -105,16 +106,22 @@ class LocalBackend:
 
     def destroy_due(self, now: datetime) -> list[str]:
         """Remove the entries whose deletion date has passed; their material goes with them."""
-        with self._keystore() as keys:
-            due = [
+
+        def due(keys: dict[str, dict[str, Any]]) -> list[str]:
+            return [
                 key_id
                 for key_id, entry in keys.items()
                 if entry.get("deletion_date")
                 and datetime.fromisoformat(entry["deletion_date"]) <= now
             ]
-            for key_id in due:
+
+        if not due(self._snapshot().keys):
+            return []  # the usual case, decided without the lock or a write
+        with self._changing() as (keys, _):
+            gone = due(keys)
+            for key_id in gone:
                 del keys[key_id]
-        return [self._ref(key_id) for key_id in due]
+        return [self._ref(key_id) for key_id in gone]
 
     def generate_data_key(self, ref: str) -> DataKey:
         plaintext = AESGCM.generate_key(bit_length=256)
@@ -132,20 +139,52 @@ class LocalBackend:
         pass
 
     # -- internals ----------------------------------------------------------------
+    #
+    # Reads are served from the last parsed keystore as long as the file is the
+    # one parsed (same inode, modification time and size), without the lock: a
+    # write replaces the file whole (os.replace), so a reader sees the old file
+    # or the new one, never half of one. A drift check is then a stat, not a
+    # parse of every key in the file.
+
+    def _snapshot(self) -> _Snapshot:
+        """The keystore's entries as the file holds them now. Read-only: change
+        them only through `_changing`."""
+        try:
+            signature = _signature(self.path)
+            with self._cache_lock:
+                if signature == self._cached.signature:
+                    return self._cached
+            snapshot = self._load(signature)
+        except OSError as exc:
+            raise translate_error(exc, keystore=self.path) from exc
+        with self._cache_lock:
+            self._cached = snapshot
+        return snapshot
+
+    def _load(self, signature: _Signature | None) -> _Snapshot:
+        if signature is None:
+            return _Snapshot(None, {}, {})
+        keys: dict[str, dict[str, Any]] = json.loads(self.path.read_text())["keys"]
+        # Replaced while it was read: keep what was read, but read again next time.
+        if _signature(self.path) != signature:
+            signature = None
+        return _Snapshot(signature, keys, _markers(keys))
 
     @contextmanager
-    def _keystore(self) -> Iterator[dict[str, dict[str, Any]]]:
-        """The keystore's entries, locked; written back when the block ends."""
+    def _changing(self) -> Iterator[tuple[dict[str, dict[str, Any]], dict[str, str]]]:
+        """A copy of the keystore's entries and its marker index, locked; written back
+        when the block ends having changed them. Entries are replaced, never changed
+        in place (the last snapshot shares them)."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             with self._lock:
-                keys: dict[str, dict[str, Any]] = {}
-                if self.path.exists():
-                    keys = json.loads(self.path.read_text())["keys"]
-                before = json.dumps(keys, sort_keys=True)
-                yield keys
-                if json.dumps(keys, sort_keys=True) != before:
+                current = self._snapshot()
+                keys = dict(current.keys)
+                yield keys, current.markers
+                if keys != current.keys:
                     self._write(keys)
+                    with self._cache_lock:
+                        self._cached = _Snapshot(_signature(self.path), keys, _markers(keys))
         except OSError as exc:
             raise translate_error(exc, keystore=self.path) from exc
 
@@ -183,20 +222,43 @@ class LocalBackend:
             raise KmsKeyNotFound(f"{ref} does not exist in local keystore {self.path.stem!r}")
 
     def _set(self, ref: str, **changes: Any) -> None:
-        with self._keystore() as keys:
-            entry = keys.get(self._key_id(ref))
+        with self._changing() as (keys, _):
+            key_id = self._key_id(ref)
+            entry = keys.get(key_id)
             if entry is None:
                 raise KmsKeyNotFound(f"{ref} does not exist in local keystore {self.path.stem!r}")
-            entry.update(changes)
+            keys[key_id] = {**entry, **changes}
 
     def _usable_material(self, ref: str) -> bytes:
-        with self._keystore() as keys:
-            entry = keys.get(self._key_id(ref))
+        entry = self._snapshot().keys.get(self._key_id(ref))
         if entry is None:
             raise KmsKeyNotFound(f"{ref} does not exist in local keystore {self.path.stem!r}")
         if not entry["enabled"] or entry.get("deletion_date"):
             raise ProviderError(f"{ref} is disabled", reason=KEY_DISABLED)
         return base64.b64decode(entry["material"])
+
+
+# Which file was parsed: (inode, modification time in ns, size).
+_Signature = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    signature: _Signature | None
+    keys: dict[str, dict[str, Any]]
+    markers: dict[str, str]
+
+
+def _markers(keys: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {entry["marker"]: key_id for key_id, entry in keys.items()}
+
+
+def _signature(path: Path) -> _Signature | None:
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    return (found.st_ino, found.st_mtime_ns, found.st_size)
 
 
 @register_backend("local")

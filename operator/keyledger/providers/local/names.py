@@ -1,7 +1,7 @@
 """How the `local` backend names a key version: `local:<keystore>/<uuid>`.
 
 The idempotency marker is stored in the version's keystore entry; a lookup by
-marker scans the (small, demo-sized) keystore.
+marker is an index probe (the backend indexes the parsed keystore by marker).
 """
 
 from __future__ import annotations
