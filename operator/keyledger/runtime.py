@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from keyledger.board import ScheduleBoard
 from keyledger.metrics import count_ledger_error, observe_ledger_statement
@@ -22,7 +23,7 @@ class Runtime:
     settings: Settings
     keys: KeyOperations
     backends: BackendCache
-    board: ScheduleBoard
+    board: ScheduleBoard[Any]
     # None while the ledger answers, else why not: the readiness probe's check.
     ledger_ready: Callable[[], str | None]
 
@@ -46,6 +47,6 @@ def build_runtime(settings: Settings, read_secret: SecretReader) -> Runtime:
         settings=settings,
         keys=KeyOperations(make_session_factory(engine), actor=settings.actor),
         backends=BackendCache(settings, read_secret),
-        board=ScheduleBoard(),
+        board=ScheduleBoard(settings.drift_interval),
         ledger_ready=ledger_answers(engine),
     )

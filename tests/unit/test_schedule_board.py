@@ -1,47 +1,149 @@
-"""The board hands each key's task the next due moment, whoever comes first."""
+"""The board runs each key's pass when it falls due, from one task for all keys."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import random
+from datetime import UTC, datetime, timedelta
 
-from keyledger.board import ScheduleBoard
+from keyledger.board import FALLBACK, UNCHANGED, Due, ScheduleBoard, Unchanged
 
 DUE = datetime(2026, 1, 1, tzinfo=UTC)
+INTERVAL = timedelta(minutes=10)
 
 
-def test_a_publication_before_the_task_attaches_is_kept() -> None:
+class Clock:
+    """A clock the test moves; after each move it wakes the board's task and lets
+    it run by yielding to the loop."""
+
+    def __init__(self) -> None:
+        self.now = DUE - timedelta(hours=1)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def _settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def _board(clock: Clock) -> ScheduleBoard[str]:
+    return ScheduleBoard(INTERVAL, clock=clock, rng=random.Random(1))
+
+
+def test_a_publication_before_the_key_is_tracked_is_kept() -> None:
     async def scenario() -> tuple[bool, datetime | None]:
-        board = ScheduleBoard()
+        board = _board(Clock())
         board.publish("uid-1", DUE)  # the create handler finished first
-        board.attach("uid-1")
+        board.track("uid-1", "body")
         return board.due("uid-1")
 
     assert asyncio.run(scenario()) == (True, DUE)
 
 
-def test_a_publication_wakes_the_sleeping_task() -> None:
-    async def scenario() -> tuple[float, tuple[bool, datetime | None]]:
-        board = ScheduleBoard()
-        board.attach("uid-1")
-        stop: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        loop = asyncio.get_running_loop()
-        loop.call_later(0.05, board.publish, "uid-1", DUE)
-        started = loop.time()
-        await board.sleep("uid-1", 30, stop)
-        return loop.time() - started, board.due("uid-1")
+def test_a_key_gets_its_pass_when_its_published_moment_comes() -> None:
+    clock = Clock()
+    passes: list[tuple[str, str, Due]] = []
 
-    slept, due = asyncio.run(scenario())
-    assert slept < 5
-    assert due == (True, DUE)
+    async def run_pass(uid: str, item: str, due: Due) -> datetime | Unchanged | None:
+        passes.append((uid, item, due))
+        return None  # nothing scheduled after it
 
-
-def test_detach_forgets_the_key() -> None:
-    async def scenario() -> tuple[bool, datetime | None]:
-        board = ScheduleBoard()
-        board.attach("uid-1")
+    async def scenario() -> None:
+        board = ScheduleBoard[str](timedelta(days=1), clock=clock, rng=random.Random(1))
+        board.track("uid-1", "body v1")
+        board.start(run_pass, lambda failures: 1.0)
         board.publish("uid-1", DUE)
-        board.detach("uid-1")
-        return board.due("uid-1")
+        board.track("uid-1", "body v2")  # the watch's newer body is the one passed
+        await _settle()
+        assert passes == []
+        clock.now = DUE
+        board.wake()
+        await _settle()
+        await board.stop(1.0)
 
-    assert asyncio.run(scenario()) == (False, None)
+    asyncio.run(scenario())
+    assert passes == [("uid-1", "body v2", Due(time=True, drift=False))]
+
+
+def test_drift_checks_are_spread_over_the_interval_and_repeat() -> None:
+    clock = Clock()
+    checks: list[str] = []
+
+    async def run_pass(uid: str, item: str, due: Due) -> datetime | Unchanged | None:
+        assert due == Due(time=False, drift=True)
+        checks.append(uid)
+        return UNCHANGED
+
+    async def scenario() -> None:
+        board = _board(clock)
+        board.start(run_pass, lambda failures: 1.0)
+        for n in range(100):
+            board.publish(f"uid-{n}", None)
+            board.track(f"uid-{n}", "body")
+        for _ in range(20):  # two intervals, in steps of a minute
+            clock.now += INTERVAL / 10
+            board.wake()
+            await _settle()
+        await board.stop(1.0)
+
+    asyncio.run(scenario())
+    # Every key checked about twice (0.9 to 1.1 intervals apart), none more than three times.
+    assert sorted(set(checks)) == sorted(f"uid-{n}" for n in range(100))
+    assert 150 <= len(checks) <= 300
+    assert max(checks.count(uid) for uid in set(checks)) <= 3
+
+
+def test_a_key_nothing_was_published_for_builds_its_status_after_the_fallback() -> None:
+    clock = Clock()
+    passes: list[Due] = []
+
+    async def run_pass(uid: str, item: str, due: Due) -> datetime | Unchanged | None:
+        passes.append(due)
+        return None
+
+    async def scenario() -> None:
+        board = ScheduleBoard[str](timedelta(days=1), clock=clock, rng=random.Random(1))
+        board.start(run_pass, lambda failures: 1.0)
+        board.track("uid-1", "body")
+        clock.now += FALLBACK
+        board.wake()
+        await _settle()
+        await board.stop(1.0)
+
+    asyncio.run(scenario())
+    assert passes[0].time
+
+
+def test_a_failed_pass_is_retried_after_the_delay_and_a_forgotten_key_is_not() -> None:
+    clock = Clock()
+    attempts: list[str] = []
+
+    async def run_pass(uid: str, item: str, due: Due) -> datetime | Unchanged | None:
+        attempts.append(uid)
+        raise RuntimeError("KMS down")
+
+    async def scenario() -> None:
+        board = _board(clock)
+        board.start(run_pass, lambda failures: 30.0 * failures)
+        board.publish("uid-1", DUE)
+        board.publish("uid-2", DUE)
+        board.track("uid-1", "body")
+        board.track("uid-2", "body")
+        clock.now = DUE
+        board.wake()
+        await _settle()
+        assert sorted(attempts) == ["uid-1", "uid-2"]
+        board.forget("uid-2")
+        clock.now = DUE + timedelta(seconds=29)
+        board.wake()
+        await _settle()
+        assert len(attempts) == 2  # not yet
+        clock.now = DUE + timedelta(seconds=30)
+        board.wake()
+        await _settle()
+        await board.stop(1.0)
+
+    asyncio.run(scenario())
+    assert sorted(attempts) == ["uid-1", "uid-1", "uid-2"]

@@ -16,6 +16,9 @@ from keyledger.lifecycle.status import Drift
 from keyledger.operations.providers import ProviderView, resolve_provider
 from keyledger.operations.views import KeyResource
 
+# The kopf indexes (handlers/providers.py) a key's provider is resolved against.
+PROVIDER_INDEXES = ("cluster_provider_index", "key_provider_index", "namespace_label_index")
+
 
 def key_resource(body: kopf.Body) -> KeyResource:
     return KeyResource(

@@ -45,6 +45,7 @@ def start_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         _serve_admission_webhooks(settings, config)
     memo.runtime = build_runtime(config, read_secret)
     gate.arm(memo.runtime.ledger_ready)
+    memo.operator_settings = settings  # for loggers outside handlers (the schedule task)
 
 
 def _serve_admission_webhooks(settings: kopf.OperatorSettings, config: Settings) -> None:

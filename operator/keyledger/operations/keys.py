@@ -87,16 +87,18 @@ class KeyOperations:
         version number to its `lastUsedAt` in `status.versions`)."""
         outcome = Outcome()
         with self.locks.hold(key.uid):
-            view = self._load(key)
-            current = current_version(view.versions)
+            # The versions alone (one read): the request history only if there is a
+            # status to build, which an idle key's check does not need.
+            versions = self._versions(key)
+            current = current_version(versions)
             if current is None or current.kms_key_id is None:
                 self._report(key, provider_label, None, outcome)
                 return outcome
             drift = observe_drift(current, backend.describe(current.kms_key_id).state)
             if drift.drifted == was_drifted:
                 # Nothing changed: no ledger or API writes, so idle keys stay cheap.
-                if shown_usage(view.versions) != (shown or {}):
-                    self._report(key, provider_label, drift, outcome, view)
+                if shown_usage(versions) != (shown or {}):
+                    self._report(key, provider_label, drift, outcome)
                 return outcome
             self._record_drift(key, current, drift, correlation_id, outcome)
             self._report(key, provider_label, drift, outcome)
@@ -241,6 +243,11 @@ class KeyOperations:
         for kind, token in requests.handled:
             handled.setdefault(RequestKind(kind), set()).add(token)
         return LedgerView(versions, handled, requests.last)
+
+    def _versions(self, key: KeyResource) -> list[KeyVersion]:
+        with self.sessions() as session:
+            records = KeyLedger(session).versions(key.spec.tenant, key.spec.key_name)
+            return [to_version(r) for r in records]
 
     def _record_drift(
         self,
