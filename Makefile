@@ -84,7 +84,7 @@ demo-down:
 
 bench: deps
 	@set -e; for bench in benchmarks/bench_*.py; do \
-		echo "== $$bench"; $(PY) $$bench; \
+		echo "== $$bench"; $(PY) -m benchmarks.$$(basename $$bench .py); \
 	done
 
 clean: demo-down

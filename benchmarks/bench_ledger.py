@@ -1,0 +1,242 @@
+"""The ledger at size: 100,000 key versions and 1,000,000 audit rows on PostgreSQL.
+
+Figures, within one run on one database:
+- the client's uncached active-version lookup for (tenant, key) against a raw
+  psycopg prepared query for the same row on an autocommit connection (the
+  floor: one round trip and a tuple); target within 1.3x;
+- one reconcile pass (nothing due) over a key with a long history (50
+  versions, 1,000 settled requests and their audit rows) against one over a
+  fresh key (one version): the same cost, target within 1.15x.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from benchmarks.common import Figure, Report, interleaved
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+from tests.harness.postgres import create_database, start_postgres, stop_postgres
+
+from keyledger.api import ROTATE_REQUESTED_AT
+from keyledger.client import KeyledgerClient
+from keyledger.domain import KeyEventType
+from keyledger.lifecycle.spec import KeySpec
+from keyledger.operations.keys import KeyOperations
+from keyledger.operations.views import KeyResource
+from keyledger.providers.local.backend import LocalBackend
+from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
+from keyledger.store.lookup import VersionLookup
+from keyledger.store.repository import KeyLedger, Transition
+
+KEYS = 20_000
+VERSIONS_PER_KEY = 5  # 100,000 ledger rows
+EVENTS_PER_VERSION = 10  # 1,000,000 audit rows
+TENANTS = 500
+LONG_HISTORY_ROTATIONS = 49
+LONG_HISTORY_REQUESTS = 1_000
+NOW = datetime(2026, 11, 29, tzinfo=UTC)
+
+LOOKUP_TARGET = 1.3
+PASS_TARGET = 1.15
+
+RAW_ACTIVE = (
+    "SELECT id, tenant_id, key_name, version, status, kms_key_id, kms_provider, "
+    "kms_endpoint, kms_region, authorized_services FROM encryption_keys "
+    "WHERE tenant_id = %s AND key_name = %s AND status = 'ACTIVE'"
+)
+
+
+def populate(sessions: sessionmaker[Session]) -> None:
+    """The bulk of the ledger, written by the database itself (minutes otherwise)."""
+    with sessions.begin() as session:
+        session.execute(
+            text(
+                """
+                INSERT INTO encryption_keys (
+                    id, created_at, updated_at, tenant_id, key_name, key_type, kms_key_id,
+                    kms_provider, status, version, activated_at, can_rollback,
+                    key_algorithm, compliance_tags, authorized_services, access_policy,
+                    created_by, resource_uid, resource_name)
+                SELECT gen_random_uuid(), now(), now(),
+                       'tenant-' || (k % :tenants), 'key-' || k, 'PHI_DATA',
+                       'local:bench/' || gen_random_uuid(), 'LOCAL_SOFTWARE',
+                       CASE WHEN v = :versions THEN 'ACTIVE' ELSE 'ROTATED' END, v, now(),
+                       false, 'AES-256-GCM', '{}', '["records-api"]', '{}', 'bench',
+                       'uid-' || k, 'bench/key-' || k
+                FROM generate_series(1, :keys) AS k, generate_series(1, :versions) AS v
+                """
+            ),
+            {"keys": KEYS, "versions": VERSIONS_PER_KEY, "tenants": TENANTS},
+        )
+        session.execute(
+            text(
+                """
+                INSERT INTO key_events (
+                    occurred_at, key_id, tenant_id, key_name, version, event_type,
+                    from_status, to_status, actor)
+                SELECT now(), id, tenant_id, key_name, version, 'ACTIVATED', 'PENDING',
+                       'ACTIVE', 'bench'
+                FROM encryption_keys, generate_series(1, :events) AS e
+                """
+            ),
+            {"events": EVENTS_PER_VERSION},
+        )
+    with sessions() as session:
+        session.connection().exec_driver_sql("ANALYZE")
+        session.commit()
+
+
+def _key(name: str, annotations: dict[str, str] | None = None) -> KeyResource:
+    spec = KeySpec.from_resource(
+        name,
+        {
+            "tenant": "acme",
+            "keyType": "PHI_DATA",
+            "providerRef": {"kind": "ClusterKeyProvider", "name": "bench"},
+        },
+    )
+    return KeyResource(f"uid-{name}", "bench", name, 1, spec, annotations or {})
+
+
+def long_history(operations: KeyOperations, backend: LocalBackend) -> KeyResource:
+    """A key rotated 49 times by request, then 1,000 more requests settled (refused)."""
+    key = _key("long")
+    operations.reconcile(key, backend, "bench")
+    for n in range(LONG_HISTORY_ROTATIONS):
+        key = _key("long", {ROTATE_REQUESTED_AT: f"rotate-{n}"})
+        operations.reconcile(key, backend, "bench")
+    with operations.sessions.begin() as session:
+        ledger = KeyLedger(session)
+        current = ledger.active("acme", "long")
+        assert current is not None
+        for n in range(LONG_HISTORY_REQUESTS):
+            ledger.record_event(
+                current,
+                KeyEventType.REQUEST_REFUSED,
+                from_status=current.status,
+                to_status=current.status,
+                now=NOW,
+                why=Transition(actor="bench"),
+            )
+            ledger.record_request(current, "rotate", f"refused-{n}", now=NOW)
+    return key
+
+
+def main() -> int:
+    report = Report("bench_ledger")
+    with tempfile.TemporaryDirectory(prefix="wt11b-bench-ledger-") as workdir:
+        server = start_postgres(Path(workdir))
+        try:
+            url = create_database(server, f"bench_{uuid.uuid4().hex[:8]}")
+            upgrade_database(url)
+            engine = make_engine(url)
+            sessions = make_session_factory(engine)
+            populate(sessions)
+            backend = LocalBackend(Path(workdir) / "bench.json")
+            operations = KeyOperations(sessions, actor="bench")
+            fresh = _key("fresh")
+            operations.reconcile(fresh, backend, "bench")
+            long = long_history(operations, backend)
+            lookups(report, url, sessions, backend)
+            passes(report, operations, backend, fresh, long)
+        finally:
+            stop_postgres(server)
+    return report.exit_code()
+
+
+def lookups(
+    report: Report, url: str, sessions: sessionmaker[Session], backend: LocalBackend
+) -> None:
+    middle = KEYS // 2 + 42  # a key in the middle of the bulk
+    tenant, key_name = f"tenant-{middle % TENANTS}", f"key-{middle}"
+    raw = psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True)
+    client = KeyledgerClient(sessions, [backend], version_check_s=0.0)
+    store = VersionLookup(sessions.kw["bind"])
+
+    def floor() -> object:
+        return raw.execute(RAW_ACTIVE, (tenant, key_name), prepare=True).fetchone()
+
+    def through_client() -> object:
+        return client._active_version(tenant, key_name)
+
+    def through_store() -> object:
+        return store.active(tenant, key_name)
+
+    operations: dict[str, Callable[[], object]] = {
+        "raw": floor,
+        "client": through_client,
+        "store": through_store,
+    }
+    for operation in operations.values():
+        assert operation() is not None
+    seconds = interleaved(operations, calls=2000)
+    details = {
+        "ledger_rows": KEYS * VERSIONS_PER_KEY,
+        "audit_rows": KEYS * VERSIONS_PER_KEY * EVENTS_PER_VERSION,
+    }
+    report.add(
+        Figure(
+            "ledger: client active-version lookup (uncached) vs raw psycopg prepared query",
+            "ms",
+            seconds["client"] * 1e3,
+            seconds["raw"] * 1e3,
+            LOOKUP_TARGET,
+            details=details,
+        )
+    )
+    report.add(
+        Figure(
+            "ledger: store VersionLookup.active vs raw psycopg prepared query",
+            "ms",
+            seconds["store"] * 1e3,
+            seconds["raw"] * 1e3,
+            LOOKUP_TARGET,
+            details=details,
+        )
+    )
+    raw.close()
+    store.close()
+    client.close()
+
+
+def passes(
+    report: Report,
+    operations: KeyOperations,
+    backend: LocalBackend,
+    fresh: KeyResource,
+    long: KeyResource,
+) -> None:
+    seconds = interleaved(
+        {
+            "fresh": lambda: operations.reconcile(fresh, backend, "bench"),
+            "long": lambda: operations.reconcile(long, backend, "bench"),
+        },
+        calls=200,
+    )
+    report.add(
+        Figure(
+            "ledger: reconcile pass, key with a long history vs a fresh key",
+            "ms",
+            seconds["long"] * 1e3,
+            seconds["fresh"] * 1e3,
+            PASS_TARGET,
+            floor_is="fresh key",
+            details={
+                "long_history": {
+                    "versions": LONG_HISTORY_ROTATIONS + 1,
+                    "settled_requests": LONG_HISTORY_ROTATIONS + LONG_HISTORY_REQUESTS,
+                }
+            },
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
