@@ -22,7 +22,7 @@ from benchmarks.common import Figure, Report
 SIZES = tuple(int(n) for n in os.environ.get("BENCH_SIZES", "1000,5000").split(","))
 PROVIDERS = tuple(os.environ.get("BENCH_PROVIDERS", "local,vault").split(","))
 IDLE_S = float(os.environ.get("BENCH_IDLE_S", "180"))
-SETTLE_S = 60.0
+SETTLE_S = float(os.environ.get("BENCH_SETTLE_S", "60"))
 CPU_TARGET = 0.05  # of one core
 RSS_TARGET_MB = 300.0
 GROWTH_TARGET = 1.15
