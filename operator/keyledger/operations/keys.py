@@ -18,7 +18,7 @@ from keyledger.lifecycle.actions import RequestKind
 from keyledger.lifecycle.plan import plan_next
 from keyledger.lifecycle.requests import is_paused, pending_requests, request_tokens
 from keyledger.lifecycle.spec import DeletionPolicy
-from keyledger.lifecycle.status import Drift, build_status, shown_usage
+from keyledger.lifecycle.status import VERSION_HISTORY_LIMIT, Drift, build_status, shown_usage
 from keyledger.lifecycle.versions import KeyVersion, current_version
 from keyledger.operations.executor import ActionExecutor
 from keyledger.operations.locks import KeyLocks
@@ -31,6 +31,9 @@ from keyledger.store.repository import KeyLedger, Transition
 
 # More than any real sequence needs (e.g. finish, compromise, replace, close window).
 MAX_ACTIONS_PER_PASS = 12
+# A pass reads the newest versions the status shows, and older ones only while the
+# planner can still act on them (see KeyLedger.live_versions).
+LIVE_RECENT = VERSION_HISTORY_LIMIT
 
 
 class KeyOperations:
@@ -227,12 +230,15 @@ class KeyOperations:
         )
 
     def _load(self, key: KeyResource) -> LedgerView:
-        """The key's versions and its request tokens: two reads whose cost does not
-        grow with the key's history of handled requests."""
+        """The key's live versions and its request tokens: two reads whose cost grows
+        neither with the key's history of handled requests nor with its retired versions."""
         tokens = request_tokens(key.annotations)
         with self.sessions() as session:
             ledger = KeyLedger(session)
-            versions = [to_version(r) for r in ledger.versions(key.spec.tenant, key.spec.key_name)]
+            versions = [
+                to_version(r)
+                for r in ledger.live_versions(key.spec.tenant, key.spec.key_name, LIVE_RECENT)
+            ]
             requests = ledger.handled_requests(
                 key.spec.tenant,
                 key.spec.key_name,
@@ -246,7 +252,8 @@ class KeyOperations:
 
     def _versions(self, key: KeyResource) -> list[KeyVersion]:
         with self.sessions() as session:
-            records = KeyLedger(session).versions(key.spec.tenant, key.spec.key_name)
+            ledger = KeyLedger(session)
+            records = ledger.live_versions(key.spec.tenant, key.spec.key_name, LIVE_RECENT)
             return [to_version(r) for r in records]
 
     def _record_drift(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, literal, or_, select, text, union_all, update
+from sqlalchemy import and_, func, literal, or_, select, text, union_all, update
 from sqlalchemy.orm import Session
 
 from keyledger.domain import KeyEventType, KeyStatus, KeyType, KmsProvider
@@ -98,6 +98,42 @@ class KeyLedger:
         )
         if limit is not None:
             query = query.limit(limit)
+        return self.session.scalars(query).all()
+
+    def live_versions(
+        self, tenant: str, key_name: str, recent: int
+    ) -> Sequence[EncryptionKeyRecord]:
+        """The versions a pass can act on or show, newest first: the `recent` newest,
+        every PENDING, ACTIVE and INACTIVE one, every one whose rollback window is
+        open or that can still expire, and the parents of all of these. The rest
+        (long ROTATED, EXPIRED or COMPROMISED history) stays in the database, so
+        that a pass over a key rotated for years reads what one over a young key does."""
+        table = EncryptionKeyRecord
+        of_key = (table.tenant_id == tenant, table.key_name == key_name)
+        newest = select(func.max(table.version)).where(*of_key).scalar_subquery()
+        recent_or_current = or_(
+            table.version > newest - recent,
+            table.status.in_((KeyStatus.PENDING, KeyStatus.ACTIVE, KeyStatus.INACTIVE)),
+        )
+        parents = select(table.parent_key_id).where(
+            *of_key, recent_or_current, table.parent_key_id.is_not(None)
+        )
+        query = (
+            select(table)
+            .where(
+                *of_key,
+                or_(
+                    recent_or_current,
+                    table.can_rollback,
+                    and_(
+                        table.expires_at.is_not(None),
+                        table.status.in_((KeyStatus.ACTIVE, KeyStatus.INACTIVE, KeyStatus.ROTATED)),
+                    ),
+                    table.id.in_(parents),
+                ),
+            )
+            .order_by(table.version.desc())
+        )
         return self.session.scalars(query).all()
 
     def latest(self, tenant: str, key_name: str) -> EncryptionKeyRecord | None:
