@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
-from keyledger.api import ENCRYPTION_KEYS, GROUP, VERSION
+from keyledger.api import ENCRYPTION_KEYS, GROUP, KOPF_ANNOTATION_PREFIX, VERSION
 from keyledger.board import UNCHANGED, Due, ScheduleBoard, Unchanged
 from keyledger.errors import KeyledgerError
 from keyledger.handlers.errors import retry_delay
@@ -32,6 +32,7 @@ from keyledger.kube import patch_status
 from keyledger.operations.outcome import Outcome
 from keyledger.runtime import Runtime
 
+KOPF_PREFIX = f"{KOPF_ANNOTATION_PREFIX}/"
 # How long passes in flight get to finish when the operator stops.
 STOP_TIMEOUT_S = 10.0
 
@@ -54,7 +55,8 @@ async def follow_key(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **k
     if event["type"] == "DELETED" or body.metadata.deletion_timestamp:
         board.forget(uid)  # the delete handler applies the deletion policy
         return
-    board.track(uid, ScheduledKey(body, {name: kwargs[name] for name in PROVIDER_INDEXES}))
+    indexes = {name: kwargs[name] for name in PROVIDER_INDEXES}
+    board.track(uid, ScheduledKey(_slim(body), indexes))
     board.start(lambda uid, key, due: _run(runtime, memo, key, due), retry_delay)
 
 
@@ -63,6 +65,18 @@ async def stop_schedule(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime | None = getattr(memo, "runtime", None)
     if runtime is not None:
         await runtime.board.stop(STOP_TIMEOUT_S)
+
+
+def _slim(body: kopf.Body) -> kopf.Body:
+    """The body without what no pass reads: managedFields and kopf's own annotations
+    are half of a key's memory here, times every key the operator serves."""
+    raw = dict(body)
+    metadata = {k: v for k, v in body.metadata.items() if k != "managedFields"}
+    metadata["annotations"] = {
+        k: v for k, v in body.metadata.annotations.items() if not k.startswith(KOPF_PREFIX)
+    }
+    raw["metadata"] = metadata
+    return kopf.Body(cast(kopf.RawBody, raw))
 
 
 async def _run(
