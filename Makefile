@@ -83,6 +83,7 @@ demo-down:
 	bash hack/demo.sh down
 
 bench: deps
+	$(VENV)/bin/pip install -q -e '.[dev,bench]'
 	@set -e; for bench in benchmarks/bench_*.py; do \
 		echo "== $$bench"; $(PY) -m benchmarks.$$(basename $$bench .py); \
 	done
