@@ -68,6 +68,8 @@ MODULES = {
     "serving": (*CLUSTER, *SQL, *SDKS, "pydantic", "pydantic_settings", "keyledger"),
     # Gauges from the status the operator writes.
     "key_metrics": (*CLUSTER, *SQL, *SDKS, *ABOVE_LIFECYCLE),
+    # The operator's C heap (glibc arenas and trimming); ctypes only.
+    "heap": (*FRAMEWORKS, "keyledger"),
     # The in-memory schedule of due keys the handlers' timers share.
     "board": (*FRAMEWORKS, *ABOVE_LIFECYCLE),
     # The compliance report, built from ledger rows and the audit chains' verdicts

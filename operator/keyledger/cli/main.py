@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from keyledger.cli.show import add_show_commands, show
+from keyledger.heap import limit_arenas
 from keyledger.settings import get_settings
 
 _KOPF_SCOPE_OPTIONS = ("-n", "--namespace", "-A", "--all-namespaces", "--clusterwide")
@@ -58,6 +59,7 @@ def kopf_peering(extra: Sequence[str], peering: str, priority: int | None) -> li
 def _run(extra: Sequence[str]) -> int:
     from kopf.cli import main as kopf_main  # noqa: PLC0415  # kopf only for this subcommand
 
+    limit_arenas()
     settings = get_settings()
     scope = kopf_scope(extra, settings.namespace_patterns())
     peering = kopf_peering(extra, settings.peering, settings.peering_priority)
