@@ -3,15 +3,16 @@ ACTIVE version and no second KMS key was ever made."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from keyledger.providers.local.keystore import read_keystore
 from keyledger.store.repository import KeyLedger
 from tests.fixtures_operator import (
     apply,
@@ -33,10 +34,8 @@ def crash_namespace(crds: ControlPlane) -> Iterator[str]:
     yield name
 
 
-def _keystore_entries(state: Path) -> dict[str, dict[str, object]]:
-    path = state / "data" / "local-keystores" / "tests.json"
-    entries: dict[str, dict[str, object]] = json.loads(path.read_text())["keys"]
-    return entries
+def _keystore_entries(state: Path) -> dict[str, dict[str, Any]]:
+    return read_keystore(state / "data" / "local-keystores" / "tests.json")
 
 
 def _wait_dead(process: OperatorProcess, timeout: float = 60) -> None:

@@ -17,6 +17,7 @@ from keyledger.operations.health import check_provider
 from keyledger.operations.keys import KeyOperations
 from keyledger.providers.base import KeyVersionRequest, KmsKeyState
 from keyledger.providers.local.backend import LocalBackend
+from keyledger.providers.local.keystore import read_keystore
 from keyledger.settings import Settings
 from keyledger.store.engine import make_session_factory
 from keyledger.store.repository import KeyLedger, Transition
@@ -85,11 +86,11 @@ def test_due_versions_are_destroyed_and_audited(ledger_engine: Engine, tmp_path:
     keystore.schedule_deletion(refs[0], 7)
     # Eight days later: rewrite the schedule into the past rather than wait a week.
     path = settings.keystore_dir() / "windows.json"
-    document = json.loads(path.read_text())
-    for entry in document["keys"].values():
-        if entry["deletion_date"]:
-            entry["deletion_date"] = (NOW - timedelta(days=1)).isoformat()
-    path.write_text(json.dumps(document))
+    with path.open("a") as journal:  # a change, in the keystore's own format
+        for key_id, entry in read_keystore(path).items():
+            if entry["deletion_date"]:
+                past = {**entry, "deletion_date": (NOW - timedelta(days=1)).isoformat()}
+                journal.write(json.dumps({"id": key_id, "entry": past}) + "\n")
 
     keys = KeyOperations(sessions, actor="keyledger-operator")
     outcome = check_provider(

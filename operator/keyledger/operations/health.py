@@ -14,7 +14,7 @@ from keyledger.operations.keys import KeyOperations
 from keyledger.operations.outcome import Outcome
 from keyledger.operations.providers import ProviderView
 from keyledger.providers.base import KeyBackend
-from keyledger.providers.local.backend import DEV_ONLY_NOTICE
+from keyledger.providers.local.keystore import DEV_ONLY_NOTICE
 
 
 class _Resource(Protocol):

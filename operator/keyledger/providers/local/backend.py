@@ -1,29 +1,24 @@
 """The `local` backend: software AES keys in a file. FOR DEMOS AND TESTS ONLY.
 
-Key material sits in a JSON file on the operator's disk (mode 0600), outside
-the ledger database. Nothing here protects it the way a KMS or HSM does, so the
+Key material sits in a file on the operator's disk (mode 0600; see keystore.py),
+outside the ledger database. Nothing here protects it the way a KMS or HSM does, so the
 backend announces itself in every Ready message and log line it causes.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import logging
-import os
 import secrets
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from filelock import FileLock
 
 from keyledger.errors import KEY_DISABLED, KmsKeyNotFound, ProviderError
 from keyledger.providers.base import (
@@ -35,13 +30,12 @@ from keyledger.providers.base import (
 )
 from keyledger.providers.local.config import read_options
 from keyledger.providers.local.errors import translate_error
+from keyledger.providers.local.keystore import DEV_ONLY_NOTICE, Entries, Keystore, Snapshot
 from keyledger.providers.local.names import key_id_of, version_ref
 from keyledger.providers.registry import kms_provider_of, register_backend
 from keyledger.settings import Settings
 
 log = logging.getLogger(__name__)
-
-DEV_ONLY_NOTICE = "local backend: software keys in a file, NOT FOR PRODUCTION"
 
 
 class LocalBackend:
@@ -52,9 +46,7 @@ class LocalBackend:
     def __init__(self, keystore: Path) -> None:
         self.path = keystore
         self.endpoint: str | None = f"file://{keystore}"
-        self._lock = FileLock(str(keystore) + ".lock")
-        self._cache_lock = threading.Lock()
-        self._cached = _Snapshot(None, {}, {})
+        self._keystore = Keystore(keystore)
 
     # -- the KeyBackend protocol ------------------------------------------------
 
@@ -139,63 +131,20 @@ class LocalBackend:
         pass
 
     # -- internals ----------------------------------------------------------------
-    #
-    # Reads are served from the last parsed keystore as long as the file is the
-    # one parsed (same inode, modification time and size), without the lock: a
-    # write replaces the file whole (os.replace), so a reader sees the old file
-    # or the new one, never half of one. A drift check is then a stat, not a
-    # parse of every key in the file.
 
-    def _snapshot(self) -> _Snapshot:
-        """The keystore's entries as the file holds them now. Read-only: change
-        them only through `_changing`."""
+    def _snapshot(self) -> Snapshot:
         try:
-            signature = _signature(self.path)
-            with self._cache_lock:
-                if signature == self._cached.signature:
-                    return self._cached
-            snapshot = self._load(signature)
+            return self._keystore.snapshot()
         except OSError as exc:
             raise translate_error(exc, keystore=self.path) from exc
-        with self._cache_lock:
-            self._cached = snapshot
-        return snapshot
-
-    def _load(self, signature: _Signature | None) -> _Snapshot:
-        if signature is None:
-            return _Snapshot(None, {}, {})
-        keys: dict[str, dict[str, Any]] = json.loads(self.path.read_text())["keys"]
-        # Replaced while it was read: keep what was read, but read again next time.
-        if _signature(self.path) != signature:
-            signature = None
-        return _Snapshot(signature, keys, _markers(keys))
 
     @contextmanager
-    def _changing(self) -> Iterator[tuple[dict[str, dict[str, Any]], dict[str, str]]]:
-        """A copy of the keystore's entries and its marker index, locked; written back
-        when the block ends having changed them. Entries are replaced, never changed
-        in place (the last snapshot shares them)."""
+    def _changing(self) -> Iterator[tuple[Entries, dict[str, str]]]:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with self._lock:
-                current = self._snapshot()
-                keys = dict(current.keys)
-                yield keys, current.markers
-                if keys != current.keys:
-                    self._write(keys)
-                    with self._cache_lock:
-                        self._cached = _Snapshot(_signature(self.path), keys, _markers(keys))
+            with self._keystore.changing() as (keys, markers):
+                yield keys, markers
         except OSError as exc:
             raise translate_error(exc, keystore=self.path) from exc
-
-    def _write(self, keys: dict[str, dict[str, Any]]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"notice": DEV_ONLY_NOTICE, "keys": keys}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
 
     def _key_id(self, ref: str) -> str:
         return key_id_of(ref, self.path.stem)
@@ -236,29 +185,6 @@ class LocalBackend:
         if not entry["enabled"] or entry.get("deletion_date"):
             raise ProviderError(f"{ref} is disabled", reason=KEY_DISABLED)
         return base64.b64decode(entry["material"])
-
-
-# Which file was parsed: (inode, modification time in ns, size).
-_Signature = tuple[int, int, int]
-
-
-@dataclass(frozen=True)
-class _Snapshot:
-    signature: _Signature | None
-    keys: dict[str, dict[str, Any]]
-    markers: dict[str, str]
-
-
-def _markers(keys: dict[str, dict[str, Any]]) -> dict[str, str]:
-    return {entry["marker"]: key_id for key_id, entry in keys.items()}
-
-
-def _signature(path: Path) -> _Signature | None:
-    try:
-        found = path.stat()
-    except FileNotFoundError:
-        return None
-    return (found.st_ino, found.st_mtime_ns, found.st_size)
 
 
 @register_backend("local")
