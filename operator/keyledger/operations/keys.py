@@ -60,8 +60,10 @@ class KeyOperations:
         why = Transition(actor=self.actor, correlation_id=correlation_id)
         paused = is_paused(key.annotations)
         with self.locks.hold(key.uid):
-            self._claim(key, why, outcome, take=not paused)
             view = self._load(key)
+            if view.versions and view.owner != key.uid:
+                self._claim(key, why, outcome, take=not paused)
+                view = self._load(key)
             for _ in range(0 if paused else MAX_ACTIONS_PER_PASS):
                 requests = pending_requests(key.annotations, view.handled)
                 action = plan_next(key.spec, view.versions, requests, self.clock())
@@ -186,7 +188,8 @@ class KeyOperations:
 
     def _claim(self, key: KeyResource, why: Transition, outcome: Outcome, take: bool) -> None:
         """Refuse a key name another resource manages; take over a released history,
-        or one whose resource was replaced under the same name."""
+        or one whose resource was replaced under the same name. Called only when the
+        pass's read shows another owner (or none), so an owned key's pass skips it."""
         spec = key.spec
         with self.sessions.begin() as session:
             ledger = KeyLedger(session)
@@ -235,10 +238,8 @@ class KeyOperations:
         tokens = request_tokens(key.annotations)
         with self.sessions() as session:
             ledger = KeyLedger(session)
-            versions = [
-                to_version(r)
-                for r in ledger.live_versions(key.spec.tenant, key.spec.key_name, LIVE_RECENT)
-            ]
+            records = ledger.live_versions(key.spec.tenant, key.spec.key_name, LIVE_RECENT)
+            versions = [to_version(r) for r in records]
             requests = ledger.handled_requests(
                 key.spec.tenant,
                 key.spec.key_name,
@@ -248,7 +249,9 @@ class KeyOperations:
         handled: dict[RequestKind, set[str]] = {}
         for kind, token in requests.handled:
             handled.setdefault(RequestKind(kind), set()).add(token)
-        return LedgerView(versions, handled, requests.last)
+        return LedgerView(
+            versions, handled, requests.last, records[0].resource_uid if records else None
+        )
 
     def _versions(self, key: KeyResource) -> list[KeyVersion]:
         with self.sessions() as session:

@@ -59,3 +59,5 @@ class LedgerView:
     versions: list[KeyVersion]
     handled: dict[RequestKind, set[str]]
     last_handled: dict[str, str]
+    # The resource the ledger says manages the key (its newest version's), if any.
+    owner: str | None = None
