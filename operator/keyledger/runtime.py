@@ -41,7 +41,8 @@ def build_runtime(settings: Settings, read_secret: SecretReader) -> Runtime:
         )
     if settings.migrate_on_start:
         upgrade_database(url)
-    engine = make_engine(url)
+    # Handler threads, the schedule's passes and the webhooks share it.
+    engine = make_engine(url, pool_size=10, max_overflow=20)
     watch_statements(engine, observe_ledger_statement, count_ledger_error)
     return Runtime(
         settings=settings,

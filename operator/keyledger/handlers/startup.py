@@ -18,6 +18,7 @@ from keyledger.serving import ReadinessGate, serve
 from keyledger.settings import Settings, get_settings
 
 HEAP_TRIM_INTERVAL_S = 60.0
+HANDLER_THREADS = 16
 
 
 @kopf.on.startup()
@@ -33,7 +34,9 @@ def start_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
-    settings.execution.max_workers = 8
+    # Passes wait on the ledger and the KMS far more than they compute: enough threads
+    # to keep both busy when keys arrive in bulk (the ledger pool holds as many).
+    settings.execution.max_workers = HANDLER_THREADS
     cap_sdk_logging()
     load_kubernetes_config()
     config = get_settings()

@@ -27,6 +27,7 @@ from keyledger.operations.steps import apply_deletion_policy, observe_drift
 from keyledger.operations.views import Clock, KeyResource, LedgerView, to_version, utcnow
 from keyledger.providers.base import KeyBackend
 from keyledger.store.availability import ledger_reachable
+from keyledger.store.engine import make_read_session_factory
 from keyledger.store.repository import KeyLedger, Transition
 
 # More than any real sequence needs (e.g. finish, compromise, replace, close window).
@@ -39,6 +40,8 @@ LIVE_RECENT = VERSION_HISTORY_LIMIT
 class KeyOperations:
     def __init__(self, sessions: sessionmaker[Session], actor: str, clock: Clock = utcnow) -> None:
         self.sessions = sessions
+        # The pass's reads (versions, request tokens): no transaction needed.
+        self.reads = make_read_session_factory(sessions)
         self.actor = actor
         self.clock = clock
         self.locks = KeyLocks()
@@ -236,7 +239,7 @@ class KeyOperations:
         """The key's live versions and its request tokens: two reads whose cost grows
         neither with the key's history of handled requests nor with its retired versions."""
         tokens = request_tokens(key.annotations)
-        with self.sessions() as session:
+        with self.reads() as session:
             ledger = KeyLedger(session)
             records = ledger.live_versions(key.spec.tenant, key.spec.key_name, LIVE_RECENT)
             versions = [to_version(r) for r in records]
@@ -254,7 +257,7 @@ class KeyOperations:
         )
 
     def _versions(self, key: KeyResource) -> list[KeyVersion]:
-        with self.sessions() as session:
+        with self.reads() as session:
             ledger = KeyLedger(session)
             records = ledger.live_versions(key.spec.tenant, key.spec.key_name, LIVE_RECENT)
             return [to_version(r) for r in records]

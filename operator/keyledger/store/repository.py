@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select, text, union_all, update
+from sqlalchemy import Select, and_, bindparam, func, literal, or_, select, text, union_all, update
 from sqlalchemy.orm import Session
 
 from keyledger.domain import KeyEventType, KeyStatus, KeyType, KmsProvider
@@ -108,33 +108,10 @@ class KeyLedger:
         open or that can still expire, and the parents of all of these. The rest
         (long ROTATED, EXPIRED or COMPROMISED history) stays in the database, so
         that a pass over a key rotated for years reads what one over a young key does."""
-        table = EncryptionKeyRecord
-        of_key = (table.tenant_id == tenant, table.key_name == key_name)
-        newest = select(func.max(table.version)).where(*of_key).scalar_subquery()
-        recent_or_current = or_(
-            table.version > newest - recent,
-            table.status.in_((KeyStatus.PENDING, KeyStatus.ACTIVE, KeyStatus.INACTIVE)),
-        )
-        parents = select(table.parent_key_id).where(
-            *of_key, recent_or_current, table.parent_key_id.is_not(None)
-        )
-        query = (
-            select(table)
-            .where(
-                *of_key,
-                or_(
-                    recent_or_current,
-                    table.can_rollback,
-                    and_(
-                        table.expires_at.is_not(None),
-                        table.status.in_((KeyStatus.ACTIVE, KeyStatus.INACTIVE, KeyStatus.ROTATED)),
-                    ),
-                    table.id.in_(parents),
-                ),
-            )
-            .order_by(table.version.desc())
-        )
-        return self.session.scalars(query).all()
+        # One statement built once (its cache key and compiled form are kept), not
+        # rebuilt per pass: this read is on every pass and every drift check.
+        params = {"tenant": tenant, "key_name": key_name, "recent": recent}
+        return self.session.scalars(_LIVE_VERSIONS, params).all()
 
     def latest(self, tenant: str, key_name: str) -> EncryptionKeyRecord | None:
         found = self.versions(tenant, key_name, limit=1)
@@ -413,3 +390,35 @@ class KeyLedger:
                 key_id=record.id,
             )
         )
+
+
+def _live_versions_statement() -> Select[EncryptionKeyRecord]:
+    table = EncryptionKeyRecord
+    of_key = (table.tenant_id == bindparam("tenant"), table.key_name == bindparam("key_name"))
+    newest = select(func.max(table.version)).where(*of_key).scalar_subquery()
+    recent_or_current = or_(
+        table.version > newest - bindparam("recent"),
+        *(table.status == status for status in _UNSETTLED_OR_CURRENT),
+    )
+    parents = select(table.parent_key_id).where(
+        *of_key, recent_or_current, table.parent_key_id.is_not(None)
+    )
+    can_expire = or_(*(table.status == status for status in _CAN_EXPIRE))
+    return (
+        select(table)
+        .where(
+            *of_key,
+            or_(
+                recent_or_current,
+                table.can_rollback,
+                and_(table.expires_at.is_not(None), can_expire),
+                table.id.in_(parents),
+            ),
+        )
+        .order_by(table.version.desc())
+    )
+
+
+_UNSETTLED_OR_CURRENT = (KeyStatus.PENDING, KeyStatus.ACTIVE, KeyStatus.INACTIVE)
+_CAN_EXPIRE = (KeyStatus.ACTIVE, KeyStatus.INACTIVE, KeyStatus.ROTATED)
+_LIVE_VERSIONS = _live_versions_statement()
