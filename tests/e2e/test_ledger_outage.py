@@ -3,7 +3,6 @@ then finish what was asked, once; nothing is created in the KMS without its row.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from keyledger.providers.local.keystore import read_keystore
 from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
 from tests.fixtures_operator import (
     annotate,
@@ -120,5 +120,5 @@ def test_keys_wait_out_a_ledger_outage_and_finish_once(
     assert statuses(stack.sessions, tenant, "steady") == [(2, "ACTIVE"), (1, "ROTATED")]
     assert statuses(stack.sessions, tenant, "newcomer") == [(1, "ACTIVE")]
     # The operator's keystore holds exactly the three versions the ledger knows.
-    keystore = json.loads((operator.keystore_dir / "tests.json").read_text())["keys"]
+    keystore = read_keystore(operator.keystore_dir / "tests.json")
     assert len(keystore) == 3
