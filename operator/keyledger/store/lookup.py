@@ -6,6 +6,12 @@ pre-ping, BEGIN, the SELECT, ROLLBACK) and an ORM object: 1.07 ms against
 no transaction to be consistent with, a prepared query and a plain row.
 Instead of pinging a connection before every use, a read that finds its
 connection dead (the database restarted) is tried once more on a fresh one.
+
+Under row-level security (a service's role, see migration 0005) the reads
+see only the tenants granted to the role, as any read does; they do not set
+the session's tenant scope, which only narrows further. A lookup that finds
+nothing is for the caller to explain through the ledger session
+(`KeyLedger.scope_to_tenant` says when the role lacks the grant).
 """
 
 from __future__ import annotations
