@@ -185,14 +185,14 @@ def lookups(
     middle = KEYS // 2 + 42  # a key in the middle of the bulk
     tenant, key_name = f"tenant-{middle % TENANTS}", f"key-{middle}"
     raw = psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True)
-    client = KeyledgerClient(sessions, [backend], version_check_s=0.0)
+    client = KeyledgerClient(sessions, [backend], version_check_s=0.0, listen=False)
     store = VersionLookup(sessions.kw["bind"])
 
     def floor() -> object:
         return raw.execute(RAW_ACTIVE, (tenant, key_name), prepare=True).fetchone()
 
     def through_client() -> object:
-        return client._active_version(tenant, key_name)
+        return client._versions.active(tenant, key_name)  # the client's read, uncached
 
     def through_store() -> object:
         return store.active(tenant, key_name)

@@ -243,6 +243,7 @@ class KeyledgerClient:
             self._listener.close()
         self.usage.flush()
         self._forget_everything()
+        self._versions.close()
 
     def __enter__(self) -> KeyledgerClient:
         return self

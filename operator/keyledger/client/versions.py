@@ -13,10 +13,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.domain import KeyStatus, KmsProvider
 from keyledger.errors import KeyNotUsable, TenantMismatch
+from keyledger.store.lookup import VersionLookup, VersionRow
 from keyledger.store.models import EncryptionKeyRecord
 from keyledger.store.repository import KeyLedger
 
@@ -55,6 +57,21 @@ class Version:
             tuple(record.authorized_services or ()),
         )
 
+    @classmethod
+    def of_row(cls, row: VersionRow) -> Version:
+        return cls(
+            row.id,
+            row.tenant,
+            row.key_name,
+            row.version,
+            row.status,
+            row.kms_key_id,
+            row.kms_provider,
+            row.kms_endpoint,
+            row.kms_region,
+            row.authorized_services,
+        )
+
     @property
     def label(self) -> str:
         return f"{self.tenant}/{self.key_name} v{self.version}"
@@ -87,6 +104,14 @@ class LedgerVersions:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
+        # On PostgreSQL one round trip per uncached read (the session path only explains
+        # a miss); an embedded SQLite ledger has no round trips to save.
+        engine = sessions.kw.get("bind")
+        self._lookup = (
+            VersionLookup(engine)
+            if isinstance(engine, Engine) and engine.dialect.name == "postgresql"
+            else None
+        )
         self._check_s = version_check_s
         self._max_entries = max_entries
         self._clock = clock
@@ -104,13 +129,17 @@ class LedgerVersions:
             generation = self._generation
         if cached is not None and now - cached[1] < self._check_s:
             return cached[0]
-        with self._sessions() as session:
-            ledger = KeyLedger(session)
-            ledger.scope_to_tenant(tenant)
-            record = ledger.active(tenant, key_name)
-            if record is None:
-                raise KeyNotUsable(_why_not_active(ledger, tenant, key_name))
-            version = Version.of(record)
+        row = self._lookup.active(tenant, key_name) if self._lookup is not None else None
+        if row is not None:
+            version = Version.of_row(row)
+        else:
+            with self._sessions() as session:
+                ledger = KeyLedger(session)
+                ledger.scope_to_tenant(tenant)
+                record = ledger.active(tenant, key_name)
+                if record is None:
+                    raise KeyNotUsable(_why_not_active(ledger, tenant, key_name))
+                version = Version.of(record)
         with self._lock:
             if generation == self._generation:
                 self._active[(tenant, key_name)] = (version, now)
@@ -125,16 +154,20 @@ class LedgerVersions:
             generation = self._generation
         if cached is not None and now - cached[1] < self._check_s:
             return cached[0]
-        with self._sessions() as session:
-            ledger = KeyLedger(session)
-            ledger.scope_to_tenant(tenant)
-            record = ledger.get(key_id)
-            if record is None:
-                raise KeyNotUsable(
-                    f"the ciphertext names key version {key_id}, which this ledger "
-                    "does not hold: check that the client reads the operator's ledger"
-                )
-            version = Version.of(record)
+        row = self._lookup.by_id(key_id) if self._lookup is not None else None
+        if row is not None and row.tenant == tenant:
+            version = Version.of_row(row)
+        else:  # not found, or another tenant's: as the tenant-scoped read says it
+            with self._sessions() as session:
+                ledger = KeyLedger(session)
+                ledger.scope_to_tenant(tenant)
+                record = ledger.get(key_id)
+                if record is None:
+                    raise KeyNotUsable(
+                        f"the ciphertext names key version {key_id}, which this ledger "
+                        "does not hold: check that the client reads the operator's ledger"
+                    )
+                version = Version.of(record)
         with self._lock:
             if generation == self._generation:
                 if len(self._by_id) >= self._max_entries:
@@ -151,6 +184,10 @@ class LedgerVersions:
             for other in [k for k, (v, _) in self._by_id.items() if v.key_name == key_name]:
                 if self._by_id[other][0].tenant == tenant:
                     del self._by_id[other]
+
+    def close(self) -> None:
+        if self._lookup is not None:
+            self._lookup.close()
 
     def forget_all(self) -> None:
         with self._lock:

@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import Engine, Select, bindparam, select
+from sqlalchemy.exc import OperationalError
 
 from keyledger.domain import KeyStatus, KmsProvider
 from keyledger.store.models import EncryptionKeyRecord
@@ -94,15 +95,19 @@ class VersionLookup:
             connection.close()
 
     def _on_own_connection(self, sql: str, params: tuple[Any, ...]) -> VersionRow | None:
-        connection = getattr(self._local, "connection", None)
-        if connection is None or connection.closed:
-            connection = self._connect()
         try:
-            row = connection.execute(sql, params, prepare=True).fetchone()
-        except psycopg.OperationalError:
-            # The database went away (and maybe came back): once more, on a new connection.
-            connection.close()
-            row = self._connect().execute(sql, params, prepare=True).fetchone()
+            connection = getattr(self._local, "connection", None)
+            if connection is None or connection.closed:
+                connection = self._connect()
+            try:
+                row = connection.execute(sql, params, prepare=True).fetchone()
+            except psycopg.OperationalError:
+                # The database went away (and maybe came back): once more, on a new one.
+                connection.close()
+                row = self._connect().execute(sql, params, prepare=True).fetchone()
+        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+            # As SQLAlchemy reports it, so that callers handle one kind of outage.
+            raise OperationalError(None, None, error) from error
         if row is None:
             return None
         key_id, tenant, key_name, version, status, ref, provider, endpoint, region, services = row
