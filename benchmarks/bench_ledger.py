@@ -20,11 +20,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from benchmarks.common import Figure, Report, interleaved
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
-from tests.harness.postgres import create_database, start_postgres, stop_postgres
 
+from benchmarks.common import Figure, Report, interleaved
 from keyledger.api import ROTATE_REQUESTED_AT
 from keyledger.client import KeyledgerClient
 from keyledger.domain import KeyEventType
@@ -36,6 +35,7 @@ from keyledger.providers.local.backend import LocalBackend
 from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
 from keyledger.store.lookup import VersionLookup
 from keyledger.store.repository import KeyLedger, Transition
+from tests.harness.postgres import create_database, start_postgres, stop_postgres
 
 KEYS = 20_000
 VERSIONS_PER_KEY = 5  # 100,000 ledger rows

@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from benchmarks.common import REPO_ROOT
+from keyledger.api import TENANT_LABEL
+from keyledger.store.engine import upgrade_database
 from tests.contract.backends.vault import STATE_MOUNT, STATE_PATH, TRANSIT_MOUNT, prepare_server
 from tests.fixtures_operator import encryption_key, new_operator, provider_manifest
 from tests.harness.controlplane import (
@@ -35,9 +38,6 @@ from tests.harness.controlplane import (
 from tests.harness.openbao import OpenBaoServer, start_openbao, stop_openbao
 from tests.harness.operator import OperatorProcess
 from tests.harness.postgres import PostgresServer, create_database, start_postgres, stop_postgres
-
-from keyledger.api import TENANT_LABEL
-from keyledger.store.engine import upgrade_database
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CHUNK = 250  # keys per `kubectl create`
