@@ -61,7 +61,7 @@ class Head:
 class Envelope:
     head: Head
     nonce: bytes
-    ciphertext: bytes  # with the GCM tag at its end
+    ciphertext: bytes | memoryview  # with the GCM tag at its end
     header: bytes  # everything before the ciphertext, as bound into the AAD
 
     @property
@@ -165,8 +165,13 @@ def parse(blob: bytes) -> Envelope:
     head = Head(
         format_, uuid.UUID(bytes=key_id), tenant, blob[wrapped_at:nonce_at], blob[:nonce_at]
     )
+    # The ciphertext is a view into the blob, not a copy: at 1 MiB a copy costs as
+    # much as the decryption itself.
     return Envelope(
-        head=head, nonce=blob[nonce_at:body_at], ciphertext=blob[body_at:], header=blob[:body_at]
+        head=head,
+        nonce=blob[nonce_at:body_at],
+        ciphertext=memoryview(blob)[body_at:],
+        header=blob[:body_at],
     )
 
 
@@ -198,8 +203,29 @@ def open_envelope(envelope: Envelope, data_key: bytes, context: Context) -> byte
 
 
 def aad(header: bytes, context: Context) -> bytes:
+    return header + b"\x00" + _canonical(context)
+
+
+def _canonical(context: Context) -> bytes:
+    """The context as sorted, compact JSON; services pass the same few contexts over
+    and over, so their encodings are kept (bounded), checked when first made."""
+    items = tuple(context.items())
+    try:
+        return _CANONICAL[items]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable value: not a string, refused below
+        items = ()
     for name, value in context.items():
         if not isinstance(name, str) or not isinstance(value, str):
             raise TypeError("encryption context maps strings to strings")
-    canonical = json.dumps(dict(context), sort_keys=True, separators=(",", ":"))
-    return header + b"\x00" + canonical.encode("utf-8")
+    encoded = json.dumps(dict(context), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    if items:
+        if len(_CANONICAL) >= _CANONICAL_MAX:
+            _CANONICAL.clear()
+        _CANONICAL[items] = encoded
+    return encoded
+
+
+_CANONICAL: dict[tuple[tuple[str, str], ...], bytes] = {}
+_CANONICAL_MAX = 1024
