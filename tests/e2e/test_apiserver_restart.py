@@ -8,7 +8,6 @@ versions the ledger records.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from keyledger.providers.local.keystore import read_keystore
 from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
 from tests.fixtures_operator import (
     LOCAL_PROVIDER,
@@ -90,7 +90,7 @@ def keystore_versions(operator: OperatorProcess, tenant: str) -> dict[str, int]:
     """Key name -> how many versions the local keystore holds for it."""
     found: dict[str, int] = {}
     for path in operator.keystore_dir.glob("*.json"):
-        for entry in json.loads(path.read_text())["keys"].values():
+        for entry in read_keystore(path).values():
             labels = entry.get("labels", {})
             if labels.get("tenant") == tenant:
                 found[labels["key-name"]] = found.get(labels["key-name"], 0) + 1

@@ -13,7 +13,6 @@ canaries and for every needle other tests registered (`planted_needles`).
 
 from __future__ import annotations
 
-import json
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from keyledger.client import KeyledgerClient
 from keyledger.client.envelope import parse
 from keyledger.providers.base import BackendConfig, KeyBackend
 from keyledger.providers.local.backend import LocalBackend
+from keyledger.providers.local.keystore import read_keystore
 from keyledger.providers.registry import open_backend
 from keyledger.settings import Settings
 from keyledger.store.repository import KeyLedger
@@ -253,12 +253,12 @@ def _use_the_client(
 
 
 def _local_key_material(operator: OperatorProcess, tenant: str) -> list[bytes]:
-    """The software keys the local provider made for `tenant` (its keystore is JSON)."""
+    """The software keys the local provider made for `tenant` (read through read_keystore)."""
     import base64  # noqa: PLC0415  # only this reader decodes the keystore
 
     found = []
     for path in operator.keystore_dir.glob("*.json"):
-        for entry in json.loads(path.read_text())["keys"].values():
+        for entry in read_keystore(path).values():
             if entry.get("labels", {}).get("tenant") == tenant:
                 found.append(base64.b64decode(entry["material"]))
     return found
