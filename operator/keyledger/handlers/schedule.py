@@ -30,6 +30,7 @@ from keyledger.handlers.keys_common import (
 )
 from keyledger.handlers.reporting import observe_key_status, write_outcome
 from keyledger.kube import patch_status
+from keyledger.metrics import observe_pass
 from keyledger.operations.outcome import Outcome
 from keyledger.runtime import Runtime
 
@@ -94,7 +95,10 @@ async def _run(
         outcome = await asyncio.to_thread(_run_pass, runtime, body, key.indexes, due)
         await _apply(body, outcome)
     except KeyledgerError as error:
-        _logger(memo, body).warning("scheduled pass failed (%s): %s", error.reason, error.message)
+        # Warnings become Events on the key; a quiet error is only logged.
+        logger = _logger(memo, body)
+        log = logger.info if error.quiet else logger.warning
+        log("scheduled pass failed (%s): %s", error.reason, error.message)
         raise
     except Exception:
         _logger(memo, body).exception("scheduled pass failed unexpectedly")
@@ -102,6 +106,7 @@ async def _run(
     return outcome.next_due if outcome.scheduled else UNCHANGED
 
 
+@observe_pass("scheduled")
 def _run_pass(runtime: Runtime, body: kopf.Body, indexes: dict[str, Any], due: Due) -> Outcome:
     """Scheduled transitions first (when due), then the drift check (when due)."""
     key = key_resource(body)
