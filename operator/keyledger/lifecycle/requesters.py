@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from keyledger.api import PAUSED, REQUESTERS
+from keyledger.api import REQUESTERS
 from keyledger.lifecycle.actions.base import RequestKind
-from keyledger.lifecycle.requests import request_tokens
+from keyledger.lifecycle.requests import is_paused, request_tokens
 
 UNATTRIBUTED = "unattributed: changed without the admission webhook"
 
@@ -68,7 +68,7 @@ def subjects(spec: Mapping[str, Any], annotations: Mapping[str, str]) -> dict[st
     """What each record item is about in an object: its spec, its request tokens, pause."""
     found = {SPEC: spec_digest(spec)}
     found.update({kind.value: token for kind, token in request_tokens(annotations).items()})
-    if (annotations.get(PAUSED) or "").strip().lower() == "true":
+    if is_paused(annotations):
         found[PAUSE] = "true"
     return found
 
