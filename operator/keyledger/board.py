@@ -6,6 +6,11 @@ watch keeps each key's latest body here. One task sleeps until the earliest
 moment of any key, runs the passes that fell due (a bounded number at once, in
 threads) and sleeps again: idle keys cost no task, no wake-up and no timer of
 their own, only their drift checks, which are spread at random over the interval.
+
+Passes run only while the board is held. kopf stops every daemon of a replica
+that peering pauses (a peer of higher priority is active) and starts them again
+when it resumes; the provider daemons hold the board while they run, so a paused
+replica runs no scheduled pass, as it runs no handler.
 """
 
 from __future__ import annotations
@@ -108,6 +113,7 @@ class ScheduleBoard(Generic[T]):
         # Publications that arrived before the key was tracked, or before the loop ran.
         self._early: dict[str, datetime | None] = {}
         self._lock = threading.Lock()
+        self._holders: set[str] = set()
 
     # -- the watch's side ---------------------------------------------------------
 
@@ -162,6 +168,20 @@ class ScheduleBoard(Generic[T]):
         key.due, key.known = due, True
         self._reschedule(uid, key)
 
+    # -- who lets passes run ---------------------------------------------------------
+
+    def hold(self, holder: str) -> None:
+        """`holder` (a kopf daemon of this replica) runs: passes may run. On the loop."""
+        self._holders.add(holder)
+        self.wake()
+
+    def release(self, holder: str) -> None:
+        """`holder` stopped; with no holder left, no new pass starts. On the loop."""
+        self._holders.discard(holder)
+
+    def held(self) -> bool:
+        return bool(self._holders)
+
     # -- the task ------------------------------------------------------------------
 
     def start(self, run_pass: PassRunner[T], retry_delay: Callable[[int], float]) -> None:
@@ -198,7 +218,7 @@ class ScheduleBoard(Generic[T]):
         while True:
             self._changed.clear()
             now = self._clock()
-            while self._heap and self._heap[0][0] <= now:
+            while self._holders and self._heap and self._heap[0][0] <= now:
                 wake, _, uid = heapq.heappop(self._heap)
                 key = self._keys.get(uid)
                 if key is None or key.wake != wake or key.running:
@@ -207,7 +227,9 @@ class ScheduleBoard(Generic[T]):
                 task = asyncio.create_task(self._pass(uid, key, run_pass, slots))
                 self._passes.add(task)
                 task.add_done_callback(self._passes.discard)
-            timeout = (self._heap[0][0] - now).total_seconds() if self._heap else None
+            # Unheld, it sleeps until held again (or a key changes).
+            soonest = self._heap[0][0] if self._holders and self._heap else None
+            timeout = (soonest - now).total_seconds() if soonest is not None else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
 
@@ -216,6 +238,8 @@ class ScheduleBoard(Generic[T]):
     ) -> None:
         try:
             async with slots:
+                if not self._holders:
+                    return  # paused while it queued: it runs when held again
                 now = self._clock()
                 due = key.what_is_due(now)
                 key.retry_at = None

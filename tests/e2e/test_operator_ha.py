@@ -42,6 +42,8 @@ HANDOVER_DEADLINE_S = 45
 # Several drift intervals (3 s in tests): long enough for a stray second pass to show.
 SETTLE_S = 8
 RESUMED = "Resuming operations after the pause"
+PAUSED = "Pausing operations in favour of"
+SCHEDULED_PASSES = 'keyledger_reconcile_duration_seconds_count{pass="scheduled"}'
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Pair:
     bao: OpenBaoServer
     provider: dict[str, str]
     tenant: str
+    peering: str
 
 
 def _install_peering(cp: ControlPlane, name: str) -> None:
@@ -144,7 +147,7 @@ def pair(
             },
         )
         wait_condition(crds, "kp", "vault", "Ready", namespace=namespace, operator=active)
-        yield Pair(active, standby, namespace, bao, provider, tenant)
+        yield Pair(active, standby, namespace, bao, provider, tenant, peering)
     finally:
         for process in (active, standby):
             process.stop()
@@ -264,3 +267,35 @@ def test_standby_finishes_a_version_the_active_replica_died_making_without_a_sec
     time.sleep(SETTLE_S)
     assert statuses(ledger_sessions, tenant, "inflight") == [(1, "ACTIVE")]
     assert list(_transit_versions(pair.bao).values()) == [1]
+
+
+def _scheduled_passes(process: OperatorProcess) -> float:
+    return process.metrics().get(SCHEDULED_PASSES, 0.0)
+
+
+def test_a_replica_a_higher_priority_peer_pauses_runs_no_more_scheduled_passes(
+    crds: ControlPlane, pair: Pair, operator_database: str, tmp_path: Path
+) -> None:
+    """A rolling update: a new replica of higher priority joins while the active one
+    runs drift checks. kopf pauses the old one's handlers; its schedule stops too."""
+    ns, tenant = pair.namespace, pair.tenant
+    for name in ("alpha", "beta"):
+        apply(crds, _key(pair, name, tenant))
+    for name in ("alpha", "beta"):
+        wait_condition(crds, "ek", name, "Ready", namespace=ns, operator=pair.active)
+    wait_for(lambda: _scheduled_passes(pair.active) > 0, "a drift check", pair.active)
+
+    newer = _replica(crds, operator_database, tmp_path / "c", ns, pair.peering, 300)
+    newer.start()
+    try:
+        pair.active.wait_for_log(PAUSED)
+        newer.wait_for_log(RESUMED)
+        time.sleep(1)  # passes in flight when the pause came finish
+        paused_at = _scheduled_passes(pair.active)
+        wait_for(lambda: _scheduled_passes(newer) >= 2, "the new replica's drift checks", newer)
+        time.sleep(SETTLE_S)  # more than two drift intervals
+        assert _scheduled_passes(pair.active) == paused_at, "the paused replica kept its schedule"
+        assert _scheduled_passes(newer) > 2
+    finally:
+        newer.stop()
+        print(f"\nHA operator log: {newer.log_path}")

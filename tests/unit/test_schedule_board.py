@@ -54,6 +54,7 @@ def test_a_key_gets_its_pass_when_its_published_moment_comes() -> None:
         board = ScheduleBoard[str](timedelta(days=1), clock=clock, rng=random.Random(1))
         board.track("uid-1", "body v1")
         board.start(run_pass, lambda failures: 1.0)
+        board.hold("provider-daemon")
         board.publish("uid-1", DUE)
         board.track("uid-1", "body v2")  # the watch's newer body is the one passed
         await _settle()
@@ -79,6 +80,7 @@ def test_drift_checks_are_spread_over_the_interval_and_repeat() -> None:
     async def scenario() -> None:
         board = _board(clock)
         board.start(run_pass, lambda failures: 1.0)
+        board.hold("provider-daemon")
         for n in range(100):
             board.publish(f"uid-{n}", None)
             board.track(f"uid-{n}", "body")
@@ -106,6 +108,7 @@ def test_a_key_nothing_was_published_for_builds_its_status_after_the_fallback() 
     async def scenario() -> None:
         board = ScheduleBoard[str](timedelta(days=1), clock=clock, rng=random.Random(1))
         board.start(run_pass, lambda failures: 1.0)
+        board.hold("provider-daemon")
         board.track("uid-1", "body")
         clock.now += FALLBACK
         board.wake()
@@ -127,6 +130,7 @@ def test_a_failed_pass_is_retried_after_the_delay_and_a_forgotten_key_is_not() -
     async def scenario() -> None:
         board = _board(clock)
         board.start(run_pass, lambda failures: 30.0 * failures)
+        board.hold("provider-daemon")
         board.publish("uid-1", DUE)
         board.publish("uid-2", DUE)
         board.track("uid-1", "body")
@@ -147,3 +151,39 @@ def test_a_failed_pass_is_retried_after_the_delay_and_a_forgotten_key_is_not() -
 
     asyncio.run(scenario())
     assert sorted(attempts) == ["uid-1", "uid-1", "uid-2"]
+
+
+def test_passes_run_only_while_held_and_a_due_key_waits_for_the_next_holder() -> None:
+    """kopf stops a paused replica's daemons: with no holder, nothing falls due."""
+    clock = Clock()
+    passes: list[str] = []
+
+    async def run_pass(uid: str, item: str, due: Due) -> datetime | Unchanged | None:
+        passes.append(uid)
+        return None
+
+    async def scenario() -> None:
+        board = ScheduleBoard[str](timedelta(days=1), clock=clock, rng=random.Random(1))
+        board.start(run_pass, lambda failures: 1.0)
+        board.hold("provider-a")
+        board.hold("provider-b")
+        board.publish("uid-1", DUE)
+        board.publish("uid-2", DUE + timedelta(hours=1))
+        board.track("uid-1", "body")
+        board.track("uid-2", "body")
+        board.release("provider-a")
+        clock.now = DUE
+        board.wake()
+        await _settle()
+        assert passes == ["uid-1"]  # one holder is enough
+        board.release("provider-b")  # the replica paused
+        clock.now = DUE + timedelta(hours=2)
+        board.wake()
+        await _settle()
+        assert passes == ["uid-1"]
+        board.hold("provider-a")  # resumed: what fell due meanwhile runs now
+        await _settle()
+        await board.stop(1.0)
+
+    asyncio.run(scenario())
+    assert passes == ["uid-1", "uid-2"]

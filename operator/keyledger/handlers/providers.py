@@ -76,3 +76,19 @@ def check_key_provider(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_:
         body.metadata.name or "",
         {**body.status, **written},
     )
+
+
+@kopf.daemon(GROUP, VERSION, CLUSTER_KEY_PROVIDERS)
+@kopf.daemon(GROUP, VERSION, KEY_PROVIDERS)
+async def hold_schedule(uid: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
+    """Lets the schedule board run passes while this daemon runs.
+
+    kopf stops every daemon when peering pauses the replica (and whenever it exits)
+    and starts them again on resume; a key has no pass without its provider, so the
+    providers' daemons are what says this replica acts."""
+    runtime: Runtime = memo.runtime
+    runtime.board.hold(uid)
+    try:
+        await stopped.wait()
+    finally:
+        runtime.board.release(uid)
