@@ -17,9 +17,12 @@ from keyledger.store.repository import KeyLedger
 from tests.fixtures_operator import (
     apply,
     bind_namespace,
+    condition,
     encryption_key,
+    get,
     new_operator,
     wait_condition,
+    wait_for,
 )
 from tests.harness.controlplane import ControlPlane, kubectl
 from tests.harness.operator import OperatorProcess
@@ -36,6 +39,12 @@ def crash_namespace(crds: ControlPlane) -> Iterator[str]:
 
 def _keystore_entries(state: Path) -> dict[str, dict[str, Any]]:
     return read_keystore(state / "data" / "local-keystores" / "tests.json")
+
+
+def _ready_at(ek: dict[str, Any], version: int) -> dict[str, Any] | None:
+    ready = condition(ek, "Ready")
+    shown = (ek.get("status") or {}).get("version")
+    return ek if ready and ready["status"] == "True" and shown == version else None
 
 
 def _wait_dead(process: OperatorProcess, timeout: float = 60) -> None:
@@ -117,10 +126,13 @@ def test_operator_killed_mid_rotation_finishes_it_once(
             survivor.assert_running()
             time.sleep(0.3)
         assert ledger() == [(2, "ACTIVE"), (1, "ROTATED")], survivor.log_tail()
-        ek = wait_condition(
-            crds, "ek", "crashy", "Ready", namespace=crash_namespace, operator=survivor
+        # The ledger commits before the status is written, and the status still says
+        # Ready from before the crash: wait for the survivor's status, at version 2.
+        ek = wait_for(
+            lambda: _ready_at(get(crds, "ek", "crashy", crash_namespace), 2),
+            "the survivor's status: Ready at version 2",
+            survivor,
         )
-        assert ek["status"]["version"] == 2
         entries = _keystore_entries(state)
         assert len(entries) == 2, "a second KMS key was created for the same version"
         with ledger_sessions() as session:
