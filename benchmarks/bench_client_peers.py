@@ -134,7 +134,7 @@ def keyledger_client(
 def main() -> int:
     aead.register()
     report = Report("bench_client_peers")
-    with tempfile.TemporaryDirectory(prefix="wt11b-bench-client-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="keyledger-bench-client-") as workdir:
         url = f"sqlite:///{Path(workdir) / 'ledger.db'}"
         upgrade_database(url)
         sessions = make_session_factory(make_engine(url))

@@ -157,7 +157,7 @@ def long_history(
 
 def main() -> int:
     report = Report("bench_ledger")
-    with tempfile.TemporaryDirectory(prefix="wt11b-bench-ledger-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="keyledger-bench-ledger-") as workdir:
         server = start_postgres(Path(workdir))
         try:
             url = create_database(server, f"bench_{uuid.uuid4().hex[:8]}")

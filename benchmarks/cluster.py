@@ -1,7 +1,7 @@
 """A control plane, PostgreSQL, OpenBao and the operator for the cluster benchmarks,
 started with the test harness; keys created in bulk; readiness and process cost.
 
-Everything lives under one temporary directory (prefix `wt11b-bench-`) and is
+Everything lives under one temporary directory (prefix `keyledger-bench-`) and is
 stopped when the `Bench` context ends.
 """
 
@@ -23,11 +23,15 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import REPO_ROOT
 from keyledger.api import TENANT_LABEL
 from keyledger.store.engine import upgrade_database
 from tests.contract.backends.vault import STATE_MOUNT, STATE_PATH, TRANSIT_MOUNT, prepare_server
-from tests.fixtures_operator import encryption_key, new_operator, provider_manifest
+from tests.fixtures_operator import (
+    encryption_key,
+    install_crds_and_rbac,
+    new_operator,
+    provider_manifest,
+)
 from tests.harness.controlplane import (
     ControlPlane,
     build_testbin,
@@ -189,19 +193,11 @@ def bench_cluster() -> Iterator[Bench]:
     # SIGTERM unwinds like an exception, so that every server started here stops.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with ExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wt11b-bench-")))
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="keyledger-bench-")))
         build_testbin()
         cp = start_control_plane(workdir / "control-plane")
         stack.callback(stop_control_plane, cp)
-        for path in ("crds", "manifests/namespace.yaml", "manifests/rbac.yaml"):
-            kubectl(cp, "apply", "--server-side", "-f", str(REPO_ROOT / path))
-        kubectl(
-            cp,
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/encryptionkeys.keyledger.io",
-        )
+        install_crds_and_rbac(cp)
         postgres = start_postgres(workdir)
         stack.callback(stop_postgres, postgres)
         yield Bench(workdir, cp, postgres, stack)
