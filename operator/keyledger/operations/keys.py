@@ -28,13 +28,14 @@ from keyledger.operations.views import Clock, KeyResource, LedgerView, to_versio
 from keyledger.providers.base import KeyBackend
 from keyledger.store.availability import ledger_reachable
 from keyledger.store.engine import make_read_session_factory
-from keyledger.store.repository import KeyLedger, Transition
+from keyledger.store.repository import HandledRequests, KeyLedger, Transition
 
 # More than any real sequence needs (e.g. finish, compromise, replace, close window).
 MAX_ACTIONS_PER_PASS = 12
 # A pass reads the newest versions the status shows, and older ones only while the
 # planner can still act on them (see KeyLedger.live_versions).
 LIVE_RECENT = VERSION_HISTORY_LIMIT
+REQUEST_KINDS = tuple(kind.value for kind in RequestKind)
 
 
 class KeyOperations:
@@ -243,11 +244,16 @@ class KeyOperations:
             ledger = KeyLedger(session)
             records = ledger.live_versions(key.spec.tenant, key.spec.key_name, LIVE_RECENT)
             versions = [to_version(r) for r in records]
-            requests = ledger.handled_requests(
-                key.spec.tenant,
-                key.spec.key_name,
-                kinds=[kind.value for kind in RequestKind],
-                tokens={kind.value: token for kind, token in tokens.items()},
+            # A request is settled on a version: a key without any has settled none.
+            requests = (
+                ledger.handled_requests(
+                    key.spec.tenant,
+                    key.spec.key_name,
+                    kinds=REQUEST_KINDS,
+                    tokens={kind.value: token for kind, token in tokens.items()},
+                )
+                if records
+                else HandledRequests(frozenset(), {})
             )
         handled: dict[RequestKind, set[str]] = {}
         for kind, token in requests.handled:

@@ -8,7 +8,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, func, literal, or_, select, text, union_all, update
+from sqlalchemy import (
+    CompoundSelect,
+    Select,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from keyledger.domain import KeyEventType, KeyStatus, KeyType, KmsProvider
@@ -156,28 +168,21 @@ class KeyLedger:
         """Which of `tokens` (request kind to the token an annotation carries) are
         handled, and the last handled token of each of `kinds`: one statement of
         index probes, whatever the length of the key's history."""
-        table = HandledRequestRecord
-        of_key = (table.tenant_id == tenant, table.key_name == key_name)
-        parts = []
-        for kind in kinds:
-            latest = (
-                select(table.kind, table.token, literal(True).label("latest"))
-                .where(*of_key, table.kind == kind)
-                .order_by(table.id.desc())
-                .limit(1)
-                .subquery()
-            )
-            parts.append(select(latest))
-        if tokens:
-            matches = or_(*(and_(table.kind == k, table.token == t) for k, t in tokens.items()))
-            parts.append(
-                select(table.kind, table.token, literal(False).label("latest")).where(
-                    *of_key, matches
-                )
-            )
+        # One statement per set of kinds, built once: a token absent is bound as NULL,
+        # which matches no row. Rebuilding it per pass cost more than running it.
+        kinds = tuple(kinds)
+        statement = _HANDLED_REQUESTS.get(kinds)
+        if statement is None:
+            statement = _HANDLED_REQUESTS[kinds] = _handled_requests_statement(kinds)
+        params: dict[str, str | None] = {"tenant": tenant, "key_name": key_name}
+        for index, kind in enumerate(kinds):
+            params[f"token_{index}"] = tokens.get(kind)
+        unknown = set(tokens) - set(kinds)
+        if unknown:
+            raise ValueError(f"tokens of kinds not asked about: {sorted(unknown)}")
         handled: set[tuple[str, str]] = set()
         last: dict[str, str] = {}
-        for kind, token, is_latest in self.session.execute(union_all(*parts)).all():
+        for kind, token, is_latest in self.session.execute(statement, params).all():
             handled.add((kind, token))
             if is_latest:
                 last[kind] = token
@@ -392,6 +397,33 @@ class KeyLedger:
         )
 
 
+def _handled_requests_statement(kinds: tuple[str, ...]) -> CompoundSelect[Any]:
+    """The last settled token of each of `kinds`, and which of the bound tokens
+    (`token_<i>` for the i-th kind, NULL for none) are settled: index probes only."""
+    table = HandledRequestRecord
+    of_key = (table.tenant_id == bindparam("tenant"), table.key_name == bindparam("key_name"))
+    parts: list[Select[str, str, bool]] = []
+    for kind in kinds:
+        latest = (
+            select(table.kind, table.token, literal(True).label("latest"))
+            .where(*of_key, table.kind == kind)
+            .order_by(table.id.desc())
+            .limit(1)
+            .subquery()
+        )
+        parts.append(select(latest))
+    matches = or_(
+        *(
+            and_(table.kind == kind, table.token == bindparam(f"token_{index}"))
+            for index, kind in enumerate(kinds)
+        )
+    )
+    parts.append(
+        select(table.kind, table.token, literal(False).label("latest")).where(*of_key, matches)
+    )
+    return union_all(*parts)
+
+
 def _live_versions_statement() -> Select[EncryptionKeyRecord]:
     table = EncryptionKeyRecord
     of_key = (table.tenant_id == bindparam("tenant"), table.key_name == bindparam("key_name"))
@@ -422,3 +454,4 @@ def _live_versions_statement() -> Select[EncryptionKeyRecord]:
 _UNSETTLED_OR_CURRENT = (KeyStatus.PENDING, KeyStatus.ACTIVE, KeyStatus.INACTIVE)
 _CAN_EXPIRE = (KeyStatus.ACTIVE, KeyStatus.INACTIVE, KeyStatus.ROTATED)
 _LIVE_VERSIONS = _live_versions_statement()
+_HANDLED_REQUESTS: dict[tuple[str, ...], CompoundSelect[Any]] = {}
