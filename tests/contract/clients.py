@@ -8,7 +8,7 @@ from collections.abc import Coroutine
 from typing import Any, Protocol, TypeVar
 
 from keyledger.client import AsyncKeyledgerClient, BreakGlass
-from keyledger.client.envelope import Context
+from keyledger.client.envelope import Blob, Context
 from keyledger.client.stream import Readable, Writable
 from keyledger.client.usage import UsageRecorder
 
@@ -21,11 +21,11 @@ class Client(Protocol):
 
     def encrypt(
         self, tenant: str, key_name: str, plaintext: bytes, context: Context | None = None
-    ) -> bytes: ...
+    ) -> bytearray: ...
 
     def decrypt(
         self,
-        blob: bytes,
+        blob: Blob,
         context: Context | None = None,
         *,
         tenant: str,
@@ -34,12 +34,12 @@ class Client(Protocol):
 
     def rewrap(
         self,
-        blob: bytes,
+        blob: Blob,
         context: Context | None = None,
         *,
         tenant: str,
         break_glass: BreakGlass | None = None,
-    ) -> bytes: ...
+    ) -> Blob: ...
 
     def encrypt_stream(
         self,
@@ -94,12 +94,12 @@ class AsyncDriven:
 
     def encrypt(
         self, tenant: str, key_name: str, plaintext: bytes, context: Context | None = None
-    ) -> bytes:
+    ) -> bytearray:
         return self._call(self._client.encrypt(tenant, key_name, plaintext, context))
 
     def decrypt(
         self,
-        blob: bytes,
+        blob: Blob,
         context: Context | None = None,
         *,
         tenant: str,
@@ -111,12 +111,12 @@ class AsyncDriven:
 
     def rewrap(
         self,
-        blob: bytes,
+        blob: Blob,
         context: Context | None = None,
         *,
         tenant: str,
         break_glass: BreakGlass | None = None,
-    ) -> bytes:
+    ) -> Blob:
         return self._call(
             self._client.rewrap(blob, context, tenant=tenant, break_glass=break_glass)
         )

@@ -248,7 +248,7 @@ def _use_the_client(
         assert len(data_key) == 32
         needles.add(f"{backend} data key", data_key)
         needles.add(f"{backend} wrapped data key", envelope.wrapped_key)
-        needles.add(f"{backend} ciphertext", blob)
+        needles.add(f"{backend} ciphertext", bytes(blob))
     needles.add("plaintext", PHI)
 
 

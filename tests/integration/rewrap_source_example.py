@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from keyledger.client.envelope import Blob
 from keyledger.client.rewrap import Sealed
 
 STORE = Path("documents.json")  # in the job's working directory
@@ -22,7 +23,7 @@ class Documents:
         for name, blob in sorted(json.loads(STORE.read_text()).items()):
             yield Sealed(name, base64.b64decode(blob), {**self.context, "doc": name}, self.tenant)
 
-    def replace(self, item: Sealed, blob: bytes) -> None:
+    def replace(self, item: Sealed, blob: Blob) -> None:
         documents = json.loads(STORE.read_text())
         documents[item.id] = base64.b64encode(blob).decode()
         STORE.write_text(json.dumps(documents))

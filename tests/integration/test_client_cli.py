@@ -193,9 +193,9 @@ def test_rewrap_across_a_compromise_interrupted_and_resumed(setup: Setup) -> Non
     # Nothing is left under the compromised version, and everything still opens.
     with KeyledgerClient(setup.sessions, [setup.backend], usage_flush_s=0) as service:
         for n, path in enumerate(files):
-            blob = Path(path).read_bytes()
-            assert parse(blob).key_id == current_id
-            assert service.decrypt(blob, context, tenant="acme") == f"record {n}".encode()
+            stored = Path(path).read_bytes()
+            assert parse(stored).key_id == current_id
+            assert service.decrypt(stored, context, tenant="acme") == f"record {n}".encode()
         service.encrypt("acme", "records", b"new data", context)
 
     with setup.sessions() as session:

@@ -5,12 +5,24 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from dataclasses import replace
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from keyledger.client.cache import CacheLimits, OpeningKeyCache, SealingKey, SealingKeyCache
-from keyledger.client.envelope import open_envelope, parse, seal
+from keyledger.client.cache import CacheLimits, Opener, OpenerCache, Sealer
+from keyledger.client.envelope import (
+    FORMAT_RECORD,
+    open_envelope,
+    open_record,
+    pack_head,
+    parse,
+    record_head,
+    seal,
+)
+from keyledger.client.usage import LastUse
+from keyledger.client.versions import Version
+from keyledger.domain import KeyStatus, KmsProvider
 from keyledger.errors import CiphertextInvalid, DecryptionFailed
 
 KEY_ID = uuid.uuid4()
@@ -19,7 +31,7 @@ WRAPPED = b"wrapped-by-the-kms:" + os.urandom(40)
 CONTEXT = {"record": "r-1", "tenant": "acme"}
 
 
-def _blob(plaintext: bytes = b"phi", context: dict[str, str] = CONTEXT) -> bytes:
+def _blob(plaintext: bytes = b"phi", context: dict[str, str] = CONTEXT) -> bytearray:
     return seal(KEY_ID, "acme", WRAPPED, DATA_KEY, plaintext, context)
 
 
@@ -45,7 +57,7 @@ def test_every_byte_is_protected() -> None:
 def test_the_tenant_is_bound_into_the_authenticated_header() -> None:
     blob = _blob()
     # Same length, another tenant: the header is AAD, so the tag no longer matches.
-    other = blob.replace(b"\x00\x04acme", b"\x00\x04acmf", 1)
+    other = bytes(blob).replace(b"\x00\x04acme", b"\x00\x04acmf", 1)
     assert parse(other).tenant == "acmf"
     with pytest.raises(DecryptionFailed):
         open_envelope(parse(other), DATA_KEY, CONTEXT)
@@ -94,35 +106,105 @@ def test_context_must_be_strings() -> None:
         seal(KEY_ID, "acme", WRAPPED, DATA_KEY, b"phi", {"count": 3})  # type: ignore[dict-item]  # the wrong type is the point
 
 
-def _sealing(key_id: uuid.UUID = KEY_ID, born: float = 0.0) -> SealingKey:
-    return SealingKey(key_id, DATA_KEY, WRAPPED, born=born)
+VERSION = Version(
+    KEY_ID, "acme", "phi", 1, KeyStatus.ACTIVE, "ref", KmsProvider.LOCAL_SOFTWARE, None, None, ()
+)
+LIMITS = CacheLimits(max_age_s=60, max_messages=3, max_bytes=100)
 
 
-def test_a_sealing_key_retires_at_each_limit() -> None:
-    limits = CacheLimits(max_age_s=60, max_messages=3, max_bytes=100)
-    cache = SealingKeyCache(limits)
-    cache.put("acme", "phi", _sealing(), 10)
-    assert cache.take("acme", "phi", KEY_ID, 10, now=1) is not None
-    assert cache.take("acme", "phi", KEY_ID, 10, now=2) is not None
-    assert cache.take("acme", "phi", KEY_ID, 10, now=3) is None  # a 4th message
-    cache.put("acme", "phi", _sealing(born=10), 95)
-    assert cache.take("acme", "phi", KEY_ID, 10, now=11) is None  # 105 bytes
-    cache.put("acme", "phi", _sealing(born=20), 1)
-    assert cache.take("acme", "phi", KEY_ID, 1, now=80) is None  # 60 s old
-    cache.put("acme", "phi", _sealing(born=100), 1)
-    assert cache.take("acme", "phi", uuid.uuid4(), 1, now=101) is None  # rotated
+def _sealer(born: float = 0.0, checked_until: float = 1000.0) -> Sealer:
+    head = pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED)
+    sealer = Sealer(VERSION, head, AESGCM(DATA_KEY), born, LIMITS, LastUse())
+    sealer.renew(VERSION, checked_until)
+    return sealer
 
 
-def test_the_opening_cache_is_bounded_and_ages() -> None:
-    cache = OpeningKeyCache(CacheLimits(max_age_s=60, max_decrypt_entries=2))
-    ids = [uuid.uuid4() for _ in range(3)]
-    for n, key_id in enumerate(ids):
-        cache.put(key_id, WRAPPED, DATA_KEY, now=n)
-    assert cache.get(ids[0], WRAPPED, now=3) is None  # least recently used, evicted
-    assert cache.get(ids[2], WRAPPED, now=3) == DATA_KEY
-    assert cache.get(ids[2], WRAPPED, now=62) is None  # too old
-    cache.drop_version(ids[1])
-    assert cache.get(ids[1], WRAPPED, now=3) is None
+def test_a_sealer_retires_at_each_limit() -> None:
+    sealer = _sealer()
+    assert sealer.seal_first(b"x" * 10, CONTEXT, now=0) is not None
+    assert sealer.seal(b"x" * 10, CONTEXT, now=1) is not None
+    assert sealer.seal(b"x" * 10, CONTEXT, now=2) is not None
+    assert sealer.seal(b"x" * 10, CONTEXT, now=3) is None  # a 4th message
+    sealer = _sealer(born=10)
+    sealer.seal_first(b"x" * 95, CONTEXT, now=10)
+    assert sealer.seal(b"x" * 10, CONTEXT, now=11) is None  # 105 bytes
+    assert sealer.seal(b"x" * 5, CONTEXT, now=11) is not None  # 100 bytes
+    sealer = _sealer(born=20)
+    sealer.seal_first(b"x", CONTEXT, now=20)
+    assert sealer.seal(b"x", CONTEXT, now=80) is None  # 60 s old
+
+
+def test_a_sealer_holds_only_while_its_version_check_does() -> None:
+    sealer = _sealer(checked_until=5)
+    sealer.seal_first(b"x", CONTEXT, now=0)
+    assert sealer.seal(b"x", CONTEXT, now=5) is None  # the version must be read again
+    sealer.renew(VERSION, checked_until=7)
+    assert sealer.seal(b"x", CONTEXT, now=5) is not None
+    sealer.renew(VERSION, checked_until=500)
+    assert sealer.seal(b"x", CONTEXT, now=60) is None  # renewal never outlives max_age_s
+
+
+def test_a_sealer_writes_the_record_format_and_notes_its_use() -> None:
+    use = LastUse()
+    head = pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED)
+    sealer = Sealer(VERSION, head, AESGCM(DATA_KEY), 0, LIMITS, use)
+    sealer.renew(VERSION, 10)
+    blob = sealer.seal_first(b"phi", CONTEXT, now=3)
+    assert use.at == 3 and isinstance(blob, bytearray)  # one buffer, not copied to bytes
+    assert record_head(blob) == head
+    assert open_envelope(parse(blob), DATA_KEY, CONTEXT) == b"phi"
+
+
+@pytest.mark.parametrize("size", [0, 1024, (1 << 16) - 1, 1 << 16, 1 << 20])
+def test_records_of_every_size_round_trip(size: int) -> None:
+    plaintext = os.urandom(size)
+    blob = _blob(plaintext)
+    assert len(blob) == len(parse(blob).header) + size + 16
+    assert open_envelope(parse(blob), DATA_KEY, CONTEXT) == plaintext
+    nonce_at = len(record_head(blob))
+    for stored in (blob, bytes(blob)):
+        assert open_record(AESGCM(DATA_KEY), stored, nonce_at, CONTEXT, KEY_ID) == plaintext
+    with pytest.raises(DecryptionFailed):
+        open_record(AESGCM(DATA_KEY), blob, nonce_at, {"other": "context"}, KEY_ID)
+
+
+def test_record_head_finds_record_heads_only() -> None:
+    blob = _blob()
+    assert record_head(blob) == bytes(parse(blob).head.raw)
+    old = _format_1(b"old phi", CONTEXT)
+    assert record_head(old) == parse(old).head.raw
+    stream = b"KLE\x03" + KEY_ID.bytes + b"\x00\x04acme\x00\x00" + bytes(40)
+    assert record_head(stream) == b""
+    assert record_head(b"KLE\x02" + KEY_ID.bytes) == b""  # truncated
+
+
+def _opener(version: Version = VERSION, head: bytes = b"head", born: float = 0) -> Opener:
+    opener = Opener(version, head, AESGCM(DATA_KEY), born, LIMITS, LastUse())
+    opener.renew(version, born + 1000)
+    return opener
+
+
+def test_the_opener_cache_is_bounded_and_ages() -> None:
+    cache = OpenerCache(CacheLimits(max_age_s=60, max_decrypt_entries=2))
+    for n in range(2):
+        cache.put(b"head %d" % n, _opener(born=n))
+    cache[b"head 0"].used = 5  # used since: head 1 is now the least recently used
+    cache.put(b"head 2", _opener(born=3))
+    assert set(cache) == {b"head 0", b"head 2"}
+    assert cache[b"head 2"].expires == 63  # the data key's age limit, not the check's
+    assert cache[b"head 2"].retired(63) and not cache[b"head 2"].retired(62)
+
+
+def test_the_opener_cache_drops_a_version_or_a_whole_key() -> None:
+    other_version = replace(VERSION, id=uuid.uuid4(), version=2)
+    other_key = replace(VERSION, id=uuid.uuid4(), key_name="billing")
+    cache = OpenerCache(LIMITS)
+    for n, version in enumerate((VERSION, other_version, other_key)):
+        cache.put(b"head %d" % n, _opener(version))
+    cache.drop_version(other_version.id)
+    assert set(cache) == {b"head 0", b"head 2"}
+    cache.drop_key("acme", "phi")
+    assert set(cache) == {b"head 2"}
 
 
 def test_limits_refuse_nonsense() -> None:

@@ -58,7 +58,7 @@ def _open(sealed: bytes, context: dict[str, str] = CONTEXT) -> tuple[bytes, int]
     read = full_reader(source)
     sink = io.BytesIO()
     try:
-        open_stream(read_head(read), source, DATA_KEY, sink, context)
+        open_stream(read_head(read), source, AESGCM(DATA_KEY), sink, context)
     finally:
         released = sink.getvalue()
     return released, len(released)
@@ -119,7 +119,7 @@ def test_sources_that_read_short_still_round_trip(source: Callable[[bytes], Read
     seal_stream(head, DATA_KEY, source(PAYLOAD), sink, CONTEXT, SEGMENT)
     sealed = source(sink.getvalue())
     out = io.BytesIO()
-    open_stream(read_head(full_reader(sealed)), sealed, DATA_KEY, out, CONTEXT)
+    open_stream(read_head(full_reader(sealed)), sealed, AESGCM(DATA_KEY), out, CONTEXT)
     assert out.getvalue() == PAYLOAD
 
 
@@ -216,7 +216,7 @@ def _released(sealed: bytes) -> bytes:
     read = full_reader(source)
     sink = io.BytesIO()
     with pytest.raises(StreamCorrupted):
-        open_stream(read_head(read), source, DATA_KEY, sink, CONTEXT)
+        open_stream(read_head(read), source, AESGCM(DATA_KEY), sink, CONTEXT)
     return sink.getvalue()
 
 

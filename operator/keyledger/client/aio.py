@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from keyledger.client.breakglass import BreakGlass
 from keyledger.client.cache import CacheLimits
 from keyledger.client.client import KeyledgerClient
-from keyledger.client.envelope import Context
+from keyledger.client.envelope import Blob, Context
 from keyledger.client.stream import SEGMENT_BYTES, Readable, Writable
 from keyledger.client.usage import UsageRecorder
 from keyledger.providers.base import KeyBackend
@@ -62,12 +62,12 @@ class AsyncKeyledgerClient:
 
     async def encrypt(
         self, tenant: str, key_name: str, plaintext: bytes, context: Context | None = None
-    ) -> bytes:
+    ) -> bytearray:
         return await self._run(self._client.encrypt, tenant, key_name, plaintext, context)
 
     async def decrypt(
         self,
-        blob: bytes,
+        blob: Blob,
         context: Context | None = None,
         *,
         tenant: str,
@@ -79,12 +79,12 @@ class AsyncKeyledgerClient:
 
     async def rewrap(
         self,
-        blob: bytes,
+        blob: Blob,
         context: Context | None = None,
         *,
         tenant: str,
         break_glass: BreakGlass | None = None,
-    ) -> bytes:
+    ) -> Blob:
         return await self._run(
             self._client.rewrap, blob, context, tenant=tenant, break_glass=break_glass
         )

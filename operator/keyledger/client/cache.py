@@ -1,16 +1,27 @@
-"""Bounded data-key caches: fewer KMS calls without stretching one data key too far.
+"""Data keys held between calls, with everything a cached call needs beside them.
 
-A data key made for encryption is reused until it is too old, has sealed too
+A data key for encryption is retired when it gets too old or has sealed too
 many messages or too many bytes; each limit bounds what one leaked data key
 exposes and keeps random GCM nonces far from their collision bound. Unwrapped
 data keys for decryption are kept for a while, in a bounded LRU.
+
+A cached call is a dictionary lookup, a clock read and a comparison with the time
+its version check runs out (`expires`, the earlier of that and the data key's age
+limit): no ledger read, no key object built. The client renews `expires` after
+re-reading the version, and drops the entry when the ledger says the key changed.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from keyledger.client.envelope import Blob, Context, open_record, seal_record
+from keyledger.client.usage import LastUse
+from keyledger.client.versions import Version
 
 
 @dataclass(frozen=True)
@@ -29,86 +40,149 @@ class CacheLimits:
             raise ValueError("cache limits must be positive (max_age_s 0 turns caching off)")
 
 
-@dataclass
-class SealingKey:
-    """A data key of one key version, as the KMS made it, and how much it has sealed."""
+class Sealer:
+    """The current data key of one (tenant, key name), ready to seal: its version,
+    the head every record under it starts with, and what it may still seal."""
 
-    key_id: uuid.UUID
-    plaintext: bytes = field(repr=False)
-    wrapped: bytes
-    born: float
-    messages: int = 0
-    bytes_sealed: int = 0
+    __slots__ = (
+        "_bytes_left",
+        "_cipher",
+        "_lock",
+        "_messages_left",
+        "_retires",
+        "_use",
+        "expires",
+        "head",
+        "version",
+    )
+
+    def __init__(
+        self,
+        version: Version,
+        head: bytes,
+        cipher: AESGCM,
+        born: float,
+        limits: CacheLimits,
+        use: LastUse,
+    ) -> None:
+        self.version = version
+        self.head = head
+        self._cipher = cipher
+        self._retires = born + limits.max_age_s
+        self.expires = born
+        self._messages_left = limits.max_messages
+        self._bytes_left = limits.max_bytes
+        self._use = use
+        self._lock = threading.Lock()
+
+    def renew(self, version: Version, checked_until: float) -> None:
+        """`version` was read again; it holds until `checked_until`."""
+        self.version = version
+        self.expires = min(checked_until, self._retires)
+
+    def seal(self, plaintext: bytes, context: Context, now: float) -> bytearray | None:
+        """The sealed record, counted against the data key's limits; None when the
+        version check or the data key ran out (the caller re-reads or makes a new one)."""
+        size = len(plaintext)
+        # acquire/release rather than `with`: half the cost, on every call.
+        self._lock.acquire()
+        try:
+            if now >= self.expires or self._messages_left <= 0 or self._bytes_left < size:
+                return None
+            self._messages_left -= 1
+            self._bytes_left -= size
+        finally:
+            self._lock.release()
+        self._use.at = now
+        return seal_record(self._cipher, self.head, plaintext, context)
+
+    def seal_checked(self, plaintext: bytes, context: Context, now: float) -> bytearray | None:
+        """`seal` right after the version was read again (with version_check_s 0 its
+        check has already run out): only the data key's own limits apply."""
+        with self._lock:
+            if now >= self._retires or self._messages_left <= 0:
+                return None
+            if self._bytes_left < len(plaintext):
+                return None
+            self._messages_left -= 1
+            self._bytes_left -= len(plaintext)
+        self._use.at = now
+        return seal_record(self._cipher, self.head, plaintext, context)
+
+    def seal_first(self, plaintext: bytes, context: Context, now: float) -> bytearray:
+        """The first record of a new data key: sealed whatever its size, as any data
+        key seals at least one message."""
+        with self._lock:
+            self._messages_left -= 1
+            self._bytes_left -= len(plaintext)
+        self._use.at = now
+        return seal_record(self._cipher, self.head, plaintext, context)
 
 
-class SealingKeyCache:
-    """One current data key per (tenant, key name)."""
+class Opener:
+    """An unwrapped data key, ready to open the records that start with its head."""
 
-    def __init__(self, limits: CacheLimits) -> None:
-        self.limits = limits
-        self._keys: dict[tuple[str, str], SealingKey] = {}
+    __slots__ = ("_nonce_at", "_retires", "_use", "cipher", "expires", "tenant", "used", "version")
 
-    def take(
-        self, tenant: str, key_name: str, key_id: uuid.UUID, size: int, now: float
-    ) -> SealingKey | None:
-        """The cached data key, counted for one more message of `size` bytes, if it
-        belongs to the version `key_id` and stays within every limit."""
-        cached = self._keys.get((tenant, key_name))
-        if cached is None:
-            return None
-        if (
-            cached.key_id != key_id
-            or now - cached.born >= self.limits.max_age_s
-            or cached.messages + 1 > self.limits.max_messages
-            or cached.bytes_sealed + size > self.limits.max_bytes
-        ):
-            del self._keys[(tenant, key_name)]
-            return None
-        cached.messages += 1
-        cached.bytes_sealed += size
-        return cached
+    def __init__(
+        self,
+        version: Version,
+        head: bytes,
+        cipher: AESGCM,
+        born: float,
+        limits: CacheLimits,
+        use: LastUse,
+    ) -> None:
+        self.version = version
+        # Whose data the head says this is (format 1 heads say nothing: the version's).
+        self.tenant = version.tenant
+        self.cipher = cipher
+        self._nonce_at = len(head)
+        self._retires = born + limits.max_age_s
+        self.expires = born
+        self.used = born
+        self._use = use
 
-    def put(self, tenant: str, key_name: str, fresh: SealingKey, size: int) -> None:
-        fresh.messages, fresh.bytes_sealed = 1, size
-        if self.limits.max_age_s > 0:
-            self._keys[(tenant, key_name)] = fresh
+    def renew(self, version: Version, checked_until: float) -> None:
+        self.version = version
+        self.expires = min(checked_until, self._retires)
 
-    def drop(self, tenant: str, key_name: str) -> None:
-        self._keys.pop((tenant, key_name), None)
+    def retired(self, now: float) -> bool:
+        """Whether the data key is past its age limit (not just its version check)."""
+        return now >= self._retires
 
-    def clear(self) -> None:
-        self._keys.clear()
-
-
-class OpeningKeyCache:
-    """Unwrapped data keys by (key version, wrapped bytes), least recently used out."""
-
-    def __init__(self, limits: CacheLimits) -> None:
-        self.limits = limits
-        self._keys: OrderedDict[tuple[uuid.UUID, bytes], tuple[bytes, float]] = OrderedDict()
-
-    def get(self, key_id: uuid.UUID, wrapped: bytes, now: float) -> bytes | None:
-        found = self._keys.get((key_id, wrapped))
-        if found is None:
-            return None
-        plaintext, born = found
-        if now - born >= self.limits.max_age_s:
-            del self._keys[(key_id, wrapped)]
-            return None
-        self._keys.move_to_end((key_id, wrapped))
+    def open(self, blob: Blob, context: Context, now: float) -> bytes:
+        plaintext = open_record(self.cipher, blob, self._nonce_at, context, self.version.id)
+        self.used = self._use.at = now
         return plaintext
 
-    def put(self, key_id: uuid.UUID, wrapped: bytes, plaintext: bytes, now: float) -> None:
+
+class OpenerCache(dict[bytes, Opener]):
+    """Openers by head bytes (a head names its version, tenant and wrapped data key),
+    the least recently used out beyond `max_decrypt_entries`. Callers hold a lock
+    for everything but `get`."""
+
+    def __init__(self, limits: CacheLimits) -> None:
+        super().__init__()
+        self.limits = limits
+
+    def put(self, head: bytes, opener: Opener) -> None:
         if self.limits.max_age_s <= 0 or self.limits.max_decrypt_entries == 0:
             return
-        self._keys[(key_id, wrapped)] = (plaintext, now)
-        self._keys.move_to_end((key_id, wrapped))
-        while len(self._keys) > self.limits.max_decrypt_entries:
-            self._keys.popitem(last=False)
+        self[head] = opener
+        if len(self) > self.limits.max_decrypt_entries:
+            # A scan on a miss (which waits on the KMS anyway) keeps hits to one store.
+            del self[min(self, key=lambda cached: self[cached].used)]
 
     def drop_version(self, key_id: uuid.UUID) -> None:
-        for cached in [k for k in self._keys if k[0] == key_id]:
-            del self._keys[cached]
+        for head in [h for h, o in self.items() if o.version.id == key_id]:
+            del self[head]
 
-    def clear(self) -> None:
-        self._keys.clear()
+    def drop_key(self, tenant: str, key_name: str) -> None:
+        """Every version of one key: what the ledger says changed."""
+        for head in [h for h, o in self.items() if _of_key(o.version, tenant, key_name)]:
+            del self[head]
+
+
+def _of_key(version: Version, tenant: str, key_name: str) -> bool:
+    return version.tenant == tenant and version.key_name == key_name

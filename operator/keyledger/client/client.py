@@ -13,19 +13,22 @@ import uuid
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.client.breakglass import BreakGlass, record_break_glass
-from keyledger.client.cache import CacheLimits, OpeningKeyCache, SealingKey, SealingKeyCache
+from keyledger.client.cache import CacheLimits, Opener, OpenerCache, Sealer
 from keyledger.client.envelope import (
+    FORMAT_RECORD,
     FORMAT_STREAM,
+    Blob,
     Context,
-    open_envelope,
+    Head,
     pack_head,
     parse,
     read_head,
-    seal,
+    record_head,
 )
 from keyledger.client.notify import LedgerListener
 from keyledger.client.stream import (
@@ -83,9 +86,10 @@ class KeyledgerClient:
         self._limits = limits or CacheLimits()
         self._service = service
         self._clock = clock
+        # Guards the two caches' membership; each sealer counts under its own lock.
         self._lock = threading.Lock()
-        self._sealing = SealingKeyCache(self._limits)
-        self._opening = OpeningKeyCache(self._limits)
+        self._sealers: dict[tuple[str, str], Sealer] = {}
+        self._openers = OpenerCache(self._limits)
         self._versions = LedgerVersions(
             self._sessions,
             version_check_s,
@@ -102,22 +106,27 @@ class KeyledgerClient:
 
     # -- records ------------------------------------------------------------------------
 
-    @ledger_reachable
     def encrypt(
         self, tenant: str, key_name: str, plaintext: bytes, context: Context | None = None
-    ) -> bytes:
-        version = self._active_version(tenant, key_name)
-        sealing = self._sealing_key(version, len(plaintext))
-        blob = seal(
-            version.id, tenant, sealing.wrapped, sealing.plaintext, plaintext, context or {}
-        )
-        self.usage.record(version.id)
-        return blob
+    ) -> bytearray:
+        """`plaintext` sealed under the tenant's ACTIVE key version, bound to `context`.
 
-    @ledger_reachable
+        The record is returned in the one buffer it was sealed into, a bytearray (at
+        1 MiB a copy into bytes costs more than the encryption); call bytes() on it
+        where an immutable or hashable value is needed."""
+        sealer = self._sealers.get((tenant, key_name))
+        if sealer is not None:
+            now = self._clock()
+            sealed = sealer.seal(plaintext, context or {}, now)
+            if sealed is not None:
+                if now >= self.usage.flush_due:
+                    self.usage.flush()
+                return sealed
+        return self._encrypt_checked(tenant, key_name, plaintext, context or {})
+
     def decrypt(
         self,
-        blob: bytes,
+        blob: Blob,
         context: Context | None = None,
         *,
         tenant: str,
@@ -125,26 +134,31 @@ class KeyledgerClient:
     ) -> bytes:
         """Open `blob` on behalf of `tenant`; a blob sealed for another tenant is refused
         (TenantMismatch). `break_glass` opens data under a COMPROMISED version, audited."""
-        envelope = parse(blob)
-        version = self._opened_version(envelope.key_id, tenant, envelope.tenant)
-        data_key = self._opening_key(version, envelope.wrapped_key, envelope.header, break_glass)
-        plaintext = open_envelope(envelope, data_key, context or {})
-        self.usage.record(version.id)
-        return plaintext
+        opener = self._openers.get(record_head(blob))
+        if opener is not None:
+            now = self._clock()
+            if now < opener.expires:
+                if opener.tenant != tenant:
+                    check_sealed_for(opener.tenant, tenant)
+                plaintext = opener.open(blob, context or {}, now)
+                if now >= self.usage.flush_due:
+                    self.usage.flush()
+                return plaintext
+        return self._decrypt_checked(blob, context or {}, tenant, break_glass)
 
     @ledger_reachable
     def rewrap(
         self,
-        blob: bytes,
+        blob: Blob,
         context: Context | None = None,
         *,
         tenant: str,
         break_glass: BreakGlass | None = None,
-    ) -> bytes:
-        """`blob` sealed again under its key's ACTIVE version; `blob` itself when it
-        already is. The plaintext lives only between the open and the seal."""
+    ) -> Blob:
+        """`blob` sealed again under its key's ACTIVE version (a new bytearray); `blob`
+        itself when it already is. The plaintext lives only between the open and the seal."""
         envelope = parse(blob)
-        version = self._opened_version(envelope.key_id, tenant, envelope.tenant)
+        version, _ = self._opened_version(envelope.key_id, tenant, envelope.tenant)
         active = self._active_version(tenant, version.key_name)
         if active.id == version.id and envelope.tenant is not None:
             return blob
@@ -194,9 +208,10 @@ class KeyledgerClient:
             raise CiphertextInvalid(
                 "this is a keyledger record, not a stream: open it with decrypt"
             )
-        version = self._opened_version(head.key_id, tenant, head.tenant)
-        data_key = self._opening_key(version, head.wrapped_key, head.raw, break_glass)
-        total = open_stream(head, src, data_key, dst, context or {})
+        generation = self._versions.generation
+        version, checked = self._opened_version(head.key_id, tenant, head.tenant)
+        opener = self._opener(version, checked, head, head.raw, break_glass, generation)
+        total = open_stream(head, src, opener.cipher, dst, context or {})
         self.usage.record(version.id)
         return total
 
@@ -217,12 +232,13 @@ class KeyledgerClient:
         head = read_head(full_reader(src))
         if head.format != FORMAT_STREAM:
             raise CiphertextInvalid("this is a keyledger record, not a stream: use rewrap")
-        version = self._opened_version(head.key_id, tenant, head.tenant)
+        generation = self._versions.generation
+        version, checked = self._opened_version(head.key_id, tenant, head.tenant)
         if self._active_version(tenant, version.key_name).id == version.id:
             return False
-        data_key = self._opening_key(version, head.wrapped_key, head.raw, break_glass)
+        opener = self._opener(version, checked, head, head.raw, break_glass, generation)
         piped(
-            lambda plaintext: open_stream(head, src, data_key, plaintext, context or {}),
+            lambda plaintext: open_stream(head, src, opener.cipher, plaintext, context or {}),
             lambda plaintext: self.encrypt_stream(
                 tenant, version.key_name, plaintext, dst, context
             ),
@@ -263,48 +279,119 @@ class KeyledgerClient:
         self._check_service(version)
         return version
 
-    def _opened_version(self, key_id: uuid.UUID, tenant: str, sealed_for: str | None) -> Version:
+    def _opened_version(
+        self, key_id: uuid.UUID, tenant: str, sealed_for: str | None
+    ) -> tuple[Version, float]:
         check_sealed_for(sealed_for, tenant)
-        version = self._versions.by_id(key_id, tenant)
+        version, checked = self._versions.by_id_checked(key_id, tenant)
         version.check_tenant(tenant)
         self._check_service(version)
-        return version
+        return version, checked
 
-    def _sealing_key(self, version: Version, size: int) -> SealingKey:
+    @ledger_reachable
+    def _encrypt_checked(
+        self, tenant: str, key_name: str, plaintext: bytes, context: Context
+    ) -> bytearray:
+        """encrypt with the version read again: the cached data key renewed when it is
+        still the version's and within its limits, else a new one from the KMS."""
+        generation = self._versions.generation
+        version, checked = self._versions.active_checked(tenant, key_name)
+        self._check_service(version)
         now = self._clock()
-        key = (version.tenant, version.key_name)
+        until = checked + self._versions.check_s
         with self._lock:
-            sealing = self._sealing.take(*key, version.id, size, now)
-        if sealing is None:
+            sealer = self._sealers.get((tenant, key_name))
+            if sealer is not None and sealer.version.id != version.id:
+                sealer = None
+            elif sealer is not None and generation == self._versions.generation:
+                sealer.renew(version, until)
+        sealed = sealer.seal_checked(plaintext, context, now) if sealer is not None else None
+        if sealed is None:
             data_key = self._backend_for(version).generate_data_key(_ref(version))
-            sealing = SealingKey(version.id, data_key.plaintext, data_key.wrapped, born=now)
+            head = pack_head(FORMAT_RECORD, version.id, tenant, data_key.wrapped)
+            sealer = Sealer(
+                version,
+                head,
+                AESGCM(data_key.plaintext),
+                now,
+                self._limits,
+                self.usage.slot(version.id),
+            )
+            sealer.renew(version, until)
+            sealed = sealer.seal_first(plaintext, context, now)
             with self._lock:
-                self._sealing.put(*key, sealing, size)
-        return sealing
+                # A forget since the read must not be undone by caching what it read.
+                if generation == self._versions.generation and self._limits.max_age_s > 0:
+                    self._sealers[(tenant, key_name)] = sealer
+        self.usage.tick(now)
+        return sealed
 
-    def _opening_key(
-        self, version: Version, wrapped: bytes, header: bytes, break_glass: BreakGlass | None
+    @ledger_reachable
+    def _decrypt_checked(
+        self, blob: Blob, context: Context, tenant: str, break_glass: BreakGlass | None
     ) -> bytes:
+        """decrypt with the version read again (and the data key unwrapped if need be)."""
+        envelope = parse(blob)
+        generation = self._versions.generation
+        version, checked = self._opened_version(envelope.key_id, tenant, envelope.tenant)
+        opener = self._opener(
+            version, checked, envelope.head, envelope.header, break_glass, generation
+        )
+        now = self._clock()
+        plaintext = opener.open(blob, context, now)
+        self.usage.tick(now)
+        return plaintext
+
+    def _opener(
+        self,
+        version: Version,
+        checked: float,
+        head: Head,
+        header: bytes,
+        break_glass: BreakGlass | None,
+        generation: int,
+    ) -> Opener:
+        """The opener of `head`'s data key: cached and renewed, or unwrapped by the KMS.
+        A COMPROMISED version's is never cached: `header` is what its audit names."""
         if version.status is KeyStatus.COMPROMISED:
-            return self._break_glass(version, wrapped, header, break_glass)
+            data_key = self._break_glass(version, head.wrapped_key, header, break_glass)
+            return self._new_opener(version, head, data_key)
         if version.status not in DECRYPTABLE:
             raise KeyNotUsable(
                 f"{version.label} is {version.status.value}: no data was sealed under it"
             )
         now = self._clock()
+        until = checked + self._versions.check_s
         with self._lock:
-            data_key = self._opening.get(version.id, wrapped, now)
-        if data_key is None:
-            data_key = self._backend_for(version).unwrap_data_key(_ref(version), wrapped)
+            opener = self._openers.get(head.raw)
+            if opener is not None and (opener.version.id != version.id or opener.retired(now)):
+                opener = None
+            elif opener is not None and generation == self._versions.generation:
+                opener.renew(version, until)
+        if opener is None:
+            data_key = self._backend_for(version).unwrap_data_key(_ref(version), head.wrapped_key)
+            opener = self._new_opener(version, head, data_key)
+            opener.renew(version, until)
             with self._lock:
-                self._opening.put(version.id, wrapped, data_key, now)
-        return data_key
+                if generation == self._versions.generation:
+                    self._openers.put(head.raw, opener)
+        return opener
+
+    def _new_opener(self, version: Version, head: Head, data_key: bytes) -> Opener:
+        return Opener(
+            version,
+            head.raw,
+            AESGCM(data_key),
+            self._clock(),
+            self._limits,
+            self.usage.slot(version.id),
+        )
 
     def _break_glass(
         self, version: Version, wrapped: bytes, header: bytes, break_glass: BreakGlass | None
     ) -> bytes:
         with self._lock:
-            self._opening.drop_version(version.id)
+            self._openers.drop_version(version.id)
         if break_glass is None:
             self.usage.record_refused(version.id)
             raise VersionCompromised(
@@ -336,15 +423,16 @@ class KeyledgerClient:
     def _forget_key(self, tenant: str, key_name: str, key_id: uuid.UUID | None) -> None:
         self._versions.forget(tenant, key_name, key_id)
         with self._lock:
-            self._sealing.drop(tenant, key_name)
+            self._sealers.pop((tenant, key_name), None)
+            self._openers.drop_key(tenant, key_name)
             if key_id is not None:
-                self._opening.drop_version(key_id)
+                self._openers.drop_version(key_id)
 
     def _forget_everything(self) -> None:
         self._versions.forget_all()
         with self._lock:
-            self._sealing.clear()
-            self._opening.clear()
+            self._sealers.clear()
+            self._openers.clear()
 
     def _check_service(self, version: Version) -> None:
         # A guard against a service wired to the wrong tenant's key, not access

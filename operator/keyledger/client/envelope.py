@@ -40,10 +40,14 @@ READABLE = (FORMAT_UNBOUND, FORMAT_RECORD, FORMAT_STREAM)
 NONCE_BYTES = 12
 TAG_BYTES = 16
 DATA_KEY_BYTES = 32
+# Below this size copying is cheaper than a view or a pre-sized buffer; above it a
+# second message-sized buffer makes the allocator fault pages in on every call.
+_ONE_BUFFER_FROM = 1 << 16
 _START = struct.Struct(">3sB16s")  # magic, format, key id
 _LENGTH = struct.Struct(">H")
 
 Context = Mapping[str, str]
+Blob = bytes | bytearray  # what decrypt takes: stored bytes, or what encrypt returned
 
 
 @dataclass(frozen=True)
@@ -126,15 +130,62 @@ def seal(
     data_key: bytes,
     plaintext: bytes,
     context: Context,
-) -> bytes:
+) -> bytearray:
     if len(data_key) != DATA_KEY_BYTES:
         raise ValueError("data keys are AES-256 keys (32 bytes)")
+    head = pack_head(FORMAT_RECORD, key_id, tenant, wrapped_key)
+    return seal_record(AESGCM(data_key), head, plaintext, context)
+
+
+def seal_record(cipher: AESGCM, head: bytes, plaintext: bytes, context: Context) -> bytearray:
+    """A format 2 record: `head` (pack_head's), a fresh nonce, the sealed plaintext.
+
+    One buffer of the record's size is returned, not copied into bytes: at 1 MiB a
+    second buffer costs eight times the encryption."""
     nonce = os.urandom(NONCE_BYTES)  # a data key seals at most a bounded number of messages
-    header = pack_head(FORMAT_RECORD, key_id, tenant, wrapped_key) + nonce
-    return header + AESGCM(data_key).encrypt(nonce, plaintext, aad(header, context))
+    header = head + nonce
+    associated = aad(header, context)
+    if len(plaintext) < _ONE_BUFFER_FROM:
+        sealed = bytearray(header)
+        sealed += cipher.encrypt(nonce, plaintext, associated)
+        return sealed
+    sealed = bytearray(len(header) + len(plaintext) + TAG_BYTES)
+    sealed[: len(header)] = header
+    cipher.encrypt_into(nonce, plaintext, associated, memoryview(sealed)[len(header) :])
+    return sealed
 
 
-def parse(blob: bytes) -> Envelope:
+def record_head(blob: Blob) -> bytes:
+    """A record's head (format 1 or 2, up to the nonce) read by its length fields alone,
+    b"" when `blob` has none: the key of the per-call opener lookup. Nothing is
+    checked here; a head no opener holds goes through `parse`, which says what is wrong."""
+    try:
+        format_ = blob[3]
+        at = 22 + (blob[20] << 8 | blob[21]) if format_ == FORMAT_RECORD else 20
+        if format_ > FORMAT_RECORD:
+            return b""
+        return bytes(blob[: at + 2 + (blob[at] << 8 | blob[at + 1])])
+    except IndexError:
+        return b""
+
+
+def open_record(
+    cipher: AESGCM, blob: Blob, nonce_at: int, context: Context, key_id: uuid.UUID
+) -> bytes:
+    """The plaintext of a record whose nonce starts at `nonce_at` (its head's length)."""
+    body_at = nonce_at + NONCE_BYTES
+    if len(blob) < body_at + TAG_BYTES:
+        raise CiphertextInvalid("keyledger ciphertext is truncated")
+    # At 1 MiB a copy of the ciphertext costs as much as its decryption; at 1 KiB a
+    # view costs more than the copy.
+    body = blob[body_at:] if len(blob) < _ONE_BUFFER_FROM else memoryview(blob)[body_at:]
+    try:
+        return cipher.decrypt(blob[nonce_at:body_at], body, aad(blob[:body_at], context))
+    except InvalidTag:
+        raise _does_not_open(key_id) from None
+
+
+def parse(blob: Blob) -> Envelope:
     """Read a record's header; says what is wrong with bytes that are not an envelope.
 
     read_head's equal for whole blobs, by offsets: this is on every decrypt's path."""
@@ -163,15 +214,19 @@ def parse(blob: bytes) -> Envelope:
     if len(blob) < body_at + TAG_BYTES:
         raise CiphertextInvalid("keyledger ciphertext is truncated")
     head = Head(
-        format_, uuid.UUID(bytes=key_id), tenant, blob[wrapped_at:nonce_at], blob[:nonce_at]
+        format_,
+        uuid.UUID(bytes=key_id),
+        tenant,
+        bytes(blob[wrapped_at:nonce_at]),
+        bytes(blob[:nonce_at]),
     )
     # The ciphertext is a view into the blob, not a copy: at 1 MiB a copy costs as
     # much as the decryption itself.
     return Envelope(
         head=head,
-        nonce=blob[nonce_at:body_at],
+        nonce=bytes(blob[nonce_at:body_at]),
         ciphertext=memoryview(blob)[body_at:],
-        header=blob[:body_at],
+        header=bytes(blob[:body_at]),
     )
 
 
@@ -183,7 +238,7 @@ def _check_format(format_: int) -> None:
         )
 
 
-def _tenant(encoded: bytes) -> str:
+def _tenant(encoded: bytes | bytearray) -> str:
     try:
         return encoded.decode("utf-8")
     except UnicodeDecodeError:
@@ -196,14 +251,18 @@ def open_envelope(envelope: Envelope, data_key: bytes, context: Context) -> byte
             envelope.nonce, envelope.ciphertext, aad(envelope.header, context)
         )
     except InvalidTag:
-        raise DecryptionFailed(
-            f"ciphertext under key id {envelope.key_id} does not open: it was altered, "
-            "or the encryption context differs from the one it was written with"
-        ) from None
+        raise _does_not_open(envelope.key_id) from None
 
 
-def aad(header: bytes, context: Context) -> bytes:
-    return header + b"\x00" + _canonical(context)
+def _does_not_open(key_id: uuid.UUID) -> DecryptionFailed:
+    return DecryptionFailed(
+        f"ciphertext under key id {key_id} does not open: it was altered, "
+        "or the encryption context differs from the one it was written with"
+    )
+
+
+def aad(header: Blob, context: Context) -> bytes:
+    return b"\x00".join((header, _canonical(context)))
 
 
 def _canonical(context: Context) -> bytes:

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, MetaData, Table, select, update
 
 from keyledger.client.breakglass import BreakGlass
 from keyledger.client.client import KeyledgerClient
-from keyledger.client.envelope import FORMAT_STREAM
+from keyledger.client.envelope import FORMAT_STREAM, Blob
 from keyledger.errors import KeyledgerError
 from keyledger.failpoints import failpoint
 
@@ -42,7 +42,7 @@ class Sealed:
 class RewrapSource(Protocol):
     def items(self) -> Iterable[Sealed]: ...
 
-    def replace(self, item: Sealed, blob: bytes) -> None:
+    def replace(self, item: Sealed, blob: Blob) -> None:
         """Store `blob` in place of `item.blob` (atomically, where the store allows)."""
 
 
@@ -197,7 +197,7 @@ class FileSource:
             else:
                 yield Sealed(str(path), path.read_bytes(), self.context, self.tenant)
 
-    def replace(self, item: Sealed, blob: bytes) -> None:
+    def replace(self, item: Sealed, blob: Blob) -> None:
         with _staged(Path(item.id)) as out:
             out.write(blob)
 
@@ -243,7 +243,7 @@ class TableSource:
                 yield Sealed(str(row[0]), bytes(row[1]), context, self.tenant, ref=row[0])
             last = rows[-1][0]
 
-    def replace(self, item: Sealed, blob: bytes) -> None:
+    def replace(self, item: Sealed, blob: Blob) -> None:
         key = self._table.c[self.id_column]
         column = self._table.c[self.blob_column]
         with self.engine.begin() as connection:

@@ -159,15 +159,15 @@ def seal_stream(
         index += 1
 
 
-def open_stream(head: Head, src: Readable, data_key: bytes, dst: Writable, context: Context) -> int:
-    """Check and write out the segments that follow `head` in `src`; the plaintext length."""
+def open_stream(head: Head, src: Readable, cipher: AESGCM, dst: Writable, context: Context) -> int:
+    """Check and write out the segments that follow `head` in `src`, with `cipher` (the
+    unwrapped data key's); the plaintext length."""
     tail = full_reader(src)(_TAIL.size + TAG_BYTES)
     if len(tail) < _TAIL.size + TAG_BYTES:
         raise CiphertextInvalid("keyledger stream is truncated inside its header")
     segment_bytes, prefix = _TAIL.unpack_from(tail)
     tag = tail[_TAIL.size :]
     header = head.raw + tail[: _TAIL.size]
-    cipher = AESGCM(data_key)
     try:
         cipher.decrypt(_nonce(prefix, _HEADER_INDEX, False), tag, aad(header, context))
     except InvalidTag:

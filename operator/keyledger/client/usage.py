@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,6 +18,20 @@ from keyledger.store.repository import KeyLedger
 log = logging.getLogger(__name__)
 
 REFUSED_FLUSH_S = 1.0
+
+
+class LastUse:
+    """When one key version was last used, on the recorder's clock.
+
+    The per-call paths hold their version's slot and store a float in it: no lock,
+    no dictionary, no datetime per call. Concurrent stores may leave a time a few
+    microseconds older than the newest: far finer than the ledger needs."""
+
+    __slots__ = ("at", "written")
+
+    def __init__(self) -> None:
+        self.at = float("-inf")
+        self.written = float("-inf")
 
 
 class UsageRecorder:
@@ -30,18 +44,27 @@ class UsageRecorder:
         self._sessions = sessions
         self._interval = flush_interval_s
         self._clock = clock
-        self._pending: dict[uuid.UUID, datetime] = {}
+        # One slot per version this process used; the ledger's versions bound them.
+        self._uses: dict[uuid.UUID, LastUse] = {}
         self._refused: dict[uuid.UUID, datetime] = {}
         self._lock = threading.Lock()
-        self._last_flush = clock()
+        self.flush_due = clock() + flush_interval_s
         self._last_refused_flush = float("-inf")
+
+    def slot(self, key_id: uuid.UUID) -> LastUse:
+        """The slot a per-call path stores its times in for `key_id`."""
+        with self._lock:
+            return self._uses.setdefault(key_id, LastUse())
 
     def record(self, key_id: uuid.UUID) -> None:
         """Note a use now; flush if the interval has passed."""
-        with self._lock:
-            self._pending[key_id] = datetime.now(UTC)
-            due = self._clock() - self._last_flush >= self._interval
-        if due:
+        now = self._clock()
+        self.slot(key_id).at = now
+        self.tick(now)
+
+    def tick(self, now: float) -> None:
+        """Flush if the interval has passed by `now` (the recorder's clock)."""
+        if now >= self.flush_due:
             self.flush()
 
     def record_refused(self, key_id: uuid.UUID) -> None:
@@ -61,9 +84,16 @@ class UsageRecorder:
         """Write what is pending. A ledger that cannot be written keeps it for next
         time: encryption must not fail because a timestamp could not be saved."""
         with self._lock:
-            pending, self._pending = self._pending, {}
+            now = self._clock()
+            self.flush_due = now + self._interval
+            wall = datetime.now(UTC)
+            taken = [(key_id, use, use.at) for key_id, use in self._uses.items()]
             refused, self._refused = self._refused, {}
-            self._last_flush = self._clock()
+        pending = {
+            key_id: wall - timedelta(seconds=max(now - at, 0.0))
+            for key_id, use, at in taken
+            if at > use.written
+        }
         if not pending and not refused:
             return
         try:
@@ -78,7 +108,8 @@ class UsageRecorder:
                 type(error).__name__,
             )
             with self._lock:
-                for key_id, used_at in pending.items():
-                    self._pending.setdefault(key_id, used_at)
                 for key_id, refused_at in refused.items():
                     self._refused.setdefault(key_id, refused_at)
+            return
+        for _, use, at in taken:
+            use.written = max(use.written, at)

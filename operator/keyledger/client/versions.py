@@ -122,13 +122,26 @@ class LedgerVersions:
         # after it, or a notification could be undone by a slow, stale read.
         self._generation = 0
 
+    @property
+    def generation(self) -> int:
+        """Bumped by every forget: what a cache built on a read taken before compares."""
+        return self._generation
+
+    @property
+    def check_s(self) -> float:
+        return self._check_s
+
     def active(self, tenant: str, key_name: str) -> Version:
+        return self.active_checked(tenant, key_name)[0]
+
+    def active_checked(self, tenant: str, key_name: str) -> tuple[Version, float]:
+        """The ACTIVE version and when it was read from the ledger (on the clock)."""
         now = self._clock()
         with self._lock:
             cached = self._active.get((tenant, key_name))
             generation = self._generation
         if cached is not None and now - cached[1] < self._check_s:
-            return cached[0]
+            return cached
         row = self._lookup.active(tenant, key_name) if self._lookup is not None else None
         if row is not None:
             version = Version.of_row(row)
@@ -143,17 +156,21 @@ class LedgerVersions:
         with self._lock:
             if generation == self._generation:
                 self._active[(tenant, key_name)] = (version, now)
-        return version
+        return version, now
 
     def by_id(self, key_id: uuid.UUID, tenant: str) -> Version:
         """The version `key_id`, read as `tenant` (row-level security on PostgreSQL);
         the caller still checks that it is that tenant's."""
+        return self.by_id_checked(key_id, tenant)[0]
+
+    def by_id_checked(self, key_id: uuid.UUID, tenant: str) -> tuple[Version, float]:
+        """`by_id`, and when the version was read from the ledger (on the clock)."""
         now = self._clock()
         with self._lock:
             cached = self._by_id.get(key_id)
             generation = self._generation
         if cached is not None and now - cached[1] < self._check_s:
-            return cached[0]
+            return cached
         row = self._lookup.by_id(key_id) if self._lookup is not None else None
         if row is not None and row.tenant == tenant:
             version = Version.of_row(row)
@@ -173,7 +190,7 @@ class LedgerVersions:
                 if len(self._by_id) >= self._max_entries:
                     self._by_id.clear()
                 self._by_id[key_id] = (version, now)
-        return version
+        return version, now
 
     def forget(self, tenant: str, key_name: str, key_id: uuid.UUID | None) -> None:
         with self._lock:

@@ -1,0 +1,203 @@
+"""The client's cached calls keep every check a ledger read would make: a version
+change shows within version_check_s (at once when the ledger says so), a data key
+retires at its limits, another tenant's blob is refused, and uses are recorded."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from keyledger.api import COMPROMISED_REQUESTED_AT, ROTATE_REQUESTED_AT
+from keyledger.client import CacheLimits, KeyledgerClient
+from keyledger.client.envelope import parse
+from keyledger.errors import TenantMismatch, VersionCompromised
+from keyledger.lifecycle.spec import KeySpec
+from keyledger.operations.keys import KeyOperations
+from keyledger.operations.views import KeyResource
+from keyledger.providers.base import DataKey
+from keyledger.providers.local.backend import LocalBackend
+from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
+from keyledger.store.repository import KeyLedger
+
+CONTEXT = {"record": "r-1"}
+
+
+class CountingBackend(LocalBackend):
+    generated = 0
+    unwrapped = 0
+
+    def generate_data_key(self, ref: str) -> DataKey:
+        self.generated += 1
+        return super().generate_data_key(ref)
+
+    def unwrap_data_key(self, ref: str, wrapped: bytes) -> bytes:
+        self.unwrapped += 1
+        return super().unwrap_data_key(ref, wrapped)
+
+
+@dataclass
+class Clock:
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Ledger:
+    sessions: sessionmaker[Session]
+    backend: CountingBackend
+    key: KeyResource
+    clock: Clock = field(default_factory=Clock)
+    requests: int = 0
+
+    def client(
+        self,
+        limits: CacheLimits | None = None,
+        version_check_s: float = 2.0,
+        usage_flush_s: float = 60.0,
+    ) -> KeyledgerClient:
+        return KeyledgerClient(
+            self.sessions,
+            [self.backend],
+            limits=limits,
+            version_check_s=version_check_s,
+            usage_flush_s=usage_flush_s,
+            listen=False,
+            clock=self.clock,
+        )
+
+    def annotate(self, annotation: str) -> None:
+        self.requests += 1
+        self.key = KeyResource(
+            self.key.uid,
+            self.key.namespace,
+            self.key.name,
+            self.key.generation,
+            self.key.spec,
+            {**self.key.annotations, annotation: f"request-{self.requests}"},
+        )
+        KeyOperations(self.sessions, actor="test").reconcile(self.key, self.backend, "local")
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    upgrade_database(url)
+    sessions = make_session_factory(make_engine(url))
+    spec = KeySpec.from_resource(
+        "records",
+        {
+            "tenant": "acme",
+            "keyType": "PHI_DATA",
+            "providerRef": {"kind": "ClusterKeyProvider", "name": "local"},
+        },
+    )
+    key = KeyResource(str(uuid.uuid4()), "acme", "records", 1, spec, {})
+    state = Ledger(sessions, CountingBackend(tmp_path / "keys.json"), key)
+    KeyOperations(sessions, actor="test").reconcile(key, state.backend, "local")
+    return state
+
+
+def test_a_rotation_shows_within_the_version_check(ledger: Ledger) -> None:
+    client = ledger.client(version_check_s=2.0)
+    first = parse(client.encrypt("acme", "records", b"phi", CONTEXT)).key_id
+    ledger.annotate(ROTATE_REQUESTED_AT)
+    ledger.clock.now += 1.9
+    assert parse(client.encrypt("acme", "records", b"phi", CONTEXT)).key_id == first
+    ledger.clock.now += 0.1
+    assert parse(client.encrypt("acme", "records", b"phi", CONTEXT)).key_id != first
+
+
+def test_a_forget_drops_the_cached_sealer_and_opener_at_once(ledger: Ledger) -> None:
+    client = ledger.client(version_check_s=3600)
+    blob = client.encrypt("acme", "records", b"phi", CONTEXT)
+    leaked = parse(blob).key_id
+    assert client.decrypt(blob, CONTEXT, tenant="acme") == b"phi"
+    ledger.annotate(COMPROMISED_REQUESTED_AT)
+    # Without a notification the cached calls go on until the check is due ...
+    assert client.decrypt(blob, CONTEXT, tenant="acme") == b"phi"
+    # ... and the ledger's notification ends them, on both paths.
+    client._forget_key("acme", "records", leaked)
+    with pytest.raises(VersionCompromised):
+        client.decrypt(blob, CONTEXT, tenant="acme")
+    assert parse(client.encrypt("acme", "records", b"phi", CONTEXT)).key_id != leaked
+
+
+def test_a_compromise_stops_cached_decrypts_within_the_version_check(ledger: Ledger) -> None:
+    client = ledger.client(version_check_s=2.0)
+    blob = client.encrypt("acme", "records", b"phi", CONTEXT)
+    assert client.decrypt(blob, CONTEXT, tenant="acme") == b"phi"
+    ledger.annotate(COMPROMISED_REQUESTED_AT)
+    ledger.clock.now += 2.0
+    with pytest.raises(VersionCompromised):
+        client.decrypt(blob, CONTEXT, tenant="acme")
+
+
+def test_cached_data_keys_retire_at_their_limits(ledger: Ledger) -> None:
+    client = ledger.client(limits=CacheLimits(max_age_s=60, max_messages=2, max_bytes=1 << 20))
+    wrapped = [parse(client.encrypt("acme", "records", b"phi", {})).wrapped_key for _ in range(5)]
+    assert wrapped[0] == wrapped[1] != wrapped[2] == wrapped[3] != wrapped[4]
+    assert ledger.backend.generated == 3
+    ledger.clock.now += 60
+    assert parse(client.encrypt("acme", "records", b"phi", {})).wrapped_key != wrapped[4]
+    big = ledger.client(limits=CacheLimits(max_bytes=100))
+    first = parse(big.encrypt("acme", "records", b"x" * 60, {})).wrapped_key
+    assert parse(big.encrypt("acme", "records", b"x" * 60, {})).wrapped_key != first
+
+
+def test_reading_the_version_every_call_still_reuses_the_data_key(ledger: Ledger) -> None:
+    client = ledger.client(version_check_s=0)
+    blobs = [client.encrypt("acme", "records", b"phi", CONTEXT) for _ in range(3)]
+    assert ledger.backend.generated == 1
+    for blob in blobs:
+        assert client.decrypt(blob, CONTEXT, tenant="acme") == b"phi"
+    assert ledger.backend.unwrapped == 1
+
+
+def test_an_unwrapped_data_key_is_kept_until_its_age_limit(ledger: Ledger) -> None:
+    client = ledger.client(limits=CacheLimits(max_age_s=60), version_check_s=2.0)
+    blob = client.encrypt("acme", "records", b"phi", CONTEXT)
+    for _ in range(3):
+        assert client.decrypt(blob, CONTEXT, tenant="acme") == b"phi"
+        ledger.clock.now += 2.5  # past each version check: read again, key kept
+    assert ledger.backend.unwrapped == 1
+    ledger.clock.now += 60
+    assert client.decrypt(blob, CONTEXT, tenant="acme") == b"phi"
+    assert ledger.backend.unwrapped == 2
+
+
+def test_a_cached_opener_refuses_another_tenant(ledger: Ledger) -> None:
+    client = ledger.client()
+    blob = client.encrypt("acme", "records", b"phi", CONTEXT)
+    assert client.decrypt(blob, CONTEXT, tenant="acme") == b"phi"
+    unwrapped = ledger.backend.unwrapped
+    with pytest.raises(TenantMismatch):
+        client.decrypt(bytes(blob), CONTEXT, tenant="globex")
+    assert ledger.backend.unwrapped == unwrapped
+
+
+def test_cached_calls_record_their_last_use(ledger: Ledger) -> None:
+    client = ledger.client(usage_flush_s=60)
+    blob = client.encrypt("acme", "records", b"phi", CONTEXT)
+    key_id = parse(blob).key_id
+
+    def last_used() -> object:
+        with ledger.sessions() as session:
+            record = KeyLedger(session).get(key_id)
+            assert record is not None
+            return record.last_used_at
+
+    client.usage.flush()
+    first = last_used()
+    assert first is not None
+    ledger.clock.now += 30
+    client.decrypt(blob, CONTEXT, tenant="acme")
+    assert last_used() == first  # batched, not written per call
+    ledger.clock.now += 30
+    client.encrypt("acme", "records", b"phi", CONTEXT)  # the interval is up: flushed
+    assert last_used() != first
