@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from keyledger.domain import KeyEventType, KeyStatus, KeyType, KmsProvider
-from keyledger.store.audit import verify_chains
+from keyledger.store.audit import link_queued, verify_chains
 from keyledger.store.engine import (
     downgrade_database,
     make_engine,
@@ -105,6 +105,7 @@ def chained_event(session: Session, key: EncryptionKeyRecord, now: datetime = NO
         now=now,
         why=Transition(actor="system:serviceaccount:keyledger:operator"),
     )
+    link_queued(session)  # in the database now, as the commit would put it
 
 
 def unchained_event(

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
@@ -115,28 +116,61 @@ def event_hash(event: KeyEventRecord) -> str:
 
 
 def append_to_chain(session: Session, event: KeyEventRecord) -> None:
-    """Link `event` to its tenant's newest row, hash it and insert it.
+    """Queue `event` for its tenant's chain: it is linked, hashed and inserted just
+    before the transaction commits (and dropped if it rolls back).
 
-    Writers of one tenant take turns: on PostgreSQL a transaction-scoped advisory
-    lock keyed by the tenant, held until COMMIT, so no two rows claim the same
-    predecessor; SQLite's BEGIN IMMEDIATE already lets one writer in at a time."""
-    session.flush()  # rows of this transaction already added come first
+    Writers of one tenant take turns at the chain's head: on PostgreSQL through a
+    transaction-scoped advisory lock keyed by the tenant, held until COMMIT, so no
+    two rows claim the same predecessor; SQLite's BEGIN IMMEDIATE already lets one
+    writer in at a time. Linking last keeps that lock for the fewest statements:
+    every key of a tenant waits on it, so what a transaction does before its audit
+    rows must not be done while holding it."""
+    session.info.setdefault(_QUEUED, []).append(event)
+
+
+_QUEUED = "keyledger.audit.queued"
+
+
+@sa_event.listens_for(Session, "before_commit")
+def link_queued(session: Session) -> None:
+    """Link and insert the rows queued in `session`'s transaction; done before every
+    commit, and callable earlier by whoever needs the rows in the database now."""
+    queued: list[KeyEventRecord] | None = session.info.pop(_QUEUED, None)
+    if not queued:
+        return
+    session.flush()  # the transaction's other rows first, before the lock is taken
+    tenants = sorted({event.tenant_id for event in queued})  # one order: no deadlocks
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(:lock_class, hashtext(:tenant))"),
-            {"lock_class": AUDIT_LOCK_CLASS, "tenant": event.tenant_id},
-        )
-    previous = session.execute(
+        for tenant in tenants:
+            session.execute(
+                text("SELECT pg_advisory_xact_lock(:lock_class, hashtext(:tenant))"),
+                {"lock_class": AUDIT_LOCK_CLASS, "tenant": tenant},
+            )
+    heads = {tenant: _head(session, tenant) for tenant in tenants}
+    for event in queued:
+        previous = heads[event.tenant_id]
+        event.prev_event_id = None if previous is None else previous[0]
+        event.prev_hash = GENESIS if previous is None else previous[1]
+        event.row_hash = event_hash(event)
+        session.add(event)
+        session.flush()  # its id, which the tenant's next row links to
+        heads[event.tenant_id] = (event.id, event.row_hash)
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _drop_queued(session: Session) -> None:
+    session.info.pop(_QUEUED, None)
+
+
+def _head(session: Session, tenant: str) -> tuple[int, str] | None:
+    """The id and hash of `tenant`'s newest audit row."""
+    found = session.execute(
         select(KeyEventRecord.id, KeyEventRecord.row_hash)
-        .where(KeyEventRecord.tenant_id == event.tenant_id)
+        .where(KeyEventRecord.tenant_id == tenant)
         .order_by(KeyEventRecord.id.desc())
         .limit(1)
     ).one_or_none()
-    event.prev_event_id = None if previous is None else previous.id
-    event.prev_hash = GENESIS if previous is None else previous.row_hash
-    event.row_hash = event_hash(event)
-    session.add(event)
-    session.flush()
+    return None if found is None else (found.id, found.row_hash)
 
 
 # -- verification ----------------------------------------------------------------------

@@ -361,7 +361,7 @@ class KeyLedger:
         why: Transition,
         details: dict[str, Any] | None = None,
     ) -> KeyEventRecord:
-        """Append an audit row to its tenant's hash chain (flushed, so it has its id)."""
+        """Add an audit row to its tenant's hash chain, linked when the transaction commits."""
         event = KeyEventRecord(
             occurred_at=now,
             key_id=record.id,
