@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.engine import Row
 
 from keyledger.lifecycle.actions import RequestKind
 from keyledger.lifecycle.spec import KeySpec
@@ -36,7 +39,8 @@ class KeyResource:
         return f"{self.namespace}/{self.name}"
 
 
-def to_version(record: EncryptionKeyRecord) -> KeyVersion:
+def to_version(record: EncryptionKeyRecord | Row[Any]) -> KeyVersion:
+    """A version from its ledger record, or from a row of the pass's live-version read."""
     return KeyVersion(
         id=record.id,
         version=record.version,

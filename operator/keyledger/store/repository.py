@@ -21,6 +21,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from keyledger.domain import KeyEventType, KeyStatus, KeyType, KmsProvider
@@ -112,9 +113,7 @@ class KeyLedger:
             query = query.limit(limit)
         return self.session.scalars(query).all()
 
-    def live_versions(
-        self, tenant: str, key_name: str, recent: int
-    ) -> Sequence[EncryptionKeyRecord]:
+    def live_versions(self, tenant: str, key_name: str, recent: int) -> Sequence[Row[Any]]:
         """The versions a pass can act on or show, newest first: the `recent` newest,
         every PENDING, ACTIVE and INACTIVE one, every one whose rollback window is
         open or that can still expire, and the parents of all of these. The rest
@@ -123,7 +122,7 @@ class KeyLedger:
         # One statement built once (its cache key and compiled form are kept), not
         # rebuilt per pass: this read is on every pass and every drift check.
         params = {"tenant": tenant, "key_name": key_name, "recent": recent}
-        return self.session.scalars(_LIVE_VERSIONS, params).all()
+        return self.session.execute(_LIVE_VERSIONS, params).all()
 
     def latest(self, tenant: str, key_name: str) -> EncryptionKeyRecord | None:
         found = self.versions(tenant, key_name, limit=1)
@@ -424,7 +423,28 @@ def _handled_requests_statement(kinds: tuple[str, ...]) -> CompoundSelect[Any]:
     return union_all(*parts)
 
 
-def _live_versions_statement() -> Select[EncryptionKeyRecord]:
+# What a pass reads of each live version: what the planner and the status use, and
+# the managing resource. Plain rows, not ORM objects: no identity map, and none of
+# the JSON columns a pass never looks at to parse.
+_LIVE_COLUMNS = (
+    EncryptionKeyRecord.id,
+    EncryptionKeyRecord.version,
+    EncryptionKeyRecord.status,
+    EncryptionKeyRecord.kms_key_id,
+    EncryptionKeyRecord.created_at,
+    EncryptionKeyRecord.activated_at,
+    EncryptionKeyRecord.expires_at,
+    EncryptionKeyRecord.rotated_at,
+    EncryptionKeyRecord.last_used_at,
+    EncryptionKeyRecord.can_rollback,
+    EncryptionKeyRecord.rollback_expires_at,
+    EncryptionKeyRecord.parent_key_id,
+    EncryptionKeyRecord.created_by,
+    EncryptionKeyRecord.resource_uid,
+)
+
+
+def _live_versions_statement() -> Select[*tuple[Any, ...]]:
     table = EncryptionKeyRecord
     of_key = (table.tenant_id == bindparam("tenant"), table.key_name == bindparam("key_name"))
     newest = select(func.max(table.version)).where(*of_key).scalar_subquery()
@@ -437,7 +457,7 @@ def _live_versions_statement() -> Select[EncryptionKeyRecord]:
     )
     can_expire = or_(*(table.status == status for status in _CAN_EXPIRE))
     return (
-        select(table)
+        select(*_LIVE_COLUMNS)
         .where(
             *of_key,
             or_(
