@@ -80,3 +80,28 @@ def test_a_paused_resource_neither_takes_over_nor_sees_another_ones_key(
         assert {v.resource_uid for v in KeyLedger(session).versions("acme", "records")} == {
             "uid-owner"
         }
+
+
+def test_deleting_a_resource_releases_only_what_it_owns(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """A refused second resource for the key name is deleted (or the owner's delete
+    handler runs again after another resource took the name over): the owner keeps it."""
+    backend = LocalBackend(tmp_path / "keys.json")
+    operations = KeyOperations(sessions, actor="test")
+    owner, refused = _resource("uid-owner", "phi"), _resource("uid-other", "other")
+    operations.reconcile(owner, backend, "local")
+    with pytest.raises(InvalidSpec, match=r"spec\.keyName"):
+        operations.reconcile(refused, backend, "local")
+
+    operations.retire(refused, backend, None)
+    with sessions() as session:
+        (version,) = KeyLedger(session).versions("acme", "records")
+        assert (version.resource_uid, version.resource_name) == ("uid-owner", "tenant-acme/phi")
+
+    operations.retire(owner, backend, None)
+    operations.reconcile(refused, backend, "local")  # the name is free: taken over
+    operations.retire(owner, backend, None)  # the owner's delete handler, run again
+    with sessions() as session:
+        (version,) = KeyLedger(session).versions("acme", "records")
+        assert (version.resource_uid, version.resource_name) == ("uid-other", "tenant-acme/other")

@@ -162,7 +162,7 @@ class KeyOperations:
                         now=now,
                         why=why,
                     )
-                ledger.release(spec.tenant, spec.key_name, now=now)
+                ledger.release(spec.tenant, spec.key_name, resource_uid=key.uid, now=now)
         outcome.note(
             "Deleted",
             f"applied deletionPolicy {spec.deletion_policy.value} to "

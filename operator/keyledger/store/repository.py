@@ -334,9 +334,13 @@ class KeyLedger:
         moments = [m for m in (record.last_used_at, record.last_refused_at) if m is not None]
         return max(moments, default=None)
 
-    def release(self, tenant: str, key_name: str, *, now: datetime) -> None:
-        """Forget which resource manages the key; the rows themselves stay for audit."""
+    def release(self, tenant: str, key_name: str, *, resource_uid: str, now: datetime) -> None:
+        """Forget that resource `resource_uid` manages the key; the rows stay for audit.
+        Rows another resource manages are left alone: a refused resource's deletion,
+        or an owner's delete handler run again after the name was taken over."""
         for record in self.versions(tenant, key_name):
+            if record.resource_uid != resource_uid:
+                continue
             record.resource_uid = None
             record.resource_name = None
             record.updated_at = now
