@@ -84,9 +84,11 @@ demo-down:
 
 bench: deps
 	$(VENV)/bin/pip install -q -e '.[dev,bench]'
-	@set -e; for bench in benchmarks/bench_*.py; do \
-		echo "== $$bench"; $(PY) -m benchmarks.$$(basename $$bench .py); \
-	done
+	@missed=""; for bench in benchmarks/bench_*.py; do \
+		echo "== $$bench"; \
+		$(PY) -m benchmarks.$$(basename $$bench .py) || missed="$$missed $$bench"; \
+	done; \
+	if [ -n "$$missed" ]; then echo "targets missed or failed in:$$missed"; exit 1; fi
 
 clean: demo-down
 	rm -rf .demo
