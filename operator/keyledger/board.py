@@ -81,8 +81,11 @@ class _Key(Generic[T]):
         return min(moments)
 
     def what_is_due(self, now: datetime) -> Due:
+        # A key nothing was published for (its handler has not finished, or failed:
+        # a name taken by another resource, a provider not there yet) gets the full
+        # pass whenever it wakes, so that it is tried again at least once an interval.
         time_due = (self.due is not None and now >= self.due) or (
-            not self.known and now >= self.first_seen + FALLBACK
+            not self.known and (now >= self.first_seen + FALLBACK or now >= self.next_drift)
         )
         return Due(time=time_due, drift=now >= self.next_drift)
 

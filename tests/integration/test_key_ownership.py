@@ -105,3 +105,19 @@ def test_deleting_a_resource_releases_only_what_it_owns(
     with sessions() as session:
         (version,) = KeyLedger(session).versions("acme", "records")
         assert (version.resource_uid, version.resource_name) == ("uid-other", "tenant-acme/other")
+
+
+def test_a_drift_check_reports_nothing_for_a_key_the_resource_does_not_manage(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """A refused second resource for the key name is not shown Ready from the owner's
+    versions by its drift checks; the refusal stands until its reconcile claims it."""
+    backend = LocalBackend(tmp_path / "keys.json")
+    operations = KeyOperations(sessions, actor="test")
+    owner, refused = _resource("uid-owner", "phi"), _resource("uid-other", "other")
+    operations.reconcile(owner, backend, "local")
+
+    checked = operations.check_drift(refused, backend, "local", was_drifted=False)
+    assert not checked.scheduled and checked.status == {}
+    shown = operations.check_drift(owner, backend, "local", was_drifted=False)
+    assert shown.status["version"] == 1  # the owner's own check does report

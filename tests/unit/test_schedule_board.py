@@ -187,3 +187,27 @@ def test_passes_run_only_while_held_and_a_due_key_waits_for_the_next_holder() ->
 
     asyncio.run(scenario())
     assert passes == ["uid-1", "uid-2"]
+
+
+def test_a_key_nothing_was_published_for_gets_the_full_pass_at_each_wake() -> None:
+    """Its handler failed (the name was another resource's): every drift wake is a
+    retry of the whole pass, not a drift check alone."""
+    clock = Clock()
+    passes: list[Due] = []
+
+    async def run_pass(uid: str, item: str, due: Due) -> datetime | Unchanged | None:
+        passes.append(due)
+        raise RuntimeError("spec.keyName: taken")
+
+    async def scenario() -> None:
+        board = ScheduleBoard[str](timedelta(seconds=10), clock=clock, rng=random.Random(1))
+        board.start(run_pass, lambda failures: 3600.0)
+        board.hold("provider-daemon")
+        board.track("uid-1", "body")
+        clock.now += timedelta(seconds=10)  # past the first drift wake, before FALLBACK
+        board.wake()
+        await _settle()
+        await board.stop(1.0)
+
+    asyncio.run(scenario())
+    assert passes == [Due(time=True, drift=True)]

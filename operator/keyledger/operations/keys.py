@@ -98,7 +98,11 @@ class KeyOperations:
         with self.locks.hold(key.uid):
             # The versions alone (one read): the request history only if there is a
             # status to build, which an idle key's check does not need.
-            versions = self._versions(key)
+            versions, owner = self._versions(key)
+            if versions and owner != key.uid:
+                # Another resource's key (or one not claimed yet): its reconcile
+                # claims or refuses it; a drift check reports nothing for it.
+                return outcome
             current = current_version(versions)
             if current is None or current.kms_key_id is None:
                 self._report(key, provider_label, None, outcome)
@@ -262,11 +266,13 @@ class KeyOperations:
             versions, handled, requests.last, records[0].resource_uid if records else None
         )
 
-    def _versions(self, key: KeyResource) -> list[KeyVersion]:
+    def _versions(self, key: KeyResource) -> tuple[list[KeyVersion], str | None]:
+        """The key's live versions, and the resource the ledger says manages them."""
         with self.reads() as session:
             ledger = KeyLedger(session)
             records = ledger.live_versions(key.spec.tenant, key.spec.key_name, LIVE_RECENT)
-            return [to_version(r) for r in records]
+            owner = records[0].resource_uid if records else None
+            return [to_version(r) for r in records], owner
 
     def _record_drift(
         self,
