@@ -104,6 +104,12 @@ def observe_provider(
     PROVIDER_READY.labels(kind, namespace or "", name).set(1 if ready else 0)
 
 
+def forget_provider(kind: str, namespace: str | None, name: str) -> None:
+    """The provider is deleted: its readiness series goes with it, as a key's do."""
+    with contextlib.suppress(KeyError):
+        PROVIDER_READY.remove(kind, namespace or "", name)
+
+
 class InstrumentedBackend:
     """Wraps a backend so that every KMS call is counted and timed."""
 

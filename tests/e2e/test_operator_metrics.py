@@ -24,7 +24,7 @@ from tests.fixtures_operator import (
     wait_condition,
     wait_for,
 )
-from tests.harness.controlplane import ControlPlane
+from tests.harness.controlplane import ControlPlane, kubectl
 from tests.harness.openbao import OpenBaoServer, start_openbao, stop_openbao
 from tests.harness.operator import OperatorProcess
 from tests.unit.test_monitoring import sample_names, used_names
@@ -175,6 +175,12 @@ def test_pass_ledger_and_provider_series_follow_create_rotate_and_a_kms_failure(
         frozenset(labels) for labels, _ in samples(op, "keyledger_reconcile_failures_total")
     }
     assert failure_labels == {frozenset({"pass", "reason"})}
+
+    # A deleted provider's readiness series goes with it.
+    kubectl(crds, "delete", "kp", "vault", "-n", ns, "--wait=true", "--timeout=60s")
+    assert not [
+        labels for labels, _ in samples(op, "keyledger_provider_ready") if labels == provider
+    ], "the deleted provider's readiness series is still exported"
 
 
 def test_every_metric_the_rules_and_dashboard_read_is_on_a_running_operators_page(

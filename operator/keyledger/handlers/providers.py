@@ -10,7 +10,7 @@ from keyledger.api import CLUSTER_KEY_PROVIDERS, GROUP, KEY_PROVIDERS, VERSION
 from keyledger.errors import KeyledgerError
 from keyledger.handlers.reporting import write_outcome
 from keyledger.lifecycle.spec import ProviderKind
-from keyledger.metrics import observe_provider
+from keyledger.metrics import forget_provider, observe_provider
 from keyledger.operations.health import check_provider
 from keyledger.operations.providers import ProviderView
 from keyledger.runtime import Runtime
@@ -75,6 +75,18 @@ def check_key_provider(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_:
         body.metadata.namespace,
         body.metadata.name or "",
         {**body.status, **written},
+    )
+
+
+@kopf.on.delete(GROUP, VERSION, CLUSTER_KEY_PROVIDERS, optional=True)
+def forget_cluster_provider(body: kopf.Body, **_: Any) -> None:
+    forget_provider(ProviderKind.CLUSTER.value, None, body.metadata.name or "")
+
+
+@kopf.on.delete(GROUP, VERSION, KEY_PROVIDERS, optional=True)
+def forget_key_provider(body: kopf.Body, **_: Any) -> None:
+    forget_provider(
+        ProviderKind.NAMESPACED.value, body.metadata.namespace, body.metadata.name or ""
     )
 
 
