@@ -11,12 +11,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from keyledger.domain import KeyStatus, KmsProvider
+from keyledger.domain import KeyStatus
 from keyledger.errors import KeyNotUsable, TenantMismatch
 from keyledger.store.lookup import VersionLookup, VersionRow
 from keyledger.store.models import EncryptionKeyRecord
@@ -30,17 +30,9 @@ DECRYPTABLE = frozenset(
 
 
 @dataclass(frozen=True)
-class Version:
-    id: uuid.UUID
-    tenant: str
-    key_name: str
-    version: int
-    status: KeyStatus
-    kms_key_id: str | None
-    kms_provider: KmsProvider
-    kms_endpoint: str | None
-    kms_region: str | None
-    authorized_services: tuple[str, ...]
+class Version(VersionRow):
+    """A key version as the client seals and opens with it: the ledger's row, and
+    what the client checks against it."""
 
     @classmethod
     def of(cls, record: EncryptionKeyRecord) -> Version:
@@ -59,18 +51,7 @@ class Version:
 
     @classmethod
     def of_row(cls, row: VersionRow) -> Version:
-        return cls(
-            row.id,
-            row.tenant,
-            row.key_name,
-            row.version,
-            row.status,
-            row.kms_key_id,
-            row.kms_provider,
-            row.kms_endpoint,
-            row.kms_region,
-            row.authorized_services,
-        )
+        return cls(**{field.name: getattr(row, field.name) for field in fields(VersionRow)})
 
     @property
     def label(self) -> str:
