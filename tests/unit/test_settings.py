@@ -84,3 +84,15 @@ def test_the_package_reads_the_environment_only_through_settings() -> None:
     modules = sorted(PACKAGE.rglob("*.py"))
     reads = [read for module in modules for read in _environment_reads(module)]
     assert not reads, "read it through a Settings field instead:\n" + "\n".join(reads)
+
+
+def test_handler_threads_default_to_eight_and_stay_within_the_ledger_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("KEYLEDGER_HANDLER_THREADS", raising=False)
+    assert Settings().handler_threads == 8
+    monkeypatch.setenv("KEYLEDGER_HANDLER_THREADS", "4")
+    assert Settings().handler_threads == 4
+    monkeypatch.setenv("KEYLEDGER_HANDLER_THREADS", "64")
+    with pytest.raises(ValueError, match="handler_threads"):
+        Settings()

@@ -18,7 +18,6 @@ from keyledger.serving import ReadinessGate, serve
 from keyledger.settings import Settings, get_settings
 
 HEAP_TRIM_INTERVAL_S = 60.0
-HANDLER_THREADS = 16
 
 
 @kopf.on.startup()
@@ -34,12 +33,12 @@ def start_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
-    # Passes wait on the ledger and the KMS far more than they compute: enough threads
-    # to keep both busy when keys arrive in bulk (the ledger pool holds as many).
-    settings.execution.max_workers = HANDLER_THREADS
     cap_sdk_logging()
     load_kubernetes_config()
     config = get_settings()
+    # Passes at once (KEYLEDGER_HANDLER_THREADS, at most 24): the ledger pool's 10 + 20
+    # connections serve each of them and the schedule's own passes.
+    settings.execution.max_workers = config.handler_threads
     if config.peering:
         # One ClusterKopfPeering for all replicas, whatever namespaces they serve.
         settings.peering.clusterwide = True
