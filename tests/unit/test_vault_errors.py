@@ -29,7 +29,7 @@ from keyledger.providers.vault.backend import VaultBackend, open_vault_backend
 from keyledger.providers.vault.config import VaultAuth
 from keyledger.providers.vault.errors import translate_error
 from keyledger.providers.vault.names import TransitVersion, transit_key_name
-from keyledger.providers.vault.session import VaultSession
+from keyledger.providers.vault.session import VaultSession, _retrying_session
 from keyledger.providers.vault.state import KeyState, VersionState, raised_floor
 from keyledger.settings import Settings
 
@@ -234,3 +234,21 @@ def test_throttled_calls_are_retried_and_unsafe_repeats_are_not() -> None:
     assert retry.is_retry("GET", 503)
     assert not retry.is_retry("POST", 503)  # a rotate may have happened
     assert not retry.is_retry("POST", 500)
+
+
+def test_the_session_reads_proxies_and_ca_bundle_from_the_environment_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not read here")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    session = _retrying_session("https://vault.example:8200")
+    monkeypatch.setenv("HTTPS_PROXY", "http://elsewhere:1")  # not re-read per call
+    assert session.trust_env is False
+    assert session.proxies["https"] == "http://proxy.internal:3128"
+    assert session.verify == str(bundle)
+
+    monkeypatch.setenv("NO_PROXY", "vault.example")
+    assert "https" not in _retrying_session("https://vault.example:8200").proxies
