@@ -182,9 +182,6 @@ class ScheduleBoard(Generic[T]):
         """`holder` stopped; with no holder left, no new pass starts. On the loop."""
         self._holders.discard(holder)
 
-    def held(self) -> bool:
-        return bool(self._holders)
-
     # -- the task ------------------------------------------------------------------
 
     def start(self, run_pass: PassRunner[T], retry_delay: Callable[[int], float]) -> None:
