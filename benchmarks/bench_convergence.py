@@ -2,7 +2,8 @@
 
 keyledger (local provider, PostgreSQL ledger) against a floor: one kopf process
 (`floor_operator.py`) making the same API writes for each key (the finalizer
-patch, one status patch saying Ready) with no KMS or ledger work. Both run as
+patch, one status patch of the shape keyledger writes, the one Event it posts)
+with no KMS or ledger work. Both run as
 the operator's ServiceAccount against the same control plane, one after the
 other; the keys are created the same way (kubectl, 250 per request).
 Target: keyledger within 1.5x of the floor.

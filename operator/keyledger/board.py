@@ -1,16 +1,24 @@
 """Every key's next scheduled moment in one heap, and the one task that waits on it.
 
-Handlers run in worker threads and publish a key's next due moment (rotation,
-expiry warning, expiry, rollback window close) when they build its status; the
-watch keeps each key's latest body here. One task sleeps until the earliest
-moment of any key, runs the passes that fell due (a bounded number at once, in
-threads) and sleeps again: idle keys cost no task, no wake-up and no timer of
-their own, only their drift checks, which are spread at random over the interval.
+Handlers run in worker threads and publish each key as they leave it: its body
+with the status they wrote, and its next due moment (rotation, expiry warning,
+expiry, rollback window close). One task sleeps until the earliest moment of any
+key, runs the passes that fell due (a bounded number at once, in threads) and
+sleeps again: idle keys cost no task, no wake-up and no timer of their own, only
+their drift checks, which are spread at random over the interval. No watch
+handler feeds the board: kopf's per-event work for one cost a tenth of the
+operator's CPU while keys were created in bulk.
+
+A key's body on the board can be stale: a handler read it before a scheduled
+pass wrote the status, or another replica acted while this one was paused. The
+board then marks it, and the key's next pass reads the key afresh first.
 
 Passes run only while the board is held. kopf stops every daemon of a replica
 that peering pauses (a peer of higher priority is active) and starts them again
 when it resumes; the provider daemons hold the board while they run, so a paused
-replica runs no scheduled pass, as it runs no handler.
+replica runs no scheduled pass, as it runs no handler. When held again, every
+key gets a pass at once, from a fresh read: the peer that was active may have
+rotated, changed or deleted keys, and kopf runs no handler for what it finished.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import itertools
 import logging
 import random
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,22 +49,33 @@ CONCURRENT_PASSES = 4
 
 @dataclass(frozen=True)
 class Due:
-    """What a pass is for: scheduled transitions, the drift check, or both."""
+    """What a pass is for: scheduled transitions, the drift check, or both; `reread`:
+    the key's body on the board may be stale, read it afresh first."""
 
     time: bool
     drift: bool
-
-
-# Runs one key's pass; returns the key's next due moment when the pass built the
-# status (None: nothing scheduled), or `UNCHANGED`. Raises when the pass failed.
-PassRunner = Callable[[str, T, Due], Awaitable["datetime | Unchanged | None"]]
+    reread: bool = False
 
 
 class Unchanged:
     """A pass that left the key's due moment as it was (a drift check that changed nothing)."""
 
 
+class Unknown:
+    """A handler that failed before it could build the key's status: no due moment."""
+
+
+class Gone:
+    """The key no longer exists (its pass read it afresh and found nothing)."""
+
+
 UNCHANGED = Unchanged()
+UNKNOWN = Unknown()
+GONE = Gone()
+
+# Runs one key's pass; returns the key's next due moment when the pass built the
+# status (None: nothing scheduled), `UNCHANGED`, or `GONE`. Raises when the pass failed.
+PassRunner = Callable[[str, T, Due], Awaitable["datetime | Unchanged | Gone | None"]]
 
 
 @dataclass
@@ -68,6 +88,10 @@ class _Key(Generic[T]):
     retry_at: datetime | None = None
     failures: int = 0
     running: bool = False
+    # `item` may be stale: the next pass reads the key afresh.
+    stale: bool = False
+    # When (monotonic) its last pass ended: a handler's body read before then is stale.
+    passed_at: float = float("-inf")
     wake: datetime | None = field(default=None, compare=False)
 
     def next_wake(self) -> datetime:
@@ -87,14 +111,13 @@ class _Key(Generic[T]):
         time_due = (self.due is not None and now >= self.due) or (
             not self.known and (now >= self.first_seen + FALLBACK or now >= self.next_drift)
         )
-        return Due(time=time_due, drift=now >= self.next_drift)
+        return Due(time=time_due, drift=now >= self.next_drift, reread=self.stale)
 
 
 class ScheduleBoard(Generic[T]):
-    """Keys tracked from the watch, their due moments, and the task that runs them.
+    """Keys as their handlers left them, their due moments, and the task that runs them.
 
-    `track`, `forget`, `start` and `stop` are called on the event loop; `publish`
-    from any thread."""
+    `publish` and `forget` are called from any thread; the rest on the event loop."""
 
     def __init__(
         self,
@@ -113,74 +136,77 @@ class ScheduleBoard(Generic[T]):
         self._changed: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._passes: set[asyncio.Task[None]] = set()
-        # Publications that arrived before the key was tracked, or before the loop ran.
-        self._early: dict[str, datetime | None] = {}
+        # Publications and forgettings made before the task started (no loop yet).
+        self._early: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._holders: set[str] = set()
+        self._was_held = False
 
-    # -- the watch's side ---------------------------------------------------------
+    # -- the handlers' side --------------------------------------------------------
 
-    def track(self, uid: str, item: T) -> None:
-        """The key exists, as `item` shows it now (its latest body)."""
-        key = self._keys.get(uid)
-        if key is not None:
-            key.item = item
-            return
-        now = self._clock()
-        key = _Key(item, first_seen=now, next_drift=now + self._interval * self._rng.random())
-        with self._lock:
-            if uid in self._early:
-                key.due, key.known = self._early.pop(uid), True
-        self._keys[uid] = key
-        self._reschedule(uid, key)
+    def publish(self, uid: str, item: T, due: datetime | Unknown | None, read_at: float) -> None:
+        """From any thread: the key as a handler left it (`item`), and its next due
+        moment (None: nothing scheduled; `UNKNOWN`: the handler failed before it knew).
+        `read_at`: when (time.monotonic) the handler's body was read."""
+        self._on_loop(lambda: self._publish(uid, item, due, read_at))
 
     def forget(self, uid: str) -> None:
-        """The key is gone or being deleted: no more passes for it."""
+        """From any thread: the key is gone or being deleted: no more passes for it."""
+        self._on_loop(lambda: self._forget(uid))
+
+    def _forget(self, uid: str) -> None:
         self._keys.pop(uid, None)
-        with self._lock:
-            self._early.pop(uid, None)
 
     def tracked(self) -> int:
         return len(self._keys)
 
-    # -- the handlers' side --------------------------------------------------------
-
-    def publish(self, uid: str, due: datetime | None) -> None:
-        """From any thread: the key's next due moment is now `due`."""
-        loop = self._loop
-        if loop is None:
-            with self._lock:
-                self._early[uid] = due
-            return
-        loop.call_soon_threadsafe(self._set_due, uid, due)
-
     def due(self, uid: str) -> tuple[bool, datetime | None]:
-        """(whether anything was published yet, the due moment). On the loop."""
+        """(whether a due moment was published yet, the due moment). On the loop."""
         key = self._keys.get(uid)
-        if key is None:
-            with self._lock:
-                return (True, self._early[uid]) if uid in self._early else (False, None)
-        return key.known, key.due
+        return (key.known, key.due) if key is not None else (False, None)
 
-    def _set_due(self, uid: str, due: datetime | None) -> None:
+    def _on_loop(self, change: Callable[[], None]) -> None:
+        with self._lock:
+            loop = self._loop
+            if loop is None:
+                self._early.append(change)
+                return
+        loop.call_soon_threadsafe(change)
+
+    def _publish(self, uid: str, item: T, due: datetime | Unknown | None, read_at: float) -> None:
         key = self._keys.get(uid)
         if key is None:
-            with self._lock:
-                self._early[uid] = due
-            return
-        key.due, key.known = due, True
+            now = self._clock()
+            key = _Key(item, first_seen=now, next_drift=now + self._interval * self._rng.random())
+            self._keys[uid] = key
+        else:
+            key.item = item
+            # A pass that ran (or runs) since the handler read the body wrote after it.
+            key.stale = key.running or key.passed_at > read_at
+        if not isinstance(due, Unknown):
+            key.due, key.known = due, True
         self._reschedule(uid, key)
 
     # -- who lets passes run ---------------------------------------------------------
 
     def hold(self, holder: str) -> None:
         """`holder` (a kopf daemon of this replica) runs: passes may run. On the loop."""
+        if not self._holders and self._was_held:
+            self._refresh_all()
         self._holders.add(holder)
+        self._was_held = True
         self.wake()
 
     def release(self, holder: str) -> None:
         """`holder` stopped; with no holder left, no new pass starts. On the loop."""
         self._holders.discard(holder)
+
+    def _refresh_all(self) -> None:
+        """Held again after a pause: every key's pass now, from a fresh read."""
+        now = self._clock()
+        for uid, key in self._keys.items():
+            key.stale, key.due, key.known, key.retry_at = True, now, True, None
+            self._reschedule(uid, key)
 
     # -- the task ------------------------------------------------------------------
 
@@ -190,12 +216,12 @@ class ScheduleBoard(Generic[T]):
         if self._task is not None:
             return
         self._retry_delay = retry_delay
-        self._loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
         with self._lock:
-            early, self._early = self._early, {}
-        for uid, due in early.items():
-            self._set_due(uid, due)
+            self._loop = asyncio.get_running_loop()
+            early, self._early = self._early, []
+        for change in early:
+            change()
         self._task = asyncio.create_task(self._run(run_pass), name="keyledger schedule")
 
     def wake(self) -> None:
@@ -245,19 +271,26 @@ class ScheduleBoard(Generic[T]):
                 key.retry_at = None
                 if not (due.time or due.drift):
                     return  # woken early (a retry, a publication since): plan again
+                # Cleared before the pass: a publication while it runs marks it again.
+                key.stale = False
                 try:
                     next_due = await run_pass(uid, key.item, due)
                 except Exception:  # reported by run_pass; retried here
+                    key.stale = key.stale or due.reread
                     key.failures += 1
                     key.retry_at = now + timedelta(seconds=self._retry_delay(key.failures))
                     return
                 key.failures = 0
+                if isinstance(next_due, Gone):
+                    self._keys.pop(uid, None)
+                    return
                 if due.drift:
                     key.next_drift = now + self._interval * self._rng.uniform(0.9, 1.1)
                 if not isinstance(next_due, Unchanged):
                     key.due, key.known = next_due, True
         finally:
             key.running = False
+            key.passed_at = time.monotonic()
             if self._keys.get(uid) is key:
                 self._reschedule(uid, key)
 

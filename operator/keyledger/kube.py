@@ -42,11 +42,14 @@ def read_secret(namespace: str, name: str) -> Mapping[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
 
-def patch_status(plural: str, namespace: str, name: str, status: Mapping[str, object]) -> None:
-    """Merge-patch a keyledger resource's status (used where kopf's `patch` is not at hand)."""
+def patch_status(
+    plural: str, namespace: str, name: str, status: Mapping[str, object]
+) -> dict[str, Any]:
+    """Merge-patch a keyledger resource's status (used where kopf's `patch` is not at
+    hand); returns the resource as the API server holds it after the patch."""
     from keyledger.api import GROUP, VERSION  # noqa: PLC0415
 
-    client.CustomObjectsApi().patch_namespaced_custom_object_status(
+    patched = client.CustomObjectsApi().patch_namespaced_custom_object_status(
         GROUP,
         VERSION,
         namespace,
@@ -55,6 +58,7 @@ def patch_status(plural: str, namespace: str, name: str, status: Mapping[str, ob
         {"status": dict(status)},
         _content_type="application/merge-patch+json",
     )
+    return dict(cast(Mapping[str, Any], patched))
 
 
 def namespace_labels(name: str) -> dict[str, str] | None:

@@ -33,7 +33,7 @@ from keyledger.lifecycle.transitions import apply_in_memory
 from keyledger.lifecycle.versions import KeyVersion
 from keyledger.operations.keys import KeyOperations
 from keyledger.operations.outcome import Outcome
-from keyledger.operations.views import KeyResource, to_version
+from keyledger.operations.views import KeyResource, Written, to_version
 from keyledger.providers.base import KeyBackend, KmsKeyState
 from keyledger.providers.local.backend import LocalBackend
 from keyledger.store.engine import make_engine, make_session_factory, upgrade_database
@@ -81,12 +81,17 @@ def recorded(
         backend: KeyBackend,
         why: Transition,
         outcome: Outcome,
-    ) -> None:
+    ) -> Written:
         seen = len(outcome.events)
-        real_execute(action, versions, key, backend, why, outcome)
+        written = real_execute(action, versions, key, backend, why, outcome)
         with sessions() as session:
             after = [to_version(r) for r in KeyLedger(session).versions("acme", "records")]
+        # The pass plans its next action over what the executor says it wrote, without
+        # reading the ledger again: that must be the rows exactly as committed.
+        for version in written.versions:
+            assert version in after, f"{version} is not as committed: {after}"
         executed.append(Executed(action, list(versions), after, outcome.events[seen:]))
+        return written
 
     operations.executor.execute = execute  # type: ignore[method-assign]  # recording spy
     yield operations, LocalBackend(tmp_path / "keys.json"), clock, executed

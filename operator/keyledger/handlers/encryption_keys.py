@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
 import kopf
 
 from keyledger.api import ENCRYPTION_KEYS, GROUP, VERSION
+from keyledger.board import UNKNOWN
 from keyledger.errors import InvalidSpec, KeyledgerError
 from keyledger.handlers.errors import UNEXPECTED_ERROR_BACKOFF, to_kopf_error
 from keyledger.handlers.keys_common import (
@@ -23,6 +25,7 @@ from keyledger.handlers.reporting import (
     post_events,
     write_outcome,
 )
+from keyledger.handlers.schedule import publish_key
 from keyledger.metrics import observe_pass
 from keyledger.runtime import Runtime
 
@@ -41,6 +44,7 @@ def reconcile_encryption_key(
     **indexes: Any,
 ) -> None:
     runtime: Runtime = memo.runtime
+    read_at = time.monotonic()
     correlation_id = str(uuid.uuid4())
     logger.info("reconciling, correlation id %s", correlation_id)
     try:
@@ -55,10 +59,14 @@ def reconcile_encryption_key(
                 last_drift(body),
             )
     except KeyledgerError as error:
-        observe_key_status(body, write_outcome(failure_outcome(error), body, patch.status.update))
+        written = write_outcome(failure_outcome(error), body, patch.status.update)
+        observe_key_status(body, written)
+        # On the board all the same: its passes retry it until a handler succeeds.
+        publish_key(runtime.board, body, indexes, written, UNKNOWN, read_at)
         raise to_kopf_error(error, retry) from error
-    observe_key_status(body, write_outcome(outcome, body, patch.status.update))
-    runtime.board.publish(key.uid, outcome.next_due)
+    written = write_outcome(outcome, body, patch.status.update)
+    observe_key_status(body, written)
+    publish_key(runtime.board, body, indexes, written, outcome.next_due, read_at)
 
 
 @kopf.on.delete(GROUP, VERSION, ENCRYPTION_KEYS, backoff=UNEXPECTED_ERROR_BACKOFF)
@@ -66,6 +74,7 @@ def retire_encryption_key(
     body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, retry: int, **indexes: Any
 ) -> None:
     runtime: Runtime = memo.runtime
+    runtime.board.forget(body.metadata.uid or "")  # this handler applies the policy
     try:
         key = key_resource(body)
     except InvalidSpec as error:

@@ -9,6 +9,7 @@ import kopf
 from keyledger.api import CLUSTER_KEY_PROVIDERS, GROUP, KEY_PROVIDERS, VERSION
 from keyledger.errors import KeyledgerError
 from keyledger.handlers.reporting import write_outcome
+from keyledger.handlers.schedule import start_schedule
 from keyledger.lifecycle.spec import ProviderKind
 from keyledger.metrics import forget_provider, observe_provider
 from keyledger.operations.health import check_provider
@@ -99,6 +100,7 @@ async def hold_schedule(uid: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, 
     and starts them again on resume; a key has no pass without its provider, so the
     providers' daemons are what says this replica acts."""
     runtime: Runtime = memo.runtime
+    start_schedule(runtime, memo)
     runtime.board.hold(uid)
     try:
         await stopped.wait()

@@ -33,7 +33,7 @@ from keyledger.lifecycle.versions import KeyVersion
 from keyledger.operations.attribution import attribute
 from keyledger.operations.outcome import Outcome
 from keyledger.operations.steps import ADOPTION_REFUSED, check_adoptable, version_request
-from keyledger.operations.views import Clock, KeyResource
+from keyledger.operations.views import Clock, KeyResource, Written, to_version
 from keyledger.providers.base import KeyBackend, KmsKeyState
 from keyledger.store.models import EncryptionKeyRecord
 from keyledger.store.repository import KeyLedger, Transition
@@ -52,7 +52,8 @@ class ActionExecutor:
         backend: KeyBackend,
         why: Transition,
         outcome: Outcome,
-    ) -> None:
+    ) -> Written:
+        """Carry out `action`; what its ledger step wrote, as committed."""
         attribution = attribute(action.cause, key, why.actor)
         requester = attribution.requester
         why = replace(
@@ -62,9 +63,10 @@ class ActionExecutor:
         )
         kms_key_id = self.run_kms_step(action.kms_step(key.spec), key, backend)
         changes = changes_for(action, versions, key.spec, self.clock(), kms_key_id)
-        self._commit(key, backend, versions, changes, action.handled_request, why)
+        written = self._commit(key, backend, versions, changes, action.handled_request, why)
         failpoint(f"{type(action).__name__}.after-ledger")
         outcome.events.extend(action.notices(key.spec))
+        return written
 
     def run_kms_step(self, step: KmsStep, key: KeyResource, backend: KeyBackend) -> str | None:
         """Do what the action asks of the KMS; the KMS key id a new version got, if any."""
@@ -118,10 +120,11 @@ class ActionExecutor:
         changes: list[RowChange],
         request: HandledRequest | None,
         why: Transition,
-    ) -> None:
+    ) -> Written:
         spec = key.spec
         statuses = {v.id: v.status for v in planned}
         settled_on: EncryptionKeyRecord | None = None
+        versions: list[KeyVersion] = []
         with self.sessions.begin() as session:
             ledger = KeyLedger(session)
             now = self.clock()
@@ -165,5 +168,7 @@ class ActionExecutor:
                         details=change.details,
                     )
                 settled_on = settled_on or record
+                versions.append(to_version(record))  # flushed: as the row now stands
             if request is not None and settled_on is not None:
                 ledger.record_request(settled_on, request.kind.value, request.token, now=now)
+        return Written(versions, request if settled_on is not None else None)

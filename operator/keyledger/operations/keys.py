@@ -2,8 +2,9 @@
 
 Each KMS step happens outside a database transaction and is idempotent (the
 marker ties a KMS key to its ledger row); each ledger step is one transaction.
-After every action the ledger is read again and the planner asked again, so a
-crash at any point resumes from the ledger alone.
+After every action the planner is asked again, over what the action committed,
+and every pass starts from a fresh read of the ledger, so a crash at any point
+resumes from the ledger alone.
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ class KeyOperations:
                 action = plan_next(key.spec, view.versions, requests, self.clock())
                 if action is None:
                     break
-                self.executor.execute(action, view.versions, key, backend, why, outcome)
-                view = self._load(key)
+                written = self.executor.execute(action, view.versions, key, backend, why, outcome)
+                view = view.after(written)
             # The ledger as the last step left it: reported without reading it again.
             self._report(key, provider_label, drift, outcome, view)
         return outcome

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.engine import Row
 
-from keyledger.lifecycle.actions import RequestKind
+from keyledger.lifecycle.actions import HandledRequest, RequestKind
 from keyledger.lifecycle.spec import KeySpec
 from keyledger.lifecycle.versions import KeyVersion
 from keyledger.store.models import EncryptionKeyRecord
@@ -59,9 +59,33 @@ def to_version(record: EncryptionKeyRecord | Row[Any]) -> KeyVersion:
 
 
 @dataclass(frozen=True)
+class Written:
+    """What one action's ledger step wrote: the versions it added or changed, as
+    committed, and the request it settled."""
+
+    versions: list[KeyVersion]
+    settled: HandledRequest | None = None
+
+
+@dataclass(frozen=True)
 class LedgerView:
     versions: list[KeyVersion]
     handled: dict[RequestKind, set[str]]
     last_handled: dict[str, str]
     # The resource the ledger says manages the key (its newest version's), if any.
     owner: str | None = None
+
+    def after(self, written: Written) -> LedgerView:
+        """The view once `written` is committed, without reading the ledger again:
+        the pass holds the key's lock, and a version someone else moved meanwhile
+        fails the next action's ledger step (LedgerConflict), as a fresh read would
+        have shown. Versions newest first, as the ledger read returns them."""
+        changed = {v.id: v for v in written.versions}
+        versions = [changed.pop(v.id, v) for v in self.versions]
+        versions = sorted([*versions, *changed.values()], key=lambda v: v.version, reverse=True)
+        handled = {kind: set(tokens) for kind, tokens in self.handled.items()}
+        last_handled = dict(self.last_handled)
+        if written.settled is not None:
+            handled.setdefault(written.settled.kind, set()).add(written.settled.token)
+            last_handled[written.settled.kind.value] = written.settled.token
+        return LedgerView(versions, handled, last_handled, self.owner)

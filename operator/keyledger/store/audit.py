@@ -22,10 +22,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Table, bindparam, insert, select, text
 from sqlalchemy import event as sa_event
-from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from keyledger.store.models import KeyEventRecord
@@ -152,8 +152,10 @@ def link_queued(session: Session) -> None:
         event.prev_event_id = None if previous is None else previous[0]
         event.prev_hash = GENESIS if previous is None else previous[1]
         event.row_hash = event_hash(event)
-        session.add(event)
-        session.flush()  # its id, which the tenant's next row links to
+        # A plain INSERT, not the ORM's unit of work: this runs under the tenant's
+        # lock, which every key of the tenant waits on; its id is the next row's link.
+        row = {name: getattr(event, name) for name in _INSERTED}
+        event.id = session.execute(_INSERT_EVENT, row).scalar_one()
         heads[event.tenant_id] = (event.id, event.row_hash)
 
 
@@ -164,13 +166,20 @@ def _drop_queued(session: Session) -> None:
 
 def _head(session: Session, tenant: str) -> tuple[int, str] | None:
     """The id and hash of `tenant`'s newest audit row."""
-    found = session.execute(
-        select(KeyEventRecord.id, KeyEventRecord.row_hash)
-        .where(KeyEventRecord.tenant_id == tenant)
-        .order_by(KeyEventRecord.id.desc())
-        .limit(1)
-    ).one_or_none()
+    found = session.execute(_HEAD, {"tenant": tenant}).one_or_none()
     return None if found is None else (found.id, found.row_hash)
+
+
+# Built once: both run under the tenant's lock, on every ledger write.
+_EVENTS = cast(Table, KeyEventRecord.__table__)
+_INSERTED = tuple(column.key for column in _EVENTS.columns if column.key != "id")
+_INSERT_EVENT = insert(_EVENTS).returning(_EVENTS.c.id)
+_HEAD = (
+    select(_EVENTS.c.id, _EVENTS.c.row_hash)
+    .where(_EVENTS.c.tenant_id == bindparam("tenant"))
+    .order_by(_EVENTS.c.id.desc())
+    .limit(1)
+)
 
 
 # -- verification ----------------------------------------------------------------------
