@@ -16,6 +16,8 @@ import pytest
 import yaml
 from sqlalchemy.orm import Session, sessionmaker
 
+from keyledger.domain import KeyEventType
+from keyledger.store.repository import KeyLedger
 from tests.contract.backends.vault import STATE_MOUNT, STATE_PATH, TRANSIT_MOUNT, prepare_server
 from tests.fixtures_operator import (
     annotate,
@@ -274,7 +276,11 @@ def _scheduled_passes(process: OperatorProcess) -> float:
 
 
 def test_a_replica_a_higher_priority_peer_pauses_runs_no_more_scheduled_passes(
-    crds: ControlPlane, pair: Pair, operator_database: str, tmp_path: Path
+    crds: ControlPlane,
+    pair: Pair,
+    operator_database: str,
+    ledger_sessions: sessionmaker[Session],
+    tmp_path: Path,
 ) -> None:
     """A rolling update: a new replica of higher priority joins while the active one
     runs drift checks. kopf pauses the old one's handlers; its schedule stops too."""
@@ -296,6 +302,27 @@ def test_a_replica_a_higher_priority_peer_pauses_runs_no_more_scheduled_passes(
         time.sleep(SETTLE_S)  # more than two drift intervals
         assert _scheduled_passes(pair.active) == paused_at, "the paused replica kept its schedule"
         assert _scheduled_passes(newer) > 2
+        # The newer replica retires beta; the paused one's schedule still holds it.
+        kubectl(crds, "delete", "ek", "beta", "-n", ns, "--timeout=60s")
     finally:
         newer.stop()
         print(f"\nHA operator log: {newer.log_path}")
+    # The newer replica is gone and the old one resumes: every key it held gets a pass
+    # from a fresh read, so beta, deleted meanwhile, leaves its schedule instead of
+    # failing a status write at every drift check.
+    wait_for(
+        lambda: pair.active.log_text().count(RESUMED) >= 2, "the old replica resumed", pair.active
+    )
+    resumed_at = _scheduled_passes(pair.active)
+    wait_for(lambda: _scheduled_passes(pair.active) >= resumed_at + 3, "passes", pair.active)
+    after_resume = pair.active.log_text().rpartition(RESUMED)[2]
+    assert "scheduled pass failed" not in after_resume, after_resume[-3000:]
+    wait_condition(crds, "ek", "alpha", "Ready", namespace=ns, operator=pair.active)
+    # Nor does a pass over the body it held take beta's released history back.
+    with ledger_sessions() as session:
+        ledger = KeyLedger(session)
+        versions = ledger.versions(tenant, "beta")
+        assert versions, "beta's rows stay for audit"
+        assert all(v.resource_uid is None for v in versions), "beta was claimed again"
+        events = {e.event_type for v in versions for e in ledger.events(v.id)}
+        assert KeyEventType.ADOPTED not in events

@@ -137,6 +137,9 @@ def _ping_idle_connections(engine: Engine) -> None:
                 cursor.execute("SELECT 1")
             finally:
                 cursor.close()
+            # The SELECT began a transaction (psycopg outside autocommit): end it, or
+            # a read session asking for autocommit gets a connection it cannot switch.
+            dbapi_connection.rollback()
         except Exception as error:
             raise DisconnectionError("idle ledger connection is dead") from error
 
