@@ -3,7 +3,9 @@
 Handled request tokens are found by index in `handled_requests`, not by reading
 the key's audit trail, so a key with 1,000 settled requests in its history
 issues exactly the SQL statements of a key with one and reads exactly as many
-rows into the ORM (counted on the engine, on SQLite and PostgreSQL).
+rows into the ORM (counted on the engine, on SQLite and PostgreSQL). On
+PostgreSQL, the database reads no row of that history either: its plans for
+the pass's reads filter out nothing, with the statistics of an empty table.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event
+import pytest
+from sqlalchemy import Engine, event, text
 
 from keyledger.api import ROLLBACK_REQUESTED_AT, ROTATE_REQUESTED_AT
 from keyledger.domain import KeyEventType
@@ -105,3 +108,47 @@ def test_a_pass_issues_the_same_statements_whatever_the_history(
 
     assert len(statements[1000]) == len(statements[1])
     assert statements[1000] == statements[1]  # the same statements, not just as many
+
+
+def _rows_filtered_out(plan: dict[str, Any]) -> int:
+    """Rows a plan node and those below it read and then dropped: history it walked."""
+    own: int = plan.get("Rows Removed by Filter", 0) + plan.get("Rows Removed by Index Recheck", 0)
+    return own + sum(_rows_filtered_out(child) for child in plan.get("Plans", ()))
+
+
+@pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
+def test_the_handled_requests_read_probes_its_indexes_whatever_the_history(
+    ledger_engine: Engine, tmp_path: Path
+) -> None:
+    operations = KeyOperations(make_session_factory(ledger_engine), actor="test")
+    backend = LocalBackend(tmp_path / "keys.json")
+    name = "records"
+    operations.reconcile(_key(name, {}), backend, "local")
+    # Statistics from when no request was handled yet, as a young ledger has them.
+    with ledger_engine.connect() as connection:
+        connection.execute(text("ANALYZE handled_requests"))
+        connection.commit()
+    _settle_requests(operations, name, 1000)
+    key = _key(name, {ROLLBACK_REQUESTED_AT: "old-0"})  # the oldest token, re-applied
+    reads: list[tuple[str, Any]] = []
+
+    def captured(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "handled_requests" in statement:
+            reads.append((statement, parameters))
+
+    event.listen(ledger_engine, "before_cursor_execute", captured)
+    try:
+        outcome = operations.reconcile(key, backend, "local")
+    finally:
+        event.remove(ledger_engine, "before_cursor_execute", captured)
+    assert outcome.status["lastHandledRequests"] == {"rollback": "old-999"}
+    assert not outcome.events, "old-0 is settled: nothing to do"
+    assert len(reads) == 1
+    statement, parameters = reads[0]
+    with ledger_engine.connect() as connection:
+        cursor = connection.connection.cursor()
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters)
+        explained = cursor.fetchone()
+        assert explained is not None
+        (plan,) = explained[0]
+    assert _rows_filtered_out(plan["Plan"]) == 0

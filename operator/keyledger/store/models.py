@@ -59,6 +59,7 @@ def _enum(enum_cls: type[Any], name: str) -> Enum:
 
 
 _ACTIVE = text("status = 'ACTIVE'")
+_LATEST = text("latest")
 
 
 class EncryptionKeyRecord(Base):
@@ -219,9 +220,14 @@ class HandledRequestRecord(Base):
     key_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("encryption_keys.id", ondelete="RESTRICT")
     )
+    # The last request of its kind the key settled (status.lastHandledRequests).
+    latest: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
     __table_args__ = (
-        # Whether a token is handled already: one index probe.
+        # Whether a token is handled already: one index probe, and the only index
+        # a lookup by token can use, so that no planner estimate (the table's
+        # statistics may date from when it was empty) turns it into a scan of the
+        # key's requests.
         Index(
             "uq_handled_requests_key_kind_token",
             "tenant_id",
@@ -230,8 +236,16 @@ class HandledRequestRecord(Base):
             "token",
             unique=True,
         ),
-        # The last handled token of each kind (status.lastHandledRequests).
-        Index("ix_handled_requests_latest", "tenant_id", "key_name", "kind", "id"),
+        # The last handled token of each kind: one row per key and kind.
+        Index(
+            "uq_handled_requests_latest",
+            "tenant_id",
+            "key_name",
+            "kind",
+            unique=True,
+            postgresql_where=_LATEST,
+            sqlite_where=_LATEST,
+        ),
     )
 
 

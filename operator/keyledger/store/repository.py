@@ -387,44 +387,49 @@ class KeyLedger:
     def record_request(
         self, record: EncryptionKeyRecord, kind: str, token: str, *, now: datetime
     ) -> None:
-        """Mark an annotation request settled on `record`, with the action's audit row."""
+        """Mark an annotation request settled on `record`, with the action's audit row;
+        it becomes the key's latest of its kind."""
+        table = HandledRequestRecord
+        self.session.execute(
+            update(table)
+            .where(
+                table.tenant_id == record.tenant_id,
+                table.key_name == record.key_name,
+                table.kind == kind,
+                table.latest,
+            )
+            .values(latest=False)
+            .execution_options(synchronize_session=False)
+        )
         self.session.add(
-            HandledRequestRecord(
+            table(
                 tenant_id=record.tenant_id,
                 key_name=record.key_name,
                 kind=kind,
                 token=token,
                 handled_at=now,
                 key_id=record.id,
+                latest=True,
             )
         )
 
 
 def _handled_requests_statement(kinds: tuple[str, ...]) -> CompoundSelect[Any]:
-    """The last settled token of each of `kinds`, and which of the bound tokens
-    (`token_<i>` for the i-th kind, NULL for none) are settled: index probes only."""
+    """The last settled token of each kind, and which of the bound tokens (`token_<i>`
+    for the i-th of `kinds`, NULL for none) are settled: each part one probe of a
+    unique index (uq_handled_requests_latest, uq_handled_requests_key_kind_token)."""
     table = HandledRequestRecord
     of_key = (table.tenant_id == bindparam("tenant"), table.key_name == bindparam("key_name"))
-    parts: list[Select[str, str, bool]] = []
-    for kind in kinds:
-        latest = (
-            select(table.kind, table.token, literal(True).label("latest"))
-            .where(*of_key, table.kind == kind)
-            .order_by(table.id.desc())
-            .limit(1)
-            .subquery()
-        )
-        parts.append(select(latest))
-    matches = or_(
-        *(
-            and_(table.kind == kind, table.token == bindparam(f"token_{index}"))
-            for index, kind in enumerate(kinds)
-        )
+    latest = select(table.kind, table.token, literal(True).label("latest")).where(
+        *of_key, table.latest
     )
-    parts.append(
-        select(table.kind, table.token, literal(False).label("latest")).where(*of_key, matches)
+    settled = (
+        select(table.kind, table.token, literal(False).label("latest")).where(
+            *of_key, table.kind == kind, table.token == bindparam(f"token_{index}")
+        )
+        for index, kind in enumerate(kinds)
     )
-    return union_all(*parts)
+    return union_all(latest, *settled)
 
 
 # What a pass reads of each live version: what the planner and the status use, and
