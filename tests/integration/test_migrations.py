@@ -42,7 +42,7 @@ from keyledger.store.repository import KeyLedger, Transition
 from tests.harness.postgres import PostgresServer, create_database, drop_database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0006"
+HEAD = "0007"
 LEDGER_TABLES = {"encryption_keys", "key_events", "handled_requests", "tenant_grants"}
 APPEND_ONLY = "key_events is append-only"
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

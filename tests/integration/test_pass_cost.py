@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from sqlalchemy import Engine, event, text
 from keyledger.api import ROLLBACK_REQUESTED_AT, ROTATE_REQUESTED_AT
 from keyledger.domain import KeyEventType
 from keyledger.lifecycle.spec import KeySpec
+from keyledger.lifecycle.status import VERSION_HISTORY_LIMIT
 from keyledger.operations.keys import KeyOperations
 from keyledger.operations.views import KeyResource
 from keyledger.providers.local.backend import LocalBackend
@@ -116,39 +117,101 @@ def _rows_filtered_out(plan: dict[str, Any]) -> int:
     return own + sum(_rows_filtered_out(child) for child in plan.get("Plans", ()))
 
 
+def _idle_pass_plans(
+    engine: Engine, operations: KeyOperations, key: KeyResource, table: str, tmp_path: Path
+) -> list[dict[str, Any]]:
+    """What PostgreSQL did for each statement on `table` of a pass that has nothing to do."""
+    reads: list[tuple[str, Any]] = []
+
+    def captured(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if f"FROM {table}" in statement:
+            reads.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", captured)
+    try:
+        outcome = operations.reconcile(key, LocalBackend(tmp_path / "keys.json"), "local")
+    finally:
+        event.remove(engine, "before_cursor_execute", captured)
+    assert not outcome.events, "an idle pass does nothing"
+    plans = []
+    with engine.connect() as connection:
+        cursor = connection.connection.cursor()
+        for statement, parameters in reads:
+            cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters)
+            explained = cursor.fetchone()
+            assert explained is not None
+            plans.append(explained[0][0]["Plan"])
+    return plans
+
+
+def _other_keys(engine: Engine, keys: int) -> None:
+    """Two versions each of `keys` keys of other tenants, written by the database."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                """
+                INSERT INTO encryption_keys (
+                    id, created_at, updated_at, tenant_id, key_name, key_type, kms_key_id,
+                    kms_provider, status, version, activated_at, can_rollback, key_algorithm,
+                    compliance_tags, authorized_services, access_policy)
+                SELECT gen_random_uuid(), now(), now(), 'tenant-' || (k % 100), 'key-' || k,
+                       'PHI_DATA', 'local:other/' || gen_random_uuid(), 'LOCAL_SOFTWARE',
+                       CASE WHEN v = 2 THEN 'ACTIVE' ELSE 'ROTATED' END, v, now(), false,
+                       'AES-256-GCM', '{}', '[]', '{}'
+                FROM generate_series(1, :keys) AS k, generate_series(1, 2) AS v
+                """
+            ),
+            {"keys": keys},
+        )
+
+
+def _analyze(engine: Engine, table: str) -> None:
+    with engine.connect() as connection:
+        connection.execute(text(f"ANALYZE {table}"))
+        connection.commit()
+
+
 @pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
 def test_the_handled_requests_read_probes_its_indexes_whatever_the_history(
     ledger_engine: Engine, tmp_path: Path
 ) -> None:
     operations = KeyOperations(make_session_factory(ledger_engine), actor="test")
+    name = "records"
+    operations.reconcile(_key(name, {}), LocalBackend(tmp_path / "keys.json"), "local")
+    # Statistics from when no request was handled yet, as a young ledger has them.
+    _analyze(ledger_engine, "handled_requests")
+    _settle_requests(operations, name, 1000)
+    key = _key(name, {ROLLBACK_REQUESTED_AT: "old-0"})  # the oldest token, re-applied
+
+    plans = _idle_pass_plans(ledger_engine, operations, key, "handled_requests", tmp_path)
+    assert len(plans) == 1
+    assert _rows_filtered_out(plans[0]) == 0
+
+
+@pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
+def test_the_live_versions_read_skips_the_settled_history(
+    ledger_engine: Engine, tmp_path: Path
+) -> None:
+    now = [NOW]
+    operations = KeyOperations(
+        make_session_factory(ledger_engine), actor="test", clock=lambda: now[0]
+    )
     backend = LocalBackend(tmp_path / "keys.json")
     name = "records"
     operations.reconcile(_key(name, {}), backend, "local")
-    # Statistics from when no request was handled yet, as a young ledger has them.
-    with ledger_engine.connect() as connection:
-        connection.execute(text("ANALYZE handled_requests"))
-        connection.commit()
-    _settle_requests(operations, name, 1000)
-    key = _key(name, {ROLLBACK_REQUESTED_AT: "old-0"})  # the oldest token, re-applied
-    reads: list[tuple[str, Any]] = []
+    _other_keys(ledger_engine, 5000)  # a ledger large enough to be read by index
+    # Statistics from when the key had one version.
+    _analyze(ledger_engine, "encryption_keys")
+    rotations = 3 * VERSION_HISTORY_LIMIT
+    for n in range(rotations):
+        now[0] += timedelta(days=30)  # each rollback window closes on the next pass
+        operations.reconcile(_key(name, {ROTATE_REQUESTED_AT: f"r{n}"}), backend, "local")
+    now[0] += timedelta(days=30)
+    key = _key(name, {ROTATE_REQUESTED_AT: f"r{rotations - 1}"})
+    operations.reconcile(key, backend, "local")  # the last window closes
 
-    def captured(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "handled_requests" in statement:
-            reads.append((statement, parameters))
-
-    event.listen(ledger_engine, "before_cursor_execute", captured)
-    try:
-        outcome = operations.reconcile(key, backend, "local")
-    finally:
-        event.remove(ledger_engine, "before_cursor_execute", captured)
-    assert outcome.status["lastHandledRequests"] == {"rollback": "old-999"}
-    assert not outcome.events, "old-0 is settled: nothing to do"
-    assert len(reads) == 1
-    statement, parameters = reads[0]
-    with ledger_engine.connect() as connection:
-        cursor = connection.connection.cursor()
-        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters)
-        explained = cursor.fetchone()
-        assert explained is not None
-        (plan,) = explained[0]
-    assert _rows_filtered_out(plan["Plan"]) == 0
+    plans = _idle_pass_plans(ledger_engine, operations, key, "encryption_keys", tmp_path)
+    assert len(plans) == 1
+    # The newest versions status shows, and the parent of the oldest of them.
+    assert plans[0]["Actual Rows"] == VERSION_HISTORY_LIMIT + 1
+    assert _rows_filtered_out(plans[0]) == 0

@@ -60,6 +60,14 @@ def _enum(enum_cls: type[Any], name: str) -> Enum:
 
 _ACTIVE = text("status = 'ACTIVE'")
 _LATEST = text("latest")
+# A version the planner can still act on: unsettled or current, its rollback window
+# open, or able to expire. The live-versions read spells it the same, so that the
+# database sees the read's condition is the index's (constants, no parameters);
+# parenthesized, as text joined to other conditions by AND is not.
+ACTING_VERSION = text(
+    "(status IN ('PENDING', 'ACTIVE', 'INACTIVE') OR can_rollback "
+    "OR (expires_at IS NOT NULL AND status = 'ROTATED'))"
+)
 
 
 class EncryptionKeyRecord(Base):
@@ -150,6 +158,15 @@ class EncryptionKeyRecord(Base):
             sqlite_where=text("can_rollback"),
         ),
         Index("ix_encryption_keys_parent_key_id", "parent_key_id"),
+        # A pass's versions beyond the newest it shows, found without reading the
+        # settled history in between (KeyLedger.live_versions).
+        Index(
+            "ix_encryption_keys_acting",
+            "tenant_id",
+            "key_name",
+            postgresql_where=ACTING_VERSION,
+            sqlite_where=ACTING_VERSION,
+        ),
     )
 
 

@@ -11,9 +11,7 @@ from typing import Any
 from sqlalchemy import (
     CompoundSelect,
     Select,
-    and_,
     bindparam,
-    func,
     literal,
     or_,
     select,
@@ -29,6 +27,7 @@ from keyledger.errors import TenantNotGranted
 from keyledger.lifecycle.durations import format_duration
 from keyledger.store.audit import append_to_chain
 from keyledger.store.models import (
+    ACTING_VERSION,
     EncryptionKeyRecord,
     HandledRequestRecord,
     KeyEventRecord,
@@ -116,9 +115,10 @@ class KeyLedger:
     def live_versions(self, tenant: str, key_name: str, recent: int) -> Sequence[Row[Any]]:
         """The versions a pass can act on or show, newest first: the `recent` newest,
         every PENDING, ACTIVE and INACTIVE one, every one whose rollback window is
-        open or that can still expire, and the parents of all of these. The rest
-        (long ROTATED, EXPIRED or COMPROMISED history) stays in the database, so
-        that a pass over a key rotated for years reads what one over a young key does."""
+        open or that can still expire, and the parents of the newest and of the
+        PENDING, ACTIVE and INACTIVE ones. The rest (long ROTATED, EXPIRED or
+        COMPROMISED history) stays in the database, unread, so that a pass over a
+        key rotated for years reads what one over a young key does."""
         # One statement built once (its cache key and compiled form are kept), not
         # rebuilt per pass: this read is on every pass and every drift check.
         params = {"tenant": tenant, "key_name": key_name, "recent": recent}
@@ -454,33 +454,46 @@ _LIVE_COLUMNS = (
 
 
 def _live_versions_statement() -> Select[*tuple[Any, ...]]:
+    """The newest `recent` versions, those acting (ACTING_VERSION), and the parents of
+    the newest and of the unsettled or current: each part found by index (the newest
+    by the key's version index, the acting by their own, the parents by primary key),
+    so that no part reads the settled history in between."""
     table = EncryptionKeyRecord
     of_key = (table.tenant_id == bindparam("tenant"), table.key_name == bindparam("key_name"))
-    newest = select(func.max(table.version)).where(*of_key).scalar_subquery()
-    recent_or_current = or_(
-        table.version > newest - bindparam("recent"),
-        *(table.status == status for status in _UNSETTLED_OR_CURRENT),
+    recent = (
+        select(table.id, table.parent_key_id)
+        .where(*of_key)
+        .order_by(table.version.desc())
+        .limit(bindparam("recent"))
+        .cte("recent")
     )
-    parents = select(table.parent_key_id).where(
-        *of_key, recent_or_current, table.parent_key_id.is_not(None)
+    acting = (
+        select(table.id, table.parent_key_id, table.status)
+        .where(*of_key, ACTING_VERSION)
+        .cte("acting")
     )
-    can_expire = or_(*(table.status == status for status in _CAN_EXPIRE))
+    unsettled_or_current = acting.c.status.in_(_UNSETTLED_OR_CURRENT)
+    wanted = union_all(
+        select(recent.c.id),
+        select(acting.c.id),
+        select(recent.c.parent_key_id),
+        select(acting.c.parent_key_id).where(unsettled_or_current),
+    )
+    # A parent must be a version of this key too. Compared with IS NOT DISTINCT FROM
+    # (the columns are NOT NULL: the same as =), which PostgreSQL cannot answer from
+    # an index: with =, it may prefer reading the key's whole history through the
+    # version index to the few primary-key lookups of the wanted ids.
     return (
         select(*_LIVE_COLUMNS)
         .where(
-            *of_key,
-            or_(
-                recent_or_current,
-                table.can_rollback,
-                and_(table.expires_at.is_not(None), can_expire),
-                table.id.in_(parents),
-            ),
+            table.id.in_(wanted),
+            table.tenant_id.is_not_distinct_from(bindparam("tenant")),
+            table.key_name.is_not_distinct_from(bindparam("key_name")),
         )
         .order_by(table.version.desc())
     )
 
 
 _UNSETTLED_OR_CURRENT = (KeyStatus.PENDING, KeyStatus.ACTIVE, KeyStatus.INACTIVE)
-_CAN_EXPIRE = (KeyStatus.ACTIVE, KeyStatus.INACTIVE, KeyStatus.ROTATED)
 _LIVE_VERSIONS = _live_versions_statement()
 _HANDLED_REQUESTS: dict[tuple[str, ...], CompoundSelect[Any]] = {}
