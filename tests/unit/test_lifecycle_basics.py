@@ -104,7 +104,6 @@ def _version(n: int, status: KeyStatus) -> KeyVersion:
         version=n,
         status=status,
         kms_key_id=f"kms-{n}",
-        created_at=T0,
         activated_at=T0,
     )
 

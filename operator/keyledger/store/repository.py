@@ -112,7 +112,9 @@ class KeyLedger:
             query = query.limit(limit)
         return self.session.scalars(query).all()
 
-    def live_versions(self, tenant: str, key_name: str, recent: int) -> Sequence[Row[Any]]:
+    def live_versions(
+        self, tenant: str, key_name: str, recent: int
+    ) -> Sequence[Row[*tuple[Any, ...]]]:
         """The versions a pass can act on or show, newest first: the `recent` newest,
         every PENDING, ACTIVE and INACTIVE one, every one whose rollback window is
         open or that can still expire, and the parents of the newest and of the
@@ -432,22 +434,22 @@ def _handled_requests_statement(kinds: tuple[str, ...]) -> CompoundSelect[Any]:
     return union_all(latest, *settled)
 
 
-# What a pass reads of each live version: what the planner and the status use, and
-# the managing resource. Plain rows, not ORM objects: no identity map, and none of
-# the JSON columns a pass never looks at to parse.
+# What a pass reads of each live version: the fields of lifecycle's KeyVersion, in
+# their order (operations.views.to_version makes a version of a row by position),
+# then the managing resource. Plain rows, not ORM objects: no identity map, and
+# none of the columns a pass never looks at to transfer or parse.
 _LIVE_COLUMNS = (
     EncryptionKeyRecord.id,
     EncryptionKeyRecord.version,
     EncryptionKeyRecord.status,
     EncryptionKeyRecord.kms_key_id,
-    EncryptionKeyRecord.created_at,
     EncryptionKeyRecord.activated_at,
     EncryptionKeyRecord.expires_at,
     EncryptionKeyRecord.rotated_at,
     EncryptionKeyRecord.last_used_at,
     EncryptionKeyRecord.can_rollback,
     EncryptionKeyRecord.rollback_expires_at,
-    EncryptionKeyRecord.parent_key_id,
+    EncryptionKeyRecord.parent_key_id.label("parent_id"),
     EncryptionKeyRecord.created_by,
     EncryptionKeyRecord.resource_uid,
 )
