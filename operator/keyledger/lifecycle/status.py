@@ -47,20 +47,28 @@ def _time(moment: datetime | None) -> str | None:
 
 
 def _version_entry(version: KeyVersion) -> dict[str, Any]:
-    entry = {
+    # Built field by field, a moment only where the version has one: a pass makes
+    # one for every version it shows.
+    entry: dict[str, Any] = {
         "version": version.version,
         "phase": version.status.value,
         "keyId": str(version.id),
-        "kmsKeyRef": version.kms_key_id,
-        "activatedAt": _time(version.activated_at),
-        "rotatedAt": _time(version.rotated_at),
-        "expiresAt": _time(version.expires_at),
-        "rollbackExpiresAt": _time(version.rollback_expires_at) if version.can_rollback else None,
-        # When clients last used it: a ROTATED version nobody decrypts with any more
-        # is one whose deletion loses no data.
-        "lastUsedAt": _time(version.last_used_at),
     }
-    return {k: v for k, v in entry.items() if v is not None}
+    if version.kms_key_id is not None:
+        entry["kmsKeyRef"] = version.kms_key_id
+    if version.activated_at is not None:
+        entry["activatedAt"] = rfc3339(version.activated_at)
+    if version.rotated_at is not None:
+        entry["rotatedAt"] = rfc3339(version.rotated_at)
+    if version.expires_at is not None:
+        entry["expiresAt"] = rfc3339(version.expires_at)
+    if version.can_rollback and version.rollback_expires_at is not None:
+        entry["rollbackExpiresAt"] = rfc3339(version.rollback_expires_at)
+    # When clients last used it: a ROTATED version nobody decrypts with any more
+    # is one whose deletion loses no data.
+    if version.last_used_at is not None:
+        entry["lastUsedAt"] = rfc3339(version.last_used_at)
+    return entry
 
 
 def shown_usage(versions: list[KeyVersion]) -> dict[int, str | None]:
