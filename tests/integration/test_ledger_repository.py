@@ -111,6 +111,10 @@ def test_the_last_request_settled_of_each_kind_is_the_latest(ledger_engine: Engi
         assert sorted(latest) == ["b1", "elsewhere", "r3"]
         unknown = ledger.handled_requests("acme", "phi", kinds, {"rotate": "r9"})
         assert unknown.handled == {("rotate", "r3"), ("rollback", "b1")}
+        # No token asked about, and the latest of the kinds asked about only.
+        rotations = ledger.handled_requests("acme", "phi", ("rotate",), {})
+        assert rotations.last == {"rotate": "r3"}
+        assert rotations.handled == {("rotate", "r3")}
 
 
 def test_concurrent_writers_wait_instead_of_failing(ledger_engine: Engine) -> None:

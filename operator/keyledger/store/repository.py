@@ -169,8 +169,12 @@ class KeyLedger:
         """Which of `tokens` (request kind to the token an annotation carries) are
         handled, and the last handled token of each of `kinds`: one statement of
         index probes, whatever the length of the key's history."""
-        # One statement per set of kinds, built once: a token absent is bound as NULL,
-        # which matches no row. Rebuilding it per pass cost more than running it.
+        # One statement per set of kinds, built once (building it per pass cost more
+        # than running it), and the same for every key: a token absent is bound as
+        # NULL, which matches no row. Not one statement per set of tokens present:
+        # PostgreSQL caches a plan per prepared statement, and one cached while the
+        # table was nearly empty (a young ledger, not analyzed since) stays a scan of
+        # the whole table for the keys using that statement alone.
         kinds = tuple(kinds)
         statement = _HANDLED_REQUESTS.get(kinds)
         if statement is None:
@@ -417,13 +421,13 @@ class KeyLedger:
 
 
 def _handled_requests_statement(kinds: tuple[str, ...]) -> CompoundSelect[Any]:
-    """The last settled token of each kind, and which of the bound tokens (`token_<i>`
-    for the i-th of `kinds`, NULL for none) are settled: each part one probe of a
-    unique index (uq_handled_requests_latest, uq_handled_requests_key_kind_token)."""
+    """The last settled token of each of `kinds`, and which of the bound tokens
+    (`token_<i>` for the i-th kind, NULL for none) are settled: each part one probe of
+    a unique index (uq_handled_requests_latest, uq_handled_requests_key_kind_token)."""
     table = HandledRequestRecord
     of_key = (table.tenant_id == bindparam("tenant"), table.key_name == bindparam("key_name"))
     latest = select(table.kind, table.token, literal(True).label("latest")).where(
-        *of_key, table.latest
+        *of_key, table.latest, table.kind.in_(kinds)
     )
     settled = (
         select(table.kind, table.token, literal(False).label("latest")).where(
