@@ -71,6 +71,18 @@ def _version_entry(version: KeyVersion) -> dict[str, Any]:
     return entry
 
 
+def _previous_entry(
+    parent: KeyVersion | None, shown: list[KeyVersion], entries: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The parent's entry: a copy of the one `versions` shows, when it shows it."""
+    if parent is None:
+        return None
+    for version, entry in zip(shown, entries, strict=True):
+        if version is parent:
+            return dict(entry)
+    return _version_entry(parent)
+
+
 def shown_usage(versions: list[KeyVersion]) -> dict[int, str | None]:
     """The `lastUsedAt` of each version as `status.versions` shows it."""
     return {v.version: _time(v.last_used_at) for v in versions[:VERSION_HISTORY_LIMIT]}
@@ -108,7 +120,10 @@ def build_status(
         return KeyStatusView(fields=fields, conditions=conditions)
     parent = by_id(versions, current.parent_id)
     schedule = build_schedule(spec, current, versions)
-    window_open = parent is not None and rollback_refusal(current, parent, now) is None
+    refusal = rollback_refusal(current, parent, now)
+    window_open = parent is not None and refusal is None
+    shown = versions[:VERSION_HISTORY_LIMIT]
+    entries = [_version_entry(v) for v in shown]
     fields.update(
         {
             "phase": current.status.value,
@@ -123,14 +138,14 @@ def build_status(
             "rollbackExpiresAt": _time(parent.rollback_expires_at)
             if window_open and parent
             else None,
-            "previousVersion": _version_entry(parent) if parent else None,
-            "versions": [_version_entry(v) for v in versions[:VERSION_HISTORY_LIMIT]],
+            "previousVersion": _previous_entry(parent, shown, entries),
+            "versions": entries,
         }
     )
     conditions = [
         _ready(spec, current, provider_label, drift),
         _rotating(pending),
-        _rollback_available(current, parent, now),
+        _rollback_available(parent, refusal),
         _expiring(current, schedule.expiring_from, now),
         _paused(paused),
     ]
@@ -212,8 +227,7 @@ def _rotating(pending: KeyVersion | None) -> Condition:
     )
 
 
-def _rollback_available(current: KeyVersion, parent: KeyVersion | None, now: datetime) -> Condition:
-    refusal = rollback_refusal(current, parent, now)
+def _rollback_available(parent: KeyVersion | None, refusal: tuple[str, str] | None) -> Condition:
     if refusal is None:
         assert parent is not None
         return Condition(
