@@ -6,12 +6,12 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from keyledger.domain import KeyEventType, KeyStatus, KeyType, KmsProvider
 from keyledger.store.engine import make_session_factory
-from keyledger.store.models import EncryptionKeyRecord
+from keyledger.store.models import EncryptionKeyRecord, HandledRequestRecord
 from keyledger.store.repository import KeyLedger, Transition
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -83,6 +83,38 @@ def test_second_active_version_is_refused_by_the_database(ledger_engine: Engine)
         ledger = KeyLedger(session)
         second = _pending(ledger, "acme", "phi", version=2)
         _activate(ledger, second, "kms-2")
+
+
+def test_the_last_request_settled_of_each_kind_is_the_latest(ledger_engine: Engine) -> None:
+    sessions = make_session_factory(ledger_engine)
+    kinds = ("rotate", "rollback", "compromise")
+    with sessions.begin() as session:
+        ledger = KeyLedger(session)
+        record = _pending(ledger, "acme", "phi")
+        other = _pending(ledger, "acme", "billing")
+        # Two of a kind in one transaction, a third in the next: each takes over.
+        ledger.record_request(record, "rotate", "r1", now=NOW)
+        ledger.record_request(record, "rotate", "r2", now=NOW)
+        ledger.record_request(record, "rollback", "b1", now=NOW)
+        ledger.record_request(other, "rotate", "elsewhere", now=NOW)
+    with sessions.begin() as session:
+        KeyLedger(session).record_request(record, "rotate", "r3", now=NOW)
+    with sessions() as session:
+        ledger = KeyLedger(session)
+        found = ledger.handled_requests("acme", "phi", kinds, {"rotate": "r1", "rollback": "b9"})
+        assert found.last == {"rotate": "r3", "rollback": "b1"}
+        # The token asked about, and the latest of each kind, which are settled too.
+        assert found.handled == {("rotate", "r1"), ("rotate", "r3"), ("rollback", "b1")}
+        latest = session.scalars(
+            select(HandledRequestRecord.token).where(HandledRequestRecord.latest)
+        ).all()
+        assert sorted(latest) == ["b1", "elsewhere", "r3"]
+        unknown = ledger.handled_requests("acme", "phi", kinds, {"rotate": "r9"})
+        assert unknown.handled == {("rotate", "r3"), ("rollback", "b1")}
+        # No token asked about, and the latest of the kinds asked about only.
+        rotations = ledger.handled_requests("acme", "phi", ("rotate",), {})
+        assert rotations.last == {"rotate": "r3"}
+        assert rotations.handled == {("rotate", "r3")}
 
 
 def test_concurrent_writers_wait_instead_of_failing(ledger_engine: Engine) -> None:

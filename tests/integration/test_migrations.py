@@ -42,7 +42,7 @@ from keyledger.store.repository import KeyLedger, Transition
 from tests.harness.postgres import PostgresServer, create_database, drop_database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0005"
+HEAD = "0007"
 LEDGER_TABLES = {"encryption_keys", "key_events", "handled_requests", "tenant_grants"}
 APPEND_ONLY = "key_events is append-only"
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -295,6 +295,48 @@ def test_handled_request_tokens_move_to_their_table_and_back(
     assert "handled_requests" not in inspect(engine).get_table_names()
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM key_events")).scalar_one() == 5
+
+
+def test_the_latest_handled_request_of_each_kind_is_marked_and_unmarked(
+    empty_database_url: str, engine_for: Callable[[str], Engine]
+) -> None:
+    """0006 marks the last row (highest id) of each key and kind as the latest, and
+    its downgrade brings back the index the latest were found by."""
+    engine = engine_for(empty_database_url)
+    upgrade_database(empty_database_url, "0005")
+    key = key_version()
+    with engine.begin() as connection:
+        add_as_of_0001(connection, key)
+        handled = Base.metadata.tables["handled_requests"]
+        for kind, token in [("rotate", "r1"), ("rollback", "b1"), ("rotate", "r2")]:
+            connection.execute(
+                insert(handled).values(
+                    tenant_id=key.tenant_id,
+                    key_name=key.key_name,
+                    kind=kind,
+                    token=token,
+                    handled_at=NOW,
+                    key_id=key.id,
+                )
+            )
+
+    upgrade_database(empty_database_url, "0006")
+    engine.dispose()
+    with engine.connect() as connection:
+        marked = connection.execute(
+            select(HandledRequestRecord.token, HandledRequestRecord.latest).order_by(
+                HandledRequestRecord.id
+            )
+        ).all()
+    assert marked == [("r1", False), ("b1", True), ("r2", True)]
+
+    downgrade_database(empty_database_url, "0005")
+    engine.dispose()
+    inspector = inspect(engine)
+    assert "latest" not in {column["name"] for column in inspector.get_columns("handled_requests")}
+    assert "ix_handled_requests_latest" in {
+        index["name"] for index in inspector.get_indexes("handled_requests")
+    }
 
 
 def test_audit_rows_written_before_the_chain_are_chained_and_kept_on_the_way_down(

@@ -3,22 +3,26 @@
 Handled request tokens are found by index in `handled_requests`, not by reading
 the key's audit trail, so a key with 1,000 settled requests in its history
 issues exactly the SQL statements of a key with one and reads exactly as many
-rows into the ORM (counted on the engine, on SQLite and PostgreSQL).
+rows into the ORM (counted on the engine, on SQLite and PostgreSQL). On
+PostgreSQL, the database reads no row of that history either: its plans for
+the pass's reads filter out nothing, with the statistics of an empty table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event
+import pytest
+from sqlalchemy import Engine, event, text
 
 from keyledger.api import ROLLBACK_REQUESTED_AT, ROTATE_REQUESTED_AT
 from keyledger.domain import KeyEventType
 from keyledger.lifecycle.spec import KeySpec
+from keyledger.lifecycle.status import VERSION_HISTORY_LIMIT
 from keyledger.operations.keys import KeyOperations
 from keyledger.operations.views import KeyResource
 from keyledger.providers.local.backend import LocalBackend
@@ -105,3 +109,109 @@ def test_a_pass_issues_the_same_statements_whatever_the_history(
 
     assert len(statements[1000]) == len(statements[1])
     assert statements[1000] == statements[1]  # the same statements, not just as many
+
+
+def _rows_filtered_out(plan: dict[str, Any]) -> int:
+    """Rows a plan node and those below it read and then dropped: history it walked."""
+    own: int = plan.get("Rows Removed by Filter", 0) + plan.get("Rows Removed by Index Recheck", 0)
+    return own + sum(_rows_filtered_out(child) for child in plan.get("Plans", ()))
+
+
+def _idle_pass_plans(
+    engine: Engine, operations: KeyOperations, key: KeyResource, table: str, tmp_path: Path
+) -> list[dict[str, Any]]:
+    """What PostgreSQL did for each statement on `table` of a pass that has nothing to do."""
+    reads: list[tuple[str, Any]] = []
+
+    def captured(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if f"FROM {table}" in statement:
+            reads.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", captured)
+    try:
+        outcome = operations.reconcile(key, LocalBackend(tmp_path / "keys.json"), "local")
+    finally:
+        event.remove(engine, "before_cursor_execute", captured)
+    assert not outcome.events, "an idle pass does nothing"
+    plans = []
+    with engine.connect() as connection:
+        cursor = connection.connection.cursor()
+        for statement, parameters in reads:
+            cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters)
+            explained = cursor.fetchone()
+            assert explained is not None
+            plans.append(explained[0][0]["Plan"])
+    return plans
+
+
+def _other_keys(engine: Engine, keys: int) -> None:
+    """Two versions each of `keys` keys of other tenants, written by the database."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                """
+                INSERT INTO encryption_keys (
+                    id, created_at, updated_at, tenant_id, key_name, key_type, kms_key_id,
+                    kms_provider, status, version, activated_at, can_rollback, key_algorithm,
+                    compliance_tags, authorized_services, access_policy)
+                SELECT gen_random_uuid(), now(), now(), 'tenant-' || (k % 100), 'key-' || k,
+                       'PHI_DATA', 'local:other/' || gen_random_uuid(), 'LOCAL_SOFTWARE',
+                       CASE WHEN v = 2 THEN 'ACTIVE' ELSE 'ROTATED' END, v, now(), false,
+                       'AES-256-GCM', '{}', '[]', '{}'
+                FROM generate_series(1, :keys) AS k, generate_series(1, 2) AS v
+                """
+            ),
+            {"keys": keys},
+        )
+
+
+def _analyze(engine: Engine, table: str) -> None:
+    with engine.connect() as connection:
+        connection.execute(text(f"ANALYZE {table}"))
+        connection.commit()
+
+
+@pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
+def test_the_handled_requests_read_probes_its_indexes_whatever_the_history(
+    ledger_engine: Engine, tmp_path: Path
+) -> None:
+    operations = KeyOperations(make_session_factory(ledger_engine), actor="test")
+    name = "records"
+    operations.reconcile(_key(name, {}), LocalBackend(tmp_path / "keys.json"), "local")
+    # Statistics from when no request was handled yet, as a young ledger has them.
+    _analyze(ledger_engine, "handled_requests")
+    _settle_requests(operations, name, 1000)
+    key = _key(name, {ROLLBACK_REQUESTED_AT: "old-0"})  # the oldest token, re-applied
+
+    plans = _idle_pass_plans(ledger_engine, operations, key, "handled_requests", tmp_path)
+    assert len(plans) == 1
+    assert _rows_filtered_out(plans[0]) == 0
+
+
+@pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
+def test_the_live_versions_read_skips_the_settled_history(
+    ledger_engine: Engine, tmp_path: Path
+) -> None:
+    now = [NOW]
+    operations = KeyOperations(
+        make_session_factory(ledger_engine), actor="test", clock=lambda: now[0]
+    )
+    backend = LocalBackend(tmp_path / "keys.json")
+    name = "records"
+    operations.reconcile(_key(name, {}), backend, "local")
+    _other_keys(ledger_engine, 5000)  # a ledger large enough to be read by index
+    # Statistics from when the key had one version.
+    _analyze(ledger_engine, "encryption_keys")
+    rotations = 3 * VERSION_HISTORY_LIMIT
+    for n in range(rotations):
+        now[0] += timedelta(days=30)  # each rollback window closes on the next pass
+        operations.reconcile(_key(name, {ROTATE_REQUESTED_AT: f"r{n}"}), backend, "local")
+    now[0] += timedelta(days=30)
+    key = _key(name, {ROTATE_REQUESTED_AT: f"r{rotations - 1}"})
+    operations.reconcile(key, backend, "local")  # the last window closes
+
+    plans = _idle_pass_plans(ledger_engine, operations, key, "encryption_keys", tmp_path)
+    assert len(plans) == 1
+    # The newest versions status shows, and the parent of the oldest of them.
+    assert plans[0]["Actual Rows"] == VERSION_HISTORY_LIMIT + 1
+    assert _rows_filtered_out(plans[0]) == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from keyledger.domain import KeyStatus
 from keyledger.errors import InvalidSpec
-from keyledger.lifecycle.conditions import READY, Condition, merge_conditions
+from keyledger.lifecycle.conditions import READY, Condition, merge_conditions, rfc3339
 from keyledger.lifecycle.durations import format_duration, parse_duration
 from keyledger.lifecycle.spec import DeletionPolicy, KeySpec, ProviderKind
 from keyledger.lifecycle.status import VERSION_HISTORY_LIMIT, build_status
@@ -33,6 +33,18 @@ def test_parse_duration(text: str, seconds: int) -> None:
 def test_bad_duration_names_the_field(text: str) -> None:
     with pytest.raises(InvalidSpec, match=r"spec\.rotation\.period"):
         parse_duration(text, "spec.rotation.period")
+
+
+@given(
+    st.datetimes(
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=2)), timezone(-timedelta(minutes=90)), None]
+        )
+    )
+)
+def test_rfc3339_spells_every_moment_as_isoformat_would(moment: datetime) -> None:
+    # UTC moments take a faster path; the spelling must not change.
+    assert rfc3339(moment) == moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @given(st.integers(min_value=1, max_value=10**8))
@@ -104,7 +116,6 @@ def _version(n: int, status: KeyStatus) -> KeyVersion:
         version=n,
         status=status,
         kms_key_id=f"kms-{n}",
-        created_at=T0,
         activated_at=T0,
     )
 

@@ -47,20 +47,40 @@ def _time(moment: datetime | None) -> str | None:
 
 
 def _version_entry(version: KeyVersion) -> dict[str, Any]:
-    entry = {
+    # Built field by field, a moment only where the version has one: a pass makes
+    # one for every version it shows.
+    entry: dict[str, Any] = {
         "version": version.version,
         "phase": version.status.value,
         "keyId": str(version.id),
-        "kmsKeyRef": version.kms_key_id,
-        "activatedAt": _time(version.activated_at),
-        "rotatedAt": _time(version.rotated_at),
-        "expiresAt": _time(version.expires_at),
-        "rollbackExpiresAt": _time(version.rollback_expires_at) if version.can_rollback else None,
-        # When clients last used it: a ROTATED version nobody decrypts with any more
-        # is one whose deletion loses no data.
-        "lastUsedAt": _time(version.last_used_at),
     }
-    return {k: v for k, v in entry.items() if v is not None}
+    if version.kms_key_id is not None:
+        entry["kmsKeyRef"] = version.kms_key_id
+    if version.activated_at is not None:
+        entry["activatedAt"] = rfc3339(version.activated_at)
+    if version.rotated_at is not None:
+        entry["rotatedAt"] = rfc3339(version.rotated_at)
+    if version.expires_at is not None:
+        entry["expiresAt"] = rfc3339(version.expires_at)
+    if version.can_rollback and version.rollback_expires_at is not None:
+        entry["rollbackExpiresAt"] = rfc3339(version.rollback_expires_at)
+    # When clients last used it: a ROTATED version nobody decrypts with any more
+    # is one whose deletion loses no data.
+    if version.last_used_at is not None:
+        entry["lastUsedAt"] = rfc3339(version.last_used_at)
+    return entry
+
+
+def _previous_entry(
+    parent: KeyVersion | None, shown: list[KeyVersion], entries: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The parent's entry: a copy of the one `versions` shows, when it shows it."""
+    if parent is None:
+        return None
+    for version, entry in zip(shown, entries, strict=True):
+        if version is parent:
+            return dict(entry)
+    return _version_entry(parent)
 
 
 def shown_usage(versions: list[KeyVersion]) -> dict[int, str | None]:
@@ -100,7 +120,10 @@ def build_status(
         return KeyStatusView(fields=fields, conditions=conditions)
     parent = by_id(versions, current.parent_id)
     schedule = build_schedule(spec, current, versions)
-    window_open = parent is not None and rollback_refusal(current, parent, now) is None
+    refusal = rollback_refusal(current, parent, now)
+    window_open = parent is not None and refusal is None
+    shown = versions[:VERSION_HISTORY_LIMIT]
+    entries = [_version_entry(v) for v in shown]
     fields.update(
         {
             "phase": current.status.value,
@@ -115,14 +138,14 @@ def build_status(
             "rollbackExpiresAt": _time(parent.rollback_expires_at)
             if window_open and parent
             else None,
-            "previousVersion": _version_entry(parent) if parent else None,
-            "versions": [_version_entry(v) for v in versions[:VERSION_HISTORY_LIMIT]],
+            "previousVersion": _previous_entry(parent, shown, entries),
+            "versions": entries,
         }
     )
     conditions = [
         _ready(spec, current, provider_label, drift),
         _rotating(pending),
-        _rollback_available(current, parent, now),
+        _rollback_available(parent, refusal),
         _expiring(current, schedule.expiring_from, now),
         _paused(paused),
     ]
@@ -204,8 +227,7 @@ def _rotating(pending: KeyVersion | None) -> Condition:
     )
 
 
-def _rollback_available(current: KeyVersion, parent: KeyVersion | None, now: datetime) -> Condition:
-    refusal = rollback_refusal(current, parent, now)
+def _rollback_available(parent: KeyVersion | None, refusal: tuple[str, str] | None) -> Condition:
     if refusal is None:
         assert parent is not None
         return Condition(

@@ -50,7 +50,6 @@ def apply_in_memory(
                 version=change.version,
                 status=KeyStatus.PENDING,
                 kms_key_id=None,
-                created_at=now,
                 parent_id=change.parent_id,
             )
             continue

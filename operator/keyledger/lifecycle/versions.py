@@ -21,7 +21,6 @@ class KeyVersion:
     version: int
     status: KeyStatus
     kms_key_id: str | None
-    created_at: datetime
     activated_at: datetime | None = None
     expires_at: datetime | None = None
     rotated_at: datetime | None = None

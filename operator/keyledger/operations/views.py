@@ -39,14 +39,17 @@ class KeyResource:
         return f"{self.namespace}/{self.name}"
 
 
-def to_version(record: EncryptionKeyRecord | Row[Any]) -> KeyVersion:
+def to_version(record: EncryptionKeyRecord | Row[*tuple[Any, ...]]) -> KeyVersion:
     """A version from its ledger record, or from a row of the pass's live-version read."""
+    if isinstance(record, Row):
+        # Every column but the last (the managing resource) is a KeyVersion field, in
+        # order: a pass makes these for every version it shows, so by position.
+        return KeyVersion(*record[:-1])
     return KeyVersion(
         id=record.id,
         version=record.version,
         status=record.status,
         kms_key_id=record.kms_key_id,
-        created_at=record.created_at,
         activated_at=record.activated_at,
         expires_at=record.expires_at,
         rotated_at=record.rotated_at,

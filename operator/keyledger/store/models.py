@@ -59,6 +59,15 @@ def _enum(enum_cls: type[Any], name: str) -> Enum:
 
 
 _ACTIVE = text("status = 'ACTIVE'")
+_LATEST = text("latest")
+# A version the planner can still act on: unsettled or current, its rollback window
+# open, or able to expire. The live-versions read spells it the same, so that the
+# database sees the read's condition is the index's (constants, no parameters);
+# parenthesized, as text joined to other conditions by AND is not.
+ACTING_VERSION = text(
+    "(status IN ('PENDING', 'ACTIVE', 'INACTIVE') OR can_rollback "
+    "OR (expires_at IS NOT NULL AND status = 'ROTATED'))"
+)
 
 
 class EncryptionKeyRecord(Base):
@@ -149,6 +158,15 @@ class EncryptionKeyRecord(Base):
             sqlite_where=text("can_rollback"),
         ),
         Index("ix_encryption_keys_parent_key_id", "parent_key_id"),
+        # A pass's versions beyond the newest it shows, found without reading the
+        # settled history in between (KeyLedger.live_versions).
+        Index(
+            "ix_encryption_keys_acting",
+            "tenant_id",
+            "key_name",
+            postgresql_where=ACTING_VERSION,
+            sqlite_where=ACTING_VERSION,
+        ),
     )
 
 
@@ -219,9 +237,14 @@ class HandledRequestRecord(Base):
     key_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("encryption_keys.id", ondelete="RESTRICT")
     )
+    # The last request of its kind the key settled (status.lastHandledRequests).
+    latest: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
     __table_args__ = (
-        # Whether a token is handled already: one index probe.
+        # Whether a token is handled already: one index probe, and the only index
+        # a lookup by token can use, so that no planner estimate (the table's
+        # statistics may date from when it was empty) turns it into a scan of the
+        # key's requests.
         Index(
             "uq_handled_requests_key_kind_token",
             "tenant_id",
@@ -230,8 +253,16 @@ class HandledRequestRecord(Base):
             "token",
             unique=True,
         ),
-        # The last handled token of each kind (status.lastHandledRequests).
-        Index("ix_handled_requests_latest", "tenant_id", "key_name", "kind", "id"),
+        # The last handled token of each kind: one row per key and kind.
+        Index(
+            "uq_handled_requests_latest",
+            "tenant_id",
+            "key_name",
+            "kind",
+            unique=True,
+            postgresql_where=_LATEST,
+            sqlite_where=_LATEST,
+        ),
     )
 
 

@@ -11,9 +11,7 @@ from typing import Any
 from sqlalchemy import (
     CompoundSelect,
     Select,
-    and_,
     bindparam,
-    func,
     literal,
     or_,
     select,
@@ -29,6 +27,7 @@ from keyledger.errors import TenantNotGranted
 from keyledger.lifecycle.durations import format_duration
 from keyledger.store.audit import append_to_chain
 from keyledger.store.models import (
+    ACTING_VERSION,
     EncryptionKeyRecord,
     HandledRequestRecord,
     KeyEventRecord,
@@ -113,12 +112,15 @@ class KeyLedger:
             query = query.limit(limit)
         return self.session.scalars(query).all()
 
-    def live_versions(self, tenant: str, key_name: str, recent: int) -> Sequence[Row[Any]]:
+    def live_versions(
+        self, tenant: str, key_name: str, recent: int
+    ) -> Sequence[Row[*tuple[Any, ...]]]:
         """The versions a pass can act on or show, newest first: the `recent` newest,
         every PENDING, ACTIVE and INACTIVE one, every one whose rollback window is
-        open or that can still expire, and the parents of all of these. The rest
-        (long ROTATED, EXPIRED or COMPROMISED history) stays in the database, so
-        that a pass over a key rotated for years reads what one over a young key does."""
+        open or that can still expire, and the parents of the newest and of the
+        PENDING, ACTIVE and INACTIVE ones. The rest (long ROTATED, EXPIRED or
+        COMPROMISED history) stays in the database, unread, so that a pass over a
+        key rotated for years reads what one over a young key does."""
         # One statement built once (its cache key and compiled form are kept), not
         # rebuilt per pass: this read is on every pass and every drift check.
         params = {"tenant": tenant, "key_name": key_name, "recent": recent}
@@ -167,8 +169,12 @@ class KeyLedger:
         """Which of `tokens` (request kind to the token an annotation carries) are
         handled, and the last handled token of each of `kinds`: one statement of
         index probes, whatever the length of the key's history."""
-        # One statement per set of kinds, built once: a token absent is bound as NULL,
-        # which matches no row. Rebuilding it per pass cost more than running it.
+        # One statement per set of kinds, built once (building it per pass cost more
+        # than running it), and the same for every key: a token absent is bound as
+        # NULL, which matches no row. Not one statement per set of tokens present:
+        # PostgreSQL caches a plan per prepared statement, and one cached while the
+        # table was nearly empty (a young ledger, not analyzed since) stays a scan of
+        # the whole table for the keys using that statement alone.
         kinds = tuple(kinds)
         statement = _HANDLED_REQUESTS.get(kinds)
         if statement is None:
@@ -387,95 +393,113 @@ class KeyLedger:
     def record_request(
         self, record: EncryptionKeyRecord, kind: str, token: str, *, now: datetime
     ) -> None:
-        """Mark an annotation request settled on `record`, with the action's audit row."""
+        """Mark an annotation request settled on `record`, with the action's audit row;
+        it becomes the key's latest of its kind."""
+        table = HandledRequestRecord
+        self.session.execute(
+            update(table)
+            .where(
+                table.tenant_id == record.tenant_id,
+                table.key_name == record.key_name,
+                table.kind == kind,
+                table.latest,
+            )
+            .values(latest=False)
+            .execution_options(synchronize_session=False)
+        )
         self.session.add(
-            HandledRequestRecord(
+            table(
                 tenant_id=record.tenant_id,
                 key_name=record.key_name,
                 kind=kind,
                 token=token,
                 handled_at=now,
                 key_id=record.id,
+                latest=True,
             )
         )
 
 
 def _handled_requests_statement(kinds: tuple[str, ...]) -> CompoundSelect[Any]:
     """The last settled token of each of `kinds`, and which of the bound tokens
-    (`token_<i>` for the i-th kind, NULL for none) are settled: index probes only."""
+    (`token_<i>` for the i-th kind, NULL for none) are settled: each part one probe of
+    a unique index (uq_handled_requests_latest, uq_handled_requests_key_kind_token)."""
     table = HandledRequestRecord
     of_key = (table.tenant_id == bindparam("tenant"), table.key_name == bindparam("key_name"))
-    parts: list[Select[str, str, bool]] = []
-    for kind in kinds:
-        latest = (
-            select(table.kind, table.token, literal(True).label("latest"))
-            .where(*of_key, table.kind == kind)
-            .order_by(table.id.desc())
-            .limit(1)
-            .subquery()
-        )
-        parts.append(select(latest))
-    matches = or_(
-        *(
-            and_(table.kind == kind, table.token == bindparam(f"token_{index}"))
-            for index, kind in enumerate(kinds)
-        )
+    latest = select(table.kind, table.token, literal(True).label("latest")).where(
+        *of_key, table.latest, table.kind.in_(kinds)
     )
-    parts.append(
-        select(table.kind, table.token, literal(False).label("latest")).where(*of_key, matches)
+    settled = (
+        select(table.kind, table.token, literal(False).label("latest")).where(
+            *of_key, table.kind == kind, table.token == bindparam(f"token_{index}")
+        )
+        for index, kind in enumerate(kinds)
     )
-    return union_all(*parts)
+    return union_all(latest, *settled)
 
 
-# What a pass reads of each live version: what the planner and the status use, and
-# the managing resource. Plain rows, not ORM objects: no identity map, and none of
-# the JSON columns a pass never looks at to parse.
+# What a pass reads of each live version: the fields of lifecycle's KeyVersion, in
+# their order (operations.views.to_version makes a version of a row by position),
+# then the managing resource. Plain rows, not ORM objects: no identity map, and
+# none of the columns a pass never looks at to transfer or parse.
 _LIVE_COLUMNS = (
     EncryptionKeyRecord.id,
     EncryptionKeyRecord.version,
     EncryptionKeyRecord.status,
     EncryptionKeyRecord.kms_key_id,
-    EncryptionKeyRecord.created_at,
     EncryptionKeyRecord.activated_at,
     EncryptionKeyRecord.expires_at,
     EncryptionKeyRecord.rotated_at,
     EncryptionKeyRecord.last_used_at,
     EncryptionKeyRecord.can_rollback,
     EncryptionKeyRecord.rollback_expires_at,
-    EncryptionKeyRecord.parent_key_id,
+    EncryptionKeyRecord.parent_key_id.label("parent_id"),
     EncryptionKeyRecord.created_by,
     EncryptionKeyRecord.resource_uid,
 )
 
 
 def _live_versions_statement() -> Select[*tuple[Any, ...]]:
+    """The newest `recent` versions, those acting (ACTING_VERSION), and the parents of
+    the newest and of the unsettled or current: each part found by index (the newest
+    by the key's version index, the acting by their own, the parents by primary key),
+    so that no part reads the settled history in between."""
     table = EncryptionKeyRecord
     of_key = (table.tenant_id == bindparam("tenant"), table.key_name == bindparam("key_name"))
-    newest = select(func.max(table.version)).where(*of_key).scalar_subquery()
-    recent_or_current = or_(
-        table.version > newest - bindparam("recent"),
-        *(table.status == status for status in _UNSETTLED_OR_CURRENT),
+    recent = (
+        select(table.id, table.parent_key_id)
+        .where(*of_key)
+        .order_by(table.version.desc())
+        .limit(bindparam("recent"))
+        .cte("recent")
     )
-    parents = select(table.parent_key_id).where(
-        *of_key, recent_or_current, table.parent_key_id.is_not(None)
+    acting = (
+        select(table.id, table.parent_key_id, table.status)
+        .where(*of_key, ACTING_VERSION)
+        .cte("acting")
     )
-    can_expire = or_(*(table.status == status for status in _CAN_EXPIRE))
+    unsettled_or_current = acting.c.status.in_(_UNSETTLED_OR_CURRENT)
+    wanted = union_all(
+        select(recent.c.id),
+        select(acting.c.id),
+        select(recent.c.parent_key_id),
+        select(acting.c.parent_key_id).where(unsettled_or_current),
+    )
+    # A parent must be a version of this key too. Compared with IS NOT DISTINCT FROM
+    # (the columns are NOT NULL: the same as =), which PostgreSQL cannot answer from
+    # an index: with =, it may prefer reading the key's whole history through the
+    # version index to the few primary-key lookups of the wanted ids.
     return (
         select(*_LIVE_COLUMNS)
         .where(
-            *of_key,
-            or_(
-                recent_or_current,
-                table.can_rollback,
-                and_(table.expires_at.is_not(None), can_expire),
-                table.id.in_(parents),
-            ),
+            table.id.in_(wanted),
+            table.tenant_id.is_not_distinct_from(bindparam("tenant")),
+            table.key_name.is_not_distinct_from(bindparam("key_name")),
         )
         .order_by(table.version.desc())
     )
 
 
 _UNSETTLED_OR_CURRENT = (KeyStatus.PENDING, KeyStatus.ACTIVE, KeyStatus.INACTIVE)
-_CAN_EXPIRE = (KeyStatus.ACTIVE, KeyStatus.INACTIVE, KeyStatus.ROTATED)
 _LIVE_VERSIONS = _live_versions_statement()
 _HANDLED_REQUESTS: dict[tuple[str, ...], CompoundSelect[Any]] = {}
