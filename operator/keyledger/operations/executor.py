@@ -153,7 +153,7 @@ class ActionExecutor:
                         rotation_period=spec.rotation_period,
                     )
                 else:
-                    found = ledger.get(change.version_id)
+                    found = ledger.get_for_transition(change.version_id)
                     if found is None or found.status is not statuses[change.version_id]:
                         # Someone else moved this version since we planned: plan again.
                         raise LedgerConflict(f"version {change.version_id} changed while planning")

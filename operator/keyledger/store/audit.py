@@ -26,6 +26,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, text
 from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from keyledger.store.models import KeyEventRecord
@@ -140,13 +141,13 @@ def link_queued(session: Session) -> None:
         return
     session.flush()  # the transaction's other rows first, before the lock is taken
     tenants = sorted({event.tenant_id for event in queued})  # one order: no deadlocks
-    if session.get_bind().dialect.name == "postgresql":
+    # Core statements on the transaction's connection: no ORM machinery while the
+    # tenant's lock is held.
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
         for tenant in tenants:
-            session.execute(
-                text("SELECT pg_advisory_xact_lock(:lock_class, hashtext(:tenant))"),
-                {"lock_class": AUDIT_LOCK_CLASS, "tenant": tenant},
-            )
-    heads = {tenant: _head(session, tenant) for tenant in tenants}
+            connection.execute(_LOCK_CHAIN, {"lock_class": AUDIT_LOCK_CLASS, "tenant": tenant})
+    heads = {tenant: _head(connection, tenant) for tenant in tenants}
     for event in queued:
         previous = heads[event.tenant_id]
         event.prev_event_id = None if previous is None else previous[0]
@@ -155,7 +156,7 @@ def link_queued(session: Session) -> None:
         # A plain INSERT, not the ORM's unit of work: this runs under the tenant's
         # lock, which every key of the tenant waits on; its id is the next row's link.
         row = {name: getattr(event, name) for name in _INSERTED}
-        event.id = session.execute(_INSERT_EVENT, row).scalar_one()
+        event.id = connection.execute(_INSERT_EVENT, row).scalar_one()
         heads[event.tenant_id] = (event.id, event.row_hash)
 
 
@@ -164,9 +165,9 @@ def _drop_queued(session: Session) -> None:
     session.info.pop(_QUEUED, None)
 
 
-def _head(session: Session, tenant: str) -> tuple[int, str] | None:
+def _head(connection: Connection, tenant: str) -> tuple[int, str] | None:
     """The id and hash of `tenant`'s newest audit row."""
-    found = session.execute(_HEAD, {"tenant": tenant}).one_or_none()
+    found = connection.execute(_HEAD, {"tenant": tenant}).one_or_none()
     return None if found is None else (found.id, found.row_hash)
 
 
@@ -174,6 +175,7 @@ def _head(session: Session, tenant: str) -> tuple[int, str] | None:
 _EVENTS = cast(Table, KeyEventRecord.__table__)
 _INSERTED = tuple(column.key for column in _EVENTS.columns if column.key != "id")
 _INSERT_EVENT = insert(_EVENTS).returning(_EVENTS.c.id)
+_LOCK_CHAIN = text("SELECT pg_advisory_xact_lock(:lock_class, hashtext(:tenant))")
 _HEAD = (
     select(_EVENTS.c.id, _EVENTS.c.row_hash)
     .where(_EVENTS.c.tenant_id == bindparam("tenant"))

@@ -20,7 +20,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Row
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session, load_only
 
 from keyledger.domain import KeyEventType, KeyStatus, KeyType, KmsProvider
 from keyledger.errors import TenantNotGranted
@@ -155,6 +155,12 @@ class KeyLedger:
 
     def get(self, key_id: uuid.UUID) -> EncryptionKeyRecord | None:
         return self.session.get(EncryptionKeyRecord, key_id)
+
+    def get_for_transition(self, key_id: uuid.UUID) -> EncryptionKeyRecord | None:
+        """A version with what a transition reads and its audit row names, and none of
+        the JSON columns (tags, services, policy) it would otherwise parse on every
+        transition. A column not loaded is read if asked for."""
+        return self.session.get(EncryptionKeyRecord, key_id, options=[_TRANSITION_LOAD])
 
     def events(self, key_id: uuid.UUID) -> Sequence[KeyEventRecord]:
         return self.session.scalars(
@@ -500,6 +506,12 @@ def _live_versions_statement() -> Select[*tuple[Any, ...]]:
     )
 
 
+_TRANSITION_LOAD = load_only(
+    *(column for column in _LIVE_COLUMNS if isinstance(column, InstrumentedAttribute)),
+    EncryptionKeyRecord.parent_key_id,
+    EncryptionKeyRecord.tenant_id,
+    EncryptionKeyRecord.key_name,
+)
 _UNSETTLED_OR_CURRENT = (KeyStatus.PENDING, KeyStatus.ACTIVE, KeyStatus.INACTIVE)
 _LIVE_VERSIONS = _live_versions_statement()
 _HANDLED_REQUESTS: dict[tuple[str, ...], CompoundSelect[Any]] = {}
