@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from keyledger.client.cache import CacheLimits, Opener, OpenerCache, Sealer
 from keyledger.client.envelope import (
     FORMAT_RECORD,
+    aad,
+    bind_context,
     open_envelope,
-    open_record,
     pack_head,
     parse,
     record_head,
@@ -157,15 +158,70 @@ def test_a_sealer_writes_the_record_format_and_notes_its_use() -> None:
 
 @pytest.mark.parametrize("size", [0, 1024, (1 << 16) - 1, 1 << 16, 1 << 20])
 def test_records_of_every_size_round_trip(size: int) -> None:
+    """The cached writer and reader against the spelled-out ones, both ways."""
     plaintext = os.urandom(size)
-    blob = _blob(plaintext)
-    assert len(blob) == len(parse(blob).header) + size + 16
-    assert open_envelope(parse(blob), DATA_KEY, CONTEXT) == plaintext
-    nonce_at = len(record_head(blob))
-    for stored in (blob, bytes(blob)):
-        assert open_record(AESGCM(DATA_KEY), stored, nonce_at, CONTEXT, KEY_ID) == plaintext
+    head = pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED)
+    big = CacheLimits(max_bytes=1 << 21)
+    written = Sealer(VERSION, head, AESGCM(DATA_KEY), 0, big, LastUse()).seal_first(
+        plaintext, CONTEXT, now=0
+    )
+    opener = Opener(VERSION, head, AESGCM(DATA_KEY), 0, big, LastUse())
+    for blob in (written, _blob(plaintext)):
+        assert len(blob) == len(parse(blob).header) + size + 16
+        assert open_envelope(parse(blob), DATA_KEY, CONTEXT) == plaintext
+        for stored in (blob, bytes(blob)):
+            assert opener.open(stored, CONTEXT, now=1) == plaintext
+        with pytest.raises(DecryptionFailed):
+            opener.open(blob, {"other": "context"}, now=1)
+
+
+def test_a_truncated_record_under_a_known_head_says_so() -> None:
+    head = pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED)
+    opener = Opener(VERSION, head, AESGCM(DATA_KEY), 0, LIMITS, LastUse())
+    blob = _blob()[: len(head) + 12 + 15]  # the tag cut short
+    with pytest.raises(CiphertextInvalid, match="truncated"):
+        opener.open(blob, CONTEXT, now=1)
+
+
+def test_a_bound_context_is_what_the_aad_puts_after_the_header() -> None:
+    header = pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED) + bytes(12)
+    copy, tail = bind_context(CONTEXT)
+    assert header + tail == aad(header, CONTEXT) and copy == CONTEXT and copy is not CONTEXT
+    assert bind_context(None) == (None, bind_context({})[1])
+
+
+def test_a_context_changed_after_a_call_is_bound_afresh() -> None:
+    """The sealer and opener keep the last context's encoding; a caller that changes
+    its dict in place gets the new context bound, not the one it held before."""
+    head = pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED)
+    sealer = _sealer()
+    opener = Opener(VERSION, head, AESGCM(DATA_KEY), 0, LIMITS, LastUse())
+    context = {"record": "r-1"}
+    first = sealer.seal_first(b"phi", context, now=0)
+    assert opener.open(first, context, now=0) == b"phi"
+    context["record"] = "r-2"
+    second = sealer.seal(b"phi", context, now=0)
+    assert second is not None
+    assert open_envelope(parse(second), DATA_KEY, {"record": "r-2"}) == b"phi"
     with pytest.raises(DecryptionFailed):
-        open_record(AESGCM(DATA_KEY), blob, nonce_at, {"other": "context"}, KEY_ID)
+        opener.open(first, context, now=0)  # r-1's record, r-2 asked
+    assert opener.open(second, context, now=0) == b"phi"
+    context["record"] = 2  # type: ignore[assignment]  # the wrong type is the point
+    with pytest.raises(TypeError, match="strings to strings"):
+        sealer.seal(b"phi", context, now=0)
+    with pytest.raises(TypeError, match="strings to strings"):
+        opener.open(second, context, now=0)
+
+
+def test_an_equal_context_reuses_the_encoding_and_none_is_empty() -> None:
+    head = pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED)
+    opener = Opener(VERSION, head, AESGCM(DATA_KEY), 0, LIMITS, LastUse())
+    blob = _blob(b"phi", {})
+    assert opener.open(blob, None, now=0) == b"phi"
+    assert opener.open(blob, {}, now=0) == b"phi"
+    blob = _blob(b"phi", CONTEXT)
+    for context in (dict(CONTEXT), dict(reversed(CONTEXT.items())), CONTEXT):
+        assert opener.open(blob, context, now=0) == b"phi"
 
 
 def test_record_head_finds_record_heads_only() -> None:

@@ -5,23 +5,41 @@ many messages or too many bytes; each limit bounds what one leaked data key
 exposes and keeps random GCM nonces far from their collision bound. Unwrapped
 data keys for decryption are kept for a while, in a bounded LRU.
 
-A cached call is a dictionary lookup, a clock read and a comparison with the time
-its version check runs out (`expires`, the earlier of that and the data key's age
-limit): no ledger read, no key object built. The client renews `expires` after
-re-reading the version, and drops the entry when the ledger says the key changed.
+A cached call is a dictionary lookup, a clock read and a comparison with `expires`
+(the earliest of: the version check running out, the data key's age limit, the
+usage flush falling due): no ledger read, no key object built, and the context's
+encoding reused while the calls' contexts are equal. The client renews `expires`
+after re-reading the version, and drops the entry when the ledger says the key changed.
+
+Sealers and openers are the records' writer and reader (envelope.py holds the
+format, and `seal` and `open_envelope` spelled out for tests and tools).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from keyledger.client.envelope import Blob, Context, open_record, seal_record
+from keyledger.client.envelope import (
+    NONCE_BYTES,
+    TAG_BYTES,
+    Blob,
+    Context,
+    bind_context,
+    does_not_open,
+)
 from keyledger.client.usage import LastUse
 from keyledger.client.versions import Version
+from keyledger.errors import CiphertextInvalid
+
+# Below this size copying is cheaper than a view or a pre-sized buffer; above it a
+# second message-sized buffer makes the allocator fault pages in on every call.
+_ONE_BUFFER_FROM = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -45,8 +63,10 @@ class Sealer:
     the head every record under it starts with, and what it may still seal."""
 
     __slots__ = (
+        "_bound",
         "_bytes_left",
         "_cipher",
+        "_head",
         "_lock",
         "_messages_left",
         "_retires",
@@ -67,6 +87,7 @@ class Sealer:
     ) -> None:
         self.version = version
         self.head = head
+        self._head = bytearray(head)  # each record's buffer starts as a copy of it
         self._cipher = cipher
         self._retires = born + limits.max_age_s
         self.expires = born
@@ -74,13 +95,14 @@ class Sealer:
         self._bytes_left = limits.max_bytes
         self._use = use
         self._lock = threading.Lock()
+        self._bound = bind_context(None)
 
     def renew(self, version: Version, checked_until: float) -> None:
         """`version` was read again; it holds until `checked_until`."""
         self.version = version
         self.expires = min(checked_until, self._retires)
 
-    def seal(self, plaintext: bytes, context: Context, now: float) -> bytearray | None:
+    def seal(self, plaintext: bytes, context: Context | None, now: float) -> bytearray | None:
         """The sealed record, counted against the data key's limits; None when the
         version check or the data key ran out (the caller re-reads or makes a new one)."""
         size = len(plaintext)
@@ -94,9 +116,11 @@ class Sealer:
         finally:
             self._lock.release()
         self._use.at = now
-        return seal_record(self._cipher, self.head, plaintext, context)
+        return self._write(plaintext, context)
 
-    def seal_checked(self, plaintext: bytes, context: Context, now: float) -> bytearray | None:
+    def seal_checked(
+        self, plaintext: bytes, context: Context | None, now: float
+    ) -> bytearray | None:
         """`seal` right after the version was read again (with version_check_s 0 its
         check has already run out): only the data key's own limits apply."""
         with self._lock:
@@ -107,22 +131,51 @@ class Sealer:
             self._messages_left -= 1
             self._bytes_left -= len(plaintext)
         self._use.at = now
-        return seal_record(self._cipher, self.head, plaintext, context)
+        return self._write(plaintext, context)
 
-    def seal_first(self, plaintext: bytes, context: Context, now: float) -> bytearray:
+    def seal_first(self, plaintext: bytes, context: Context | None, now: float) -> bytearray:
         """The first record of a new data key: sealed whatever its size, as any data
         key seals at least one message."""
         with self._lock:
             self._messages_left -= 1
             self._bytes_left -= len(plaintext)
         self._use.at = now
-        return seal_record(self._cipher, self.head, plaintext, context)
+        return self._write(plaintext, context)
+
+    def _write(self, plaintext: bytes, context: Context | None) -> bytearray:
+        """A format 2 record: the head, a fresh nonce, the sealed plaintext. One buffer
+        of the record's size is returned, not copied into bytes: at 1 MiB a second
+        buffer costs eight times the encryption."""
+        copy, tail = self._bound
+        if context != copy:
+            self._bound = bound = bind_context(context)
+            tail = bound[1]
+        nonce = os.urandom(NONCE_BYTES)  # a data key seals a bounded number of messages
+        header = self._head + nonce  # a new bytearray: below 64 KiB, the record's own
+        if len(plaintext) < _ONE_BUFFER_FROM:
+            header += self._cipher.encrypt(nonce, plaintext, header + tail)
+            return header
+        sealed = bytearray(len(header) + len(plaintext) + TAG_BYTES)
+        sealed[: len(header)] = header
+        body = memoryview(sealed)[len(header) :]
+        self._cipher.encrypt_into(nonce, plaintext, header + tail, body)
+        return sealed
 
 
 class Opener:
     """An unwrapped data key, ready to open the records that start with its head."""
 
-    __slots__ = ("_nonce_at", "_retires", "_use", "cipher", "expires", "tenant", "used", "version")
+    __slots__ = (
+        "_body_at",
+        "_bound",
+        "_retires",
+        "_use",
+        "cipher",
+        "expires",
+        "tenant",
+        "used",
+        "version",
+    )
 
     def __init__(
         self,
@@ -137,11 +190,12 @@ class Opener:
         # Whose data the head says this is (format 1 heads say nothing: the version's).
         self.tenant = version.tenant
         self.cipher = cipher
-        self._nonce_at = len(head)
+        self._body_at = len(head) + NONCE_BYTES
         self._retires = born + limits.max_age_s
         self.expires = born
         self.used = born
         self._use = use
+        self._bound = bind_context(None)
 
     def renew(self, version: Version, checked_until: float) -> None:
         self.version = version
@@ -151,8 +205,24 @@ class Opener:
         """Whether the data key is past its age limit (not just its version check)."""
         return now >= self._retires
 
-    def open(self, blob: Blob, context: Context, now: float) -> bytes:
-        plaintext = open_record(self.cipher, blob, self._nonce_at, context, self.version.id)
+    def open(self, blob: Blob, context: Context | None, now: float) -> bytes:
+        """The plaintext of the record `blob`, which starts with this opener's head."""
+        copy, tail = self._bound
+        if context != copy:
+            self._bound = bound = bind_context(context)
+            tail = bound[1]
+        body_at = self._body_at
+        size = len(blob)
+        if size < body_at + TAG_BYTES:
+            raise CiphertextInvalid("keyledger ciphertext is truncated")
+        # At 1 MiB a copy of the ciphertext costs as much as its decryption; at 1 KiB a
+        # view costs more than the copy.
+        body = blob[body_at:] if size < _ONE_BUFFER_FROM else memoryview(blob)[body_at:]
+        nonce = blob[body_at - NONCE_BYTES : body_at]
+        try:
+            plaintext = self.cipher.decrypt(nonce, body, blob[:body_at] + tail)
+        except InvalidTag:
+            raise does_not_open(self.version.id) from None
         self.used = self._use.at = now
         return plaintext
 

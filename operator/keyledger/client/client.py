@@ -116,13 +116,10 @@ class KeyledgerClient:
         where an immutable or hashable value is needed."""
         sealer = self._sealers.get((tenant, key_name))
         if sealer is not None:
-            now = self._clock()
-            sealed = sealer.seal(plaintext, context or {}, now)
+            sealed = sealer.seal(plaintext, context, self._clock())
             if sealed is not None:
-                if now >= self.usage.flush_due:
-                    self.usage.flush()
                 return sealed
-        return self._encrypt_checked(tenant, key_name, plaintext, context or {})
+        return self._encrypt_checked(tenant, key_name, plaintext, context)
 
     def decrypt(
         self,
@@ -140,11 +137,8 @@ class KeyledgerClient:
             if now < opener.expires:
                 if opener.tenant != tenant:
                     check_sealed_for(opener.tenant, tenant)
-                plaintext = opener.open(blob, context or {}, now)
-                if now >= self.usage.flush_due:
-                    self.usage.flush()
-                return plaintext
-        return self._decrypt_checked(blob, context or {}, tenant, break_glass)
+                return opener.open(blob, context, now)
+        return self._decrypt_checked(blob, context, tenant, break_glass)
 
     @ledger_reachable
     def rewrap(
@@ -290,7 +284,7 @@ class KeyledgerClient:
 
     @ledger_reachable
     def _encrypt_checked(
-        self, tenant: str, key_name: str, plaintext: bytes, context: Context
+        self, tenant: str, key_name: str, plaintext: bytes, context: Context | None
     ) -> bytearray:
         """encrypt with the version read again: the cached data key renewed when it is
         still the version's and within its limits, else a new one from the KMS."""
@@ -298,7 +292,7 @@ class KeyledgerClient:
         version, checked = self._versions.active_checked(tenant, key_name)
         self._check_service(version)
         now = self._clock()
-        until = checked + self._versions.check_s
+        until = self._cached_until(checked)
         with self._lock:
             sealer = self._sealers.get((tenant, key_name))
             if sealer is not None and sealer.version.id != version.id:
@@ -328,7 +322,7 @@ class KeyledgerClient:
 
     @ledger_reachable
     def _decrypt_checked(
-        self, blob: Blob, context: Context, tenant: str, break_glass: BreakGlass | None
+        self, blob: Blob, context: Context | None, tenant: str, break_glass: BreakGlass | None
     ) -> bytes:
         """decrypt with the version read again (and the data key unwrapped if need be)."""
         envelope = parse(blob)
@@ -361,7 +355,7 @@ class KeyledgerClient:
                 f"{version.label} is {version.status.value}: no data was sealed under it"
             )
         now = self._clock()
-        until = checked + self._versions.check_s
+        until = self._cached_until(checked)
         with self._lock:
             opener = self._openers.get(head.raw)
             if opener is not None and (opener.version.id != version.id or opener.retired(now)):
@@ -376,6 +370,12 @@ class KeyledgerClient:
                 if generation == self._versions.generation:
                     self._openers.put(head.raw, opener)
         return opener
+
+    def _cached_until(self, checked: float) -> float:
+        """Until when a cached sealer or opener, renewed after a version read at `checked`,
+        may serve calls alone: then the version is read again, and usage is written
+        (the cached calls leave both to the slow path)."""
+        return min(checked + self._versions.check_s, self.usage.flush_due)
 
     def _new_opener(self, version: Version, head: Head, data_key: bytes) -> Opener:
         return Opener(
