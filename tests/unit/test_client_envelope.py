@@ -13,12 +13,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from keyledger.client.cache import CacheLimits, Opener, OpenerCache, Sealer
 from keyledger.client.envelope import (
     FORMAT_RECORD,
+    FORMAT_STREAM,
     aad,
     bind_context,
     open_envelope,
     pack_head,
     parse,
     record_head,
+    record_splitter,
     seal,
 )
 from keyledger.client.usage import LastUse
@@ -166,13 +168,14 @@ def test_records_of_every_size_round_trip(size: int) -> None:
         plaintext, CONTEXT, now=0
     )
     opener = Opener(VERSION, head, AESGCM(DATA_KEY), 0, big, LastUse())
+    split = record_splitter(len(head))
     for blob in (written, _blob(plaintext)):
         assert len(blob) == len(parse(blob).header) + size + 16
         assert open_envelope(parse(blob), DATA_KEY, CONTEXT) == plaintext
         for stored in (blob, bytes(blob)):
-            assert opener.open(stored, CONTEXT, now=1) == plaintext
+            assert opener.open(stored, *split(stored), CONTEXT, now=1) == plaintext
         with pytest.raises(DecryptionFailed):
-            opener.open(blob, {"other": "context"}, now=1)
+            opener.open(blob, *split(blob), {"other": "context"}, now=1)
 
 
 def test_a_truncated_record_under_a_known_head_says_so() -> None:
@@ -180,7 +183,7 @@ def test_a_truncated_record_under_a_known_head_says_so() -> None:
     opener = Opener(VERSION, head, AESGCM(DATA_KEY), 0, LIMITS, LastUse())
     blob = _blob()[: len(head) + 12 + 15]  # the tag cut short
     with pytest.raises(CiphertextInvalid, match="truncated"):
-        opener.open(blob, CONTEXT, now=1)
+        opener.open(blob, *record_splitter(len(head))(blob), CONTEXT, now=1)
 
 
 def test_a_bound_context_is_what_the_aad_puts_after_the_header() -> None:
@@ -196,32 +199,41 @@ def test_a_context_changed_after_a_call_is_bound_afresh() -> None:
     head = pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED)
     sealer = _sealer()
     opener = Opener(VERSION, head, AESGCM(DATA_KEY), 0, LIMITS, LastUse())
+    split = record_splitter(len(head))
     context = {"record": "r-1"}
     first = sealer.seal_first(b"phi", context, now=0)
-    assert opener.open(first, context, now=0) == b"phi"
+    assert opener.open(first, *split(first), context, now=0) == b"phi"
     context["record"] = "r-2"
     second = sealer.seal(b"phi", context, now=0)
     assert second is not None
     assert open_envelope(parse(second), DATA_KEY, {"record": "r-2"}) == b"phi"
     with pytest.raises(DecryptionFailed):
-        opener.open(first, context, now=0)  # r-1's record, r-2 asked
-    assert opener.open(second, context, now=0) == b"phi"
+        opener.open(first, *split(first), context, now=0)  # r-1's record, r-2 asked
+    assert opener.open(second, *split(second), context, now=0) == b"phi"
     context["record"] = 2  # type: ignore[assignment]  # the wrong type is the point
     with pytest.raises(TypeError, match="strings to strings"):
         sealer.seal(b"phi", context, now=0)
     with pytest.raises(TypeError, match="strings to strings"):
-        opener.open(second, context, now=0)
+        opener.open(second, *split(second), context, now=0)
 
 
 def test_an_equal_context_reuses_the_encoding_and_none_is_empty() -> None:
     head = pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED)
     opener = Opener(VERSION, head, AESGCM(DATA_KEY), 0, LIMITS, LastUse())
+    split = record_splitter(len(head))
     blob = _blob(b"phi", {})
-    assert opener.open(blob, None, now=0) == b"phi"
-    assert opener.open(blob, {}, now=0) == b"phi"
+    assert opener.open(blob, *split(blob), None, now=0) == b"phi"
+    assert opener.open(blob, *split(blob), {}, now=0) == b"phi"
     blob = _blob(b"phi", CONTEXT)
     for context in (dict(CONTEXT), dict(reversed(CONTEXT.items())), CONTEXT):
-        assert opener.open(blob, context, now=0) == b"phi"
+        assert opener.open(blob, *split(blob), context, now=0) == b"phi"
+
+
+def test_a_streams_opener_never_opens_records() -> None:
+    head = pack_head(FORMAT_STREAM, KEY_ID, "acme", WRAPPED)
+    opener = Opener(VERSION, head, AESGCM(DATA_KEY), 0, LIMITS, LastUse())
+    opener.renew(VERSION, 1000)
+    assert opener.expires == float("-inf")  # so `decrypt` never takes it for a record's
 
 
 def test_record_head_finds_record_heads_only() -> None:

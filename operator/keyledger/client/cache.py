@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyledger.client.envelope import (
+    FORMAT_STREAM,
     NONCE_BYTES,
     TAG_BYTES,
     Blob,
@@ -168,6 +169,7 @@ class Opener:
     __slots__ = (
         "_body_at",
         "_bound",
+        "_records",
         "_retires",
         "_use",
         "cipher",
@@ -191,6 +193,7 @@ class Opener:
         self.tenant = version.tenant
         self.cipher = cipher
         self._body_at = len(head) + NONCE_BYTES
+        self._records = head[3:4] != bytes((FORMAT_STREAM,))
         self._retires = born + limits.max_age_s
         self.expires = born
         self.used = born
@@ -198,15 +201,20 @@ class Opener:
         self._bound = bind_context(None)
 
     def renew(self, version: Version, checked_until: float) -> None:
+        """`version` was read again; records open through `open` until `checked_until`.
+        A stream's opener never does: its cipher opens segments, from decrypt_stream."""
         self.version = version
-        self.expires = min(checked_until, self._retires)
+        self.expires = min(checked_until, self._retires) if self._records else float("-inf")
 
     def retired(self, now: float) -> bool:
         """Whether the data key is past its age limit (not just its version check)."""
         return now >= self._retires
 
-    def open(self, blob: Blob, context: Context | None, now: float) -> bytes:
-        """The plaintext of the record `blob`, which starts with this opener's head."""
+    def open(
+        self, blob: Blob, head: bytes, nonce: bytes, context: Context | None, now: float
+    ) -> bytes:
+        """The plaintext of the record `blob`, split (record_splitter) into its `head`,
+        this opener's, and `nonce`."""
         copy, tail = self._bound
         if context != copy:
             self._bound = bound = bind_context(context)
@@ -218,9 +226,8 @@ class Opener:
         # At 1 MiB a copy of the ciphertext costs as much as its decryption; at 1 KiB a
         # view costs more than the copy.
         body = blob[body_at:] if size < _ONE_BUFFER_FROM else memoryview(blob)[body_at:]
-        nonce = blob[body_at - NONCE_BYTES : body_at]
         try:
-            plaintext = self.cipher.decrypt(nonce, body, blob[:body_at] + tail)
+            plaintext = self.cipher.decrypt(nonce, body, b"".join((head, nonce, tail)))
         except InvalidTag:
             raise does_not_open(self.version.id) from None
         self.used = self._use.at = now

@@ -7,6 +7,7 @@ leaves the KMS except as data keys, which stay in this process's memory.
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 import uuid
@@ -29,6 +30,7 @@ from keyledger.client.envelope import (
     parse,
     read_head,
     record_head,
+    record_splitter,
 )
 from keyledger.client.notify import LedgerListener
 from keyledger.client.stream import (
@@ -90,6 +92,7 @@ class KeyledgerClient:
         self._lock = threading.Lock()
         self._sealers: dict[tuple[str, str], Sealer] = {}
         self._openers = OpenerCache(self._limits)
+        self._split_record = record_splitter(0)  # at the length of the last head opened
         self._versions = LedgerVersions(
             self._sessions,
             version_check_s,
@@ -131,13 +134,21 @@ class KeyledgerClient:
     ) -> bytes:
         """Open `blob` on behalf of `tenant`; a blob sealed for another tenant is refused
         (TenantMismatch). `break_glass` opens data under a COMPROMISED version, audited."""
-        opener = self._openers.get(record_head(blob))
-        if opener is not None:
-            now = self._clock()
-            if now < opener.expires:
-                if opener.tenant != tenant:
-                    check_sealed_for(opener.tenant, tenant)
-                return opener.open(blob, context, now)
+        # The heads a client opens mostly have one length (one tenant name, one KMS's
+        # wrapped keys), so a blob is split at that length before its own head is read:
+        # a cached head is a whole head, and a blob that starts with one has it as head.
+        try:
+            head, nonce = self._split_record(blob)
+        except struct.error:
+            head = nonce = b""
+        opener = self._openers.get(head)
+        if opener is None:
+            return self._decrypt_other(blob, context, tenant, break_glass)
+        now = self._clock()
+        if now < opener.expires:
+            if opener.tenant != tenant:
+                check_sealed_for(opener.tenant, tenant)
+            return opener.open(blob, head, nonce, context, now)
         return self._decrypt_checked(blob, context, tenant, break_glass)
 
     @ledger_reachable
@@ -320,6 +331,25 @@ class KeyledgerClient:
         self.usage.tick(now)
         return sealed
 
+    def _decrypt_other(
+        self, blob: Blob, context: Context | None, tenant: str, break_glass: BreakGlass | None
+    ) -> bytes:
+        """decrypt of a blob whose head has another length than the last one opened."""
+        head = record_head(blob)
+        opener = self._openers.get(head)
+        if opener is not None:
+            self._split_record = split = record_splitter(len(head))
+            now = self._clock()
+            if now < opener.expires:
+                if opener.tenant != tenant:
+                    check_sealed_for(opener.tenant, tenant)
+                try:
+                    head, nonce = split(blob)
+                except struct.error:  # cut off in the nonce: parse says so
+                    return self._decrypt_checked(blob, context, tenant, break_glass)
+                return opener.open(blob, head, nonce, context, now)
+        return self._decrypt_checked(blob, context, tenant, break_glass)
+
     @ledger_reachable
     def _decrypt_checked(
         self, blob: Blob, context: Context | None, tenant: str, break_glass: BreakGlass | None
@@ -332,7 +362,9 @@ class KeyledgerClient:
             version, checked, envelope.head, envelope.header, break_glass, generation
         )
         now = self._clock()
-        plaintext = opener.open(blob, context, now)
+        self._split_record = split = record_splitter(len(envelope.head.raw))
+        head, nonce = split(blob)
+        plaintext = opener.open(blob, head, nonce, context, now)
         self.usage.tick(now)
         return plaintext
 

@@ -19,6 +19,7 @@ tenant; its tenant is the one the ledger gives its key version, checked the same
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
@@ -139,8 +140,9 @@ def seal(
 
 def record_head(blob: Blob) -> bytes:
     """A record's head (format 1 or 2, up to the nonce) read by its length fields alone,
-    b"" when `blob` has none: the key of the per-call opener lookup. Nothing is
-    checked here; a head no opener holds goes through `parse`, which says what is wrong."""
+    b"" when `blob` has none: the key of the opener lookup when the blob's first split
+    (record_splitter) finds none. Nothing is checked here; a head no opener holds goes
+    through `parse`, which says what is wrong."""
     try:
         format_ = blob[3]
         at = 22 + (blob[20] << 8 | blob[21]) if format_ == FORMAT_RECORD else 20
@@ -149,6 +151,14 @@ def record_head(blob: Blob) -> bytes:
         return bytes(blob[: at + 2 + (blob[at] << 8 | blob[at + 1])])
     except IndexError:
         return b""
+
+
+@functools.lru_cache(maxsize=64)
+def record_splitter(head_bytes: int) -> Callable[[Blob], tuple[bytes, bytes]]:
+    """What splits a record whose head is `head_bytes` long into that head and its
+    nonce, both bytes (from a bytearray too), in one call: on every decrypt's path.
+    Raises struct.error for a blob shorter than both."""
+    return struct.Struct(f"{head_bytes}s{NONCE_BYTES}s").unpack_from
 
 
 def parse(blob: Blob) -> Envelope:
