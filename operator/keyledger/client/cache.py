@@ -17,7 +17,6 @@ format, and `seal` and `open_envelope` spelled out for tests and tools).
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from keyledger.client.envelope import (
     bind_context,
     does_not_open,
 )
+from keyledger.client.nonces import NoncePool
 from keyledger.client.usage import LastUse
 from keyledger.client.versions import Version
 from keyledger.errors import CiphertextInvalid
@@ -70,6 +70,7 @@ class Sealer:
         "_head",
         "_lock",
         "_messages_left",
+        "_nonces",
         "_retires",
         "_use",
         "expires",
@@ -96,6 +97,7 @@ class Sealer:
         self._bytes_left = limits.max_bytes
         self._use = use
         self._lock = threading.Lock()
+        self._nonces = NoncePool()  # drawn from under _lock
         self._bound = bind_context(None)
 
     def renew(self, version: Version, checked_until: float) -> None:
@@ -114,10 +116,12 @@ class Sealer:
                 return None
             self._messages_left -= 1
             self._bytes_left -= size
+            free = self._nonces.free
+            nonce = free.pop() if free else self._nonces.refill()
         finally:
             self._lock.release()
         self._use.at = now
-        return self._write(plaintext, context)
+        return self._write(nonce, plaintext, context)
 
     def seal_checked(
         self, plaintext: bytes, context: Context | None, now: float
@@ -131,8 +135,10 @@ class Sealer:
                 return None
             self._messages_left -= 1
             self._bytes_left -= len(plaintext)
+            free = self._nonces.free
+            nonce = free.pop() if free else self._nonces.refill()
         self._use.at = now
-        return self._write(plaintext, context)
+        return self._write(nonce, plaintext, context)
 
     def seal_first(self, plaintext: bytes, context: Context | None, now: float) -> bytearray:
         """The first record of a new data key: sealed whatever its size, as any data
@@ -140,18 +146,19 @@ class Sealer:
         with self._lock:
             self._messages_left -= 1
             self._bytes_left -= len(plaintext)
+            free = self._nonces.free
+            nonce = free.pop() if free else self._nonces.refill()
         self._use.at = now
-        return self._write(plaintext, context)
+        return self._write(nonce, plaintext, context)
 
-    def _write(self, plaintext: bytes, context: Context | None) -> bytearray:
-        """A format 2 record: the head, a fresh nonce, the sealed plaintext. One buffer
-        of the record's size is returned, not copied into bytes: at 1 MiB a second
-        buffer costs eight times the encryption."""
+    def _write(self, nonce: bytes, plaintext: bytes, context: Context | None) -> bytearray:
+        """A format 2 record: the head, `nonce` (fresh from the pool), the sealed
+        plaintext. One buffer of the record's size is returned, not copied into bytes:
+        at 1 MiB a second buffer costs eight times the encryption."""
         copy, tail = self._bound
         if context != copy:
             self._bound = bound = bind_context(context)
             tail = bound[1]
-        nonce = os.urandom(NONCE_BYTES)  # a data key seals a bounded number of messages
         header = self._head + nonce  # a new bytearray: below 64 KiB, the record's own
         if len(plaintext) < _ONE_BUFFER_FROM:
             header += self._cipher.encrypt(nonce, plaintext, header + tail)
