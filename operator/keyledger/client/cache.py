@@ -227,15 +227,16 @@ class Opener:
             self._bound = bound = bind_context(context)
             tail = bound[1]
         body_at = self._body_at
-        size = len(blob)
-        if size < body_at + TAG_BYTES:
-            raise CiphertextInvalid("keyledger ciphertext is truncated")
         # At 1 MiB a copy of the ciphertext costs as much as its decryption; at 1 KiB a
         # view costs more than the copy.
-        body = blob[body_at:] if size < _ONE_BUFFER_FROM else memoryview(blob)[body_at:]
+        body = blob[body_at:] if len(blob) < _ONE_BUFFER_FROM else memoryview(blob)[body_at:]
         try:
             plaintext = self.cipher.decrypt(nonce, body, b"".join((head, nonce, tail)))
         except InvalidTag:
+            # A body shorter than a tag fails too: told apart only here, off the path
+            # of every record that opens.
+            if len(body) < TAG_BYTES:
+                raise CiphertextInvalid("keyledger ciphertext is truncated") from None
             raise does_not_open(self.version.id) from None
         self.used = self._use.at = now
         return plaintext
@@ -245,6 +246,9 @@ class OpenerCache(dict[bytes, Opener]):
     """Openers by head bytes (a head names its version, tenant and wrapped data key),
     the least recently used out beyond `max_decrypt_entries`. Callers hold a lock
     for everything but `get`."""
+
+    # No instance dict: `get`, on every decrypt, is then found without looking in one.
+    __slots__ = ("limits",)
 
     def __init__(self, limits: CacheLimits) -> None:
         super().__init__()

@@ -119,7 +119,8 @@ class KeyledgerClient:
         where an immutable or hashable value is needed."""
         sealer = self._sealers.get((tenant, key_name))
         if sealer is not None:
-            sealed = sealer.seal(plaintext, context, self._clock())
+            clock = self._clock  # read, then called: see decrypt
+            sealed = sealer.seal(plaintext, context, clock())
             if sealed is not None:
                 return sealed
         return self._encrypt_checked(tenant, key_name, plaintext, context)
@@ -137,14 +138,17 @@ class KeyledgerClient:
         # The heads a client opens mostly have one length (one tenant name, one KMS's
         # wrapped keys), so a blob is split at that length before its own head is read:
         # a cached head is a whole head, and a blob that starts with one has it as head.
+        # Callables kept on the instance are read as attributes first, then called: a
+        # method-style call of one is looked up afresh on every decrypt.
+        split, clock = self._split_record, self._clock
         try:
-            head, nonce = self._split_record(blob)
+            head, nonce = split(blob)
         except struct.error:
             head = nonce = b""
         opener = self._openers.get(head)
         if opener is None:
             return self._decrypt_other(blob, context, tenant, break_glass)
-        now = self._clock()
+        now = clock()
         if now < opener.expires:
             if opener.tenant != tenant:
                 check_sealed_for(opener.tenant, tenant)
