@@ -138,6 +138,35 @@ def test_a_forget_drops_the_cached_sealer_and_opener_at_once(ledger: Ledger) -> 
     assert parse(client.encrypt("acme", "records", b"phi", CONTEXT)).key_id != leaked
 
 
+def test_an_opener_the_cache_dropped_or_never_held_opens_nothing_from_it(
+    ledger: Ledger,
+) -> None:
+    """decrypt tries the last opener it used before the cache: one that the cache no
+    longer holds (forgotten, evicted) or never held (caching off) must not serve."""
+    client = ledger.client(version_check_s=3600)
+    blob = client.encrypt("acme", "records", b"phi", CONTEXT)
+    client.decrypt(blob, CONTEXT, tenant="acme")
+    client._forget_everything()  # what a lost ledger connection does
+    client.decrypt(blob, CONTEXT, tenant="acme")
+    assert ledger.backend.unwrapped == 2
+
+    bounded = ledger.client(limits=CacheLimits(max_decrypt_entries=1), version_check_s=3600)
+    blob = bounded.encrypt("acme", "records", b"phi", CONTEXT)
+    bounded.decrypt(blob, CONTEXT, tenant="acme")
+    sealed = io.BytesIO()
+    bounded.encrypt_stream("acme", "records", io.BytesIO(b"backup"), sealed, CONTEXT)
+    sealed.seek(0)
+    bounded.decrypt_stream(sealed, io.BytesIO(), CONTEXT, tenant="acme")  # takes the place
+    bounded.decrypt(blob, CONTEXT, tenant="acme")
+    assert ledger.backend.unwrapped == 5
+
+    off = ledger.client(limits=CacheLimits(max_decrypt_entries=0), version_check_s=3600)
+    blob = off.encrypt("acme", "records", b"phi", CONTEXT)
+    for _ in range(2):
+        assert off.decrypt(blob, CONTEXT, tenant="acme") == b"phi"
+    assert ledger.backend.unwrapped == 7
+
+
 def test_a_compromise_stops_cached_decrypts_within_the_version_check(ledger: Ledger) -> None:
     client = ledger.client(version_check_s=2.0)
     blob = client.encrypt("acme", "records", b"phi", CONTEXT)

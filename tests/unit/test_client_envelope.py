@@ -275,6 +275,27 @@ def test_the_opener_cache_drops_a_version_or_a_whole_key() -> None:
     assert set(cache) == {b"head 2"}
 
 
+def test_an_opener_opens_from_the_cache_only_while_the_cache_holds_it() -> None:
+    """What the cache drops, it revokes: the client's last opener may still hold it."""
+    fresh = Opener(VERSION, b"head", AESGCM(DATA_KEY), 0, LIMITS, LastUse())
+    assert fresh.expires == float("-inf")  # until the cache renews it
+    other_key = replace(VERSION, id=uuid.uuid4(), key_name="billing")
+    cache = OpenerCache(CacheLimits(max_age_s=60, max_decrypt_entries=3))
+    replaced, evicted = _opener(born=1), _opener(born=0)
+    kept, dropped = _opener(born=2), _opener(other_key, born=3)
+    for head, opener in ((b"a", replaced), (b"a", kept), (b"b", evicted), (b"c", dropped)):
+        assert cache.put(head, opener)
+    assert cache.put(b"d", _opener(born=4))  # one too many: b, the least recently used
+    assert set(cache) == {b"a", b"c", b"d"}
+    cache.drop_key("acme", "billing")
+    assert [o.expires for o in (replaced, evicted, dropped)] == [float("-inf")] * 3
+    assert kept.expires == 62  # held, and renewed: its age limit
+    cache.drop_all()
+    assert not cache and kept.expires == float("-inf")
+    off = OpenerCache(CacheLimits(max_decrypt_entries=0))
+    assert not off.put(b"a", _opener()) and not off
+
+
 def test_limits_refuse_nonsense() -> None:
     with pytest.raises(ValueError, match="max_messages"):
         CacheLimits(max_messages=0)

@@ -32,6 +32,7 @@ from keyledger.client.envelope import (
     Context,
     bind_context,
     does_not_open,
+    record_splitter,
 )
 from keyledger.client.nonces import NoncePool
 from keyledger.client.usage import LastUse
@@ -171,7 +172,11 @@ class Sealer:
 
 
 class Opener:
-    """An unwrapped data key, ready to open the records that start with its head."""
+    """An unwrapped data key, ready to open the records that start with its head.
+
+    It opens records from the cache (`expires`) only while the cache holds it: it
+    starts expired, the cache renews it, and revokes it when it drops it, so that a
+    reference kept elsewhere (the client's last opener) opens nothing after a forget."""
 
     __slots__ = (
         "_body_at",
@@ -181,6 +186,8 @@ class Opener:
         "_use",
         "cipher",
         "expires",
+        "head",
+        "split",
         "tenant",
         "used",
         "version",
@@ -196,22 +203,29 @@ class Opener:
         use: LastUse,
     ) -> None:
         self.version = version
+        self.head = head
+        self.split = record_splitter(len(head))  # a record into this head and its nonce
         # Whose data the head says this is (format 1 heads say nothing: the version's).
         self.tenant = version.tenant
         self.cipher = cipher
         self._body_at = len(head) + NONCE_BYTES
         self._records = head[3:4] != bytes((FORMAT_STREAM,))
         self._retires = born + limits.max_age_s
-        self.expires = born
+        self.expires = float("-inf")
         self.used = born
         self._use = use
         self._bound = bind_context(None)
 
     def renew(self, version: Version, checked_until: float) -> None:
-        """`version` was read again; records open through `open` until `checked_until`.
-        A stream's opener never does: its cipher opens segments, from decrypt_stream."""
+        """`version` was read again; records open from the cache until `checked_until`.
+        Only for an opener the cache holds. A stream's opener never opens records: its
+        cipher opens segments, from decrypt_stream."""
         self.version = version
         self.expires = min(checked_until, self._retires) if self._records else float("-inf")
+
+    def revoke(self) -> None:
+        """Dropped from the cache: from now on every record goes the checked path."""
+        self.expires = float("-inf")
 
     def retired(self, now: float) -> bool:
         """Whether the data key is past its age limit (not just its version check)."""
@@ -220,8 +234,8 @@ class Opener:
     def open(
         self, blob: Blob, head: bytes, nonce: bytes, context: Context | None, now: float
     ) -> bytes:
-        """The plaintext of the record `blob`, split (record_splitter) into its `head`,
-        this opener's, and `nonce`."""
+        """The plaintext of the record `blob`, split (`split`) into its `head`, this
+        opener's, and `nonce`."""
         copy, tail = self._bound
         if context != copy:
             self._bound = bound = bind_context(context)
@@ -245,7 +259,7 @@ class Opener:
 class OpenerCache(dict[bytes, Opener]):
     """Openers by head bytes (a head names its version, tenant and wrapped data key),
     the least recently used out beyond `max_decrypt_entries`. Callers hold a lock
-    for everything but `get`."""
+    for everything but `get`. Every opener it drops, it revokes."""
 
     # No instance dict: `get`, on every decrypt, is then found without looking in one.
     __slots__ = ("limits",)
@@ -254,22 +268,32 @@ class OpenerCache(dict[bytes, Opener]):
         super().__init__()
         self.limits = limits
 
-    def put(self, head: bytes, opener: Opener) -> None:
+    def put(self, head: bytes, opener: Opener) -> bool:
+        """Whether `opener` is held now (not when caching is off); the caller renews it."""
         if self.limits.max_age_s <= 0 or self.limits.max_decrypt_entries == 0:
-            return
+            return False
+        replaced = self.get(head)
+        if replaced is not None and replaced is not opener:
+            replaced.revoke()
         self[head] = opener
         if len(self) > self.limits.max_decrypt_entries:
             # A scan on a miss (which waits on the KMS anyway) keeps hits to one store.
-            del self[min(self, key=lambda cached: self[cached].used)]
+            self.pop(min(self, key=lambda cached: self[cached].used)).revoke()
+        return True
 
     def drop_version(self, key_id: uuid.UUID) -> None:
         for head in [h for h, o in self.items() if o.version.id == key_id]:
-            del self[head]
+            self.pop(head).revoke()
 
     def drop_key(self, tenant: str, key_name: str) -> None:
         """Every version of one key: what the ledger says changed."""
         for head in [h for h, o in self.items() if _of_key(o.version, tenant, key_name)]:
-            del self[head]
+            self.pop(head).revoke()
+
+    def drop_all(self) -> None:
+        for opener in self.values():
+            opener.revoke()
+        self.clear()
 
 
 def _of_key(version: Version, tenant: str, key_name: str) -> bool:

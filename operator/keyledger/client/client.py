@@ -30,7 +30,6 @@ from keyledger.client.envelope import (
     parse,
     read_head,
     record_head,
-    record_splitter,
 )
 from keyledger.client.notify import LedgerListener
 from keyledger.client.stream import (
@@ -92,7 +91,7 @@ class KeyledgerClient:
         self._lock = threading.Lock()
         self._sealers: dict[tuple[str, str], Sealer] = {}
         self._openers = OpenerCache(self._limits)
-        self._split_record = record_splitter(0)  # at the length of the last head opened
+        self._recent: Opener | None = None  # the last opener a decrypt used
         self._versions = LedgerVersions(
             self._sessions,
             version_check_s,
@@ -135,19 +134,26 @@ class KeyledgerClient:
     ) -> bytes:
         """Open `blob` on behalf of `tenant`; a blob sealed for another tenant is refused
         (TenantMismatch). `break_glass` opens data under a COMPROMISED version, audited."""
-        # The heads a client opens mostly have one length (one tenant name, one KMS's
-        # wrapped keys), so a blob is split at that length before its own head is read:
-        # a cached head is a whole head, and a blob that starts with one has it as head.
+        # A client mostly opens records under a few data keys, often one, so a blob is
+        # first split at the length of the last opener's head and compared with that
+        # head (no hashing); a head of that length that is another is looked up. A
+        # cached head is a whole head: a blob that starts with one has it as its head.
+        # An opener the cache dropped is revoked (expired), wherever it is still held.
         # Callables kept on the instance are read as attributes first, then called: a
         # method-style call of one is looked up afresh on every decrypt.
-        split, clock = self._split_record, self._clock
+        opener, clock = self._recent, self._clock
+        if opener is None:  # nothing opened yet
+            return self._decrypt_other(blob, context, tenant, break_glass)
+        split = opener.split
         try:
             head, nonce = split(blob)
         except struct.error:
             head = nonce = b""
-        opener = self._openers.get(head)
-        if opener is None:
-            return self._decrypt_other(blob, context, tenant, break_glass)
+        if head != opener.head:
+            opener = self._openers.get(head)
+            if opener is None:
+                return self._decrypt_other(blob, context, tenant, break_glass)
+            self._recent = opener
         now = clock()
         if now < opener.expires:
             if opener.tenant != tenant:
@@ -339,16 +345,15 @@ class KeyledgerClient:
         self, blob: Blob, context: Context | None, tenant: str, break_glass: BreakGlass | None
     ) -> bytes:
         """decrypt of a blob whose head has another length than the last one opened."""
-        head = record_head(blob)
-        opener = self._openers.get(head)
+        opener = self._openers.get(record_head(blob))
         if opener is not None:
-            self._split_record = split = record_splitter(len(head))
+            self._recent = opener
             now = self._clock()
             if now < opener.expires:
                 if opener.tenant != tenant:
                     check_sealed_for(opener.tenant, tenant)
                 try:
-                    head, nonce = split(blob)
+                    head, nonce = opener.split(blob)
                 except struct.error:  # cut off in the nonce: parse says so
                     return self._decrypt_checked(blob, context, tenant, break_glass)
                 return opener.open(blob, head, nonce, context, now)
@@ -366,8 +371,8 @@ class KeyledgerClient:
             version, checked, envelope.head, envelope.header, break_glass, generation
         )
         now = self._clock()
-        self._split_record = split = record_splitter(len(envelope.head.raw))
-        head, nonce = split(blob)
+        self._recent = opener
+        head, nonce = opener.split(blob)
         plaintext = opener.open(blob, head, nonce, context, now)
         self.usage.tick(now)
         return plaintext
@@ -401,10 +406,11 @@ class KeyledgerClient:
         if opener is None:
             data_key = self._backend_for(version).unwrap_data_key(_ref(version), head.wrapped_key)
             opener = self._new_opener(version, head, data_key)
-            opener.renew(version, until)
             with self._lock:
-                if generation == self._versions.generation:
-                    self._openers.put(head.raw, opener)
+                # A forget since the read must not be undone by caching what it read; an
+                # opener not cached stays expired, and opens only for this call.
+                if generation == self._versions.generation and self._openers.put(head.raw, opener):
+                    opener.renew(version, until)
         return opener
 
     def _cached_until(self, checked: float) -> float:
@@ -468,7 +474,7 @@ class KeyledgerClient:
         self._versions.forget_all()
         with self._lock:
             self._sealers.clear()
-            self._openers.clear()
+            self._openers.drop_all()
 
     def _check_service(self, version: Version) -> None:
         # A guard against a service wired to the wrong tenant's key, not access
