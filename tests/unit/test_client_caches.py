@@ -5,6 +5,7 @@ retires at its limits, another tenant's blob is refused, and uses are recorded."
 from __future__ import annotations
 
 import io
+import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,6 +254,25 @@ def test_cached_decrypts_write_usage_when_it_falls_due(ledger: Ledger) -> None:
     ledger.clock.now += 1
     client.decrypt(blob, CONTEXT, tenant="acme")
     assert client.usage.flush_due == ledger.clock.now + 60  # flushed by that call
+
+
+@pytest.mark.parametrize("size", [0, 1024, (1 << 16) - 1, 1 << 16, 1 << 20])
+def test_cached_decrypts_open_records_of_every_size(ledger: Ledger, size: int) -> None:
+    """decrypt's cached path spells out Opener.open: held to the same results."""
+    client = ledger.client(version_check_s=3600)
+    plaintext = os.urandom(size)
+    blob = client.encrypt("acme", "records", plaintext, CONTEXT)
+    client.decrypt(blob, CONTEXT, tenant="acme")
+    unwrapped = ledger.backend.unwrapped
+    for stored in (blob, bytes(blob)):
+        assert client.decrypt(stored, CONTEXT, tenant="acme") == plaintext
+        with pytest.raises(DecryptionFailed):
+            client.decrypt(stored, {"record": "r-2"}, tenant="acme")
+        altered = bytearray(stored)
+        altered[-1] ^= 1
+        with pytest.raises(DecryptionFailed):
+            client.decrypt(altered, CONTEXT, tenant="acme")
+    assert ledger.backend.unwrapped == unwrapped  # all of them from the cache
 
 
 def test_a_context_changed_in_place_is_bound_afresh(ledger: Ledger) -> None:

@@ -12,7 +12,8 @@ encoding reused while the calls' contexts are equal. The client renews `expires`
 after re-reading the version, and drops the entry when the ledger says the key changed.
 
 Sealers and openers are the records' writer and reader (envelope.py holds the
-format, and `seal` and `open_envelope` spelled out for tests and tools).
+format, and `seal` and `open_envelope` spelled out for tests and tools); a cached
+decrypt reads with the opener's parts itself, a call less (KeyledgerClient.decrypt).
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ from keyledger.client.envelope import (
 from keyledger.client.nonces import NoncePool
 from keyledger.client.usage import LastUse
 from keyledger.client.versions import Version
-from keyledger.errors import CiphertextInvalid
+from keyledger.errors import CiphertextInvalid, DecryptionFailed
 
 # Below this size copying is cheaper than a view or a pre-sized buffer; above it a
 # second message-sized buffer makes the allocator fault pages in on every call.
-_ONE_BUFFER_FROM = 1 << 16
+ONE_BUFFER_FROM = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ class Sealer:
             self._bound = bound = bind_context(context)
             tail = bound[1]
         header = self._head + nonce  # a new bytearray: below 64 KiB, the record's own
-        if len(plaintext) < _ONE_BUFFER_FROM:
+        if len(plaintext) < ONE_BUFFER_FROM:
             header += self._cipher.encrypt(nonce, plaintext, header + tail)
             return header
         sealed = bytearray(len(header) + len(plaintext) + TAG_BYTES)
@@ -179,16 +180,16 @@ class Opener:
     reference kept elsewhere (the client's last opener) opens nothing after a forget."""
 
     __slots__ = (
-        "_body_at",
-        "_bound",
         "_records",
         "_retires",
-        "_use",
+        "body_at",
+        "bound",
         "cipher",
         "expires",
         "head",
         "split",
         "tenant",
+        "use",
         "used",
         "version",
     )
@@ -208,13 +209,13 @@ class Opener:
         # Whose data the head says this is (format 1 heads say nothing: the version's).
         self.tenant = version.tenant
         self.cipher = cipher
-        self._body_at = len(head) + NONCE_BYTES
+        self.body_at = len(head) + NONCE_BYTES
         self._records = head[3:4] != bytes((FORMAT_STREAM,))
         self._retires = born + limits.max_age_s
         self.expires = float("-inf")
         self.used = born
-        self._use = use
-        self._bound = bind_context(None)
+        self.use = use
+        self.bound = bind_context(None)
 
     def renew(self, version: Version, checked_until: float) -> None:
         """`version` was read again; records open from the cache until `checked_until`.
@@ -235,25 +236,29 @@ class Opener:
         self, blob: Blob, head: bytes, nonce: bytes, context: Context | None, now: float
     ) -> bytes:
         """The plaintext of the record `blob`, split (`split`) into its `head`, this
-        opener's, and `nonce`."""
-        copy, tail = self._bound
+        opener's, and `nonce`. KeyledgerClient.decrypt spells it out for cached calls."""
+        copy, tail = self.bound
         if context != copy:
-            self._bound = bound = bind_context(context)
+            self.bound = bound = bind_context(context)
             tail = bound[1]
-        body_at = self._body_at
+        body_at = self.body_at
         # At 1 MiB a copy of the ciphertext costs as much as its decryption; at 1 KiB a
         # view costs more than the copy.
-        body = blob[body_at:] if len(blob) < _ONE_BUFFER_FROM else memoryview(blob)[body_at:]
+        body = blob[body_at:] if len(blob) < ONE_BUFFER_FROM else memoryview(blob)[body_at:]
         try:
             plaintext = self.cipher.decrypt(nonce, body, b"".join((head, nonce, tail)))
         except InvalidTag:
-            # A body shorter than a tag fails too: told apart only here, off the path
-            # of every record that opens.
-            if len(body) < TAG_BYTES:
-                raise CiphertextInvalid("keyledger ciphertext is truncated") from None
-            raise does_not_open(self.version.id) from None
-        self.used = self._use.at = now
+            raise self.refusal(body) from None
+        self.used = self.use.at = now
         return plaintext
+
+    def refusal(self, body: Blob | memoryview) -> CiphertextInvalid | DecryptionFailed:
+        """What a record whose `body` (ciphertext and tag) failed its tag is told. A body
+        shorter than a tag fails too: told apart only here, off the path of every record
+        that opens."""
+        if len(body) < TAG_BYTES:
+            return CiphertextInvalid("keyledger ciphertext is truncated")
+        return does_not_open(self.version.id)
 
 
 class OpenerCache(dict[bytes, Opener]):

@@ -14,18 +14,20 @@ import uuid
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.client.breakglass import BreakGlass, record_break_glass
-from keyledger.client.cache import CacheLimits, Opener, OpenerCache, Sealer
+from keyledger.client.cache import ONE_BUFFER_FROM, CacheLimits, Opener, OpenerCache, Sealer
 from keyledger.client.envelope import (
     FORMAT_RECORD,
     FORMAT_STREAM,
     Blob,
     Context,
     Head,
+    bind_context,
     pack_head,
     parse,
     read_head,
@@ -155,11 +157,23 @@ class KeyledgerClient:
                 return self._decrypt_other(blob, context, tenant, break_glass)
             self._recent = opener
         now = clock()
-        if now < opener.expires:
-            if opener.tenant != tenant:
-                check_sealed_for(opener.tenant, tenant)
-            return opener.open(blob, head, nonce, context, now)
-        return self._decrypt_checked(blob, context, tenant, break_glass)
+        if now >= opener.expires:
+            return self._decrypt_checked(blob, context, tenant, break_glass)
+        if opener.tenant != tenant:
+            check_sealed_for(opener.tenant, tenant)
+        # Opener.open, spelled out: a call less on every cached decrypt (0.08 us of 1.6).
+        copy, tail = opener.bound
+        if context != copy:
+            opener.bound = bound = bind_context(context)
+            tail = bound[1]
+        body_at = opener.body_at
+        body = blob[body_at:] if len(blob) < ONE_BUFFER_FROM else memoryview(blob)[body_at:]
+        try:
+            plaintext = opener.cipher.decrypt(nonce, body, b"".join((head, nonce, tail)))
+        except InvalidTag:
+            raise opener.refusal(body) from None
+        opener.used = opener.use.at = now
+        return plaintext
 
     @ledger_reachable
     def rewrap(
