@@ -164,12 +164,14 @@ def test_records_of_every_size_round_trip(size: int) -> None:
     plaintext = os.urandom(size)
     head = pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED)
     big = CacheLimits(max_bytes=1 << 21)
-    written = Sealer(VERSION, head, AESGCM(DATA_KEY), 0, big, LastUse()).seal_first(
-        plaintext, CONTEXT, now=0
-    )
+    sealer = Sealer(VERSION, head, AESGCM(DATA_KEY), 0, big, LastUse())
+    sealer.renew(VERSION, 10)
+    first = sealer.seal_first(plaintext, CONTEXT, now=0)
+    cached = sealer.seal(plaintext, CONTEXT, now=1)  # _write, spelled out below 64 KiB
+    assert cached is not None
     opener = Opener(VERSION, head, AESGCM(DATA_KEY), 0, big, LastUse())
     split = record_splitter(len(head))
-    for blob in (written, _blob(plaintext)):
+    for blob in (first, cached, _blob(plaintext)):
         assert len(blob) == len(parse(blob).header) + size + 16
         assert open_envelope(parse(blob), DATA_KEY, CONTEXT) == plaintext
         for stored in (blob, bytes(blob)):
