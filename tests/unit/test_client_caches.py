@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,13 +37,17 @@ CONTEXT = {"record": "r-1"}
 class CountingBackend(LocalBackend):
     generated = 0
     unwrapped = 0
+    # What happens elsewhere while the KMS answers (a ledger notification).
+    meanwhile: Callable[[], None] = staticmethod(lambda: None)
 
     def generate_data_key(self, ref: str) -> DataKey:
         self.generated += 1
+        self.meanwhile()
         return super().generate_data_key(ref)
 
     def unwrap_data_key(self, ref: str, wrapped: bytes) -> bytes:
         self.unwrapped += 1
+        self.meanwhile()
         return super().unwrap_data_key(ref, wrapped)
 
 
@@ -150,6 +155,8 @@ def test_an_opener_the_cache_dropped_or_never_held_opens_nothing_from_it(
     client._forget_everything()  # what a lost ledger connection does
     client.decrypt(blob, CONTEXT, tenant="acme")
     assert ledger.backend.unwrapped == 2
+    client.encrypt("acme", "records", b"phi", CONTEXT)  # the last sealer, dropped too
+    assert ledger.backend.generated == 2
 
     bounded = ledger.client(limits=CacheLimits(max_decrypt_entries=1), version_check_s=3600)
     blob = bounded.encrypt("acme", "records", b"phi", CONTEXT)
@@ -166,6 +173,25 @@ def test_an_opener_the_cache_dropped_or_never_held_opens_nothing_from_it(
     for _ in range(2):
         assert off.decrypt(blob, CONTEXT, tenant="acme") == b"phi"
     assert ledger.backend.unwrapped == 7
+
+
+def test_a_forget_while_the_kms_answers_is_not_undone_by_caching_its_answer(
+    ledger: Ledger,
+) -> None:
+    """A data key made or unwrapped across a forget serves its own call only: cached
+    (or kept as the last one used) it would outlive what the ledger said changed."""
+    client = ledger.client(version_check_s=3600)
+    ledger.backend.meanwhile = lambda: client._forget_key("acme", "records", None)
+    blob = client.encrypt("acme", "records", b"phi", CONTEXT)
+    for _ in range(2):
+        client.encrypt("acme", "records", b"phi", CONTEXT)
+        assert client.decrypt(blob, CONTEXT, tenant="acme") == b"phi"
+    assert (ledger.backend.generated, ledger.backend.unwrapped) == (3, 2)
+    ledger.backend.meanwhile = lambda: None
+    for _ in range(2):
+        client.encrypt("acme", "records", b"phi", CONTEXT)
+        client.decrypt(blob, CONTEXT, tenant="acme")
+    assert (ledger.backend.generated, ledger.backend.unwrapped) == (4, 3)
 
 
 def test_a_compromise_stops_cached_decrypts_within_the_version_check(ledger: Ledger) -> None:

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from keyledger.client.cache import CacheLimits, Opener, OpenerCache, Sealer
+from keyledger.client.cache import CacheLimits, Opener, OpenerCache, Sealer, SealerCache
 from keyledger.client.envelope import (
     FORMAT_RECORD,
     FORMAT_STREAM,
@@ -296,6 +296,27 @@ def test_an_opener_opens_from_the_cache_only_while_the_cache_holds_it() -> None:
     assert not cache and kept.expires == float("-inf")
     off = OpenerCache(CacheLimits(max_decrypt_entries=0))
     assert not off.put(b"a", _opener()) and not off
+
+
+def test_a_sealer_seals_from_the_cache_only_while_the_cache_holds_it() -> None:
+    fresh = Sealer(VERSION, b"head", AESGCM(DATA_KEY), 0, LIMITS, LastUse())
+    assert fresh.seal(b"x", CONTEXT, now=0) is None  # until the cache renews it
+    other_key = replace(VERSION, id=uuid.uuid4(), key_name="billing")
+    cache = SealerCache(LIMITS)
+    replaced, kept = _sealer(), _sealer()
+    dropped = Sealer(other_key, b"head", AESGCM(DATA_KEY), 0, LIMITS, LastUse())
+    dropped.renew(other_key, 1000)
+    for sealer in (replaced, kept, dropped):
+        assert cache.put(sealer)
+    assert set(cache) == {("acme", "phi"), ("acme", "billing")}
+    cache.drop_key("acme", "billing")
+    assert replaced.seal(b"x", CONTEXT, now=1) is None
+    assert dropped.seal(b"x", CONTEXT, now=1) is None
+    assert kept.seal(b"x", CONTEXT, now=1) is not None
+    cache.drop_all()
+    assert not cache and kept.seal(b"x", CONTEXT, now=1) is None
+    off = SealerCache(CacheLimits(max_age_s=0))
+    assert not off.put(_sealer()) and not off
 
 
 def test_limits_refuse_nonsense() -> None:

@@ -5,11 +5,14 @@ many messages or too many bytes; each limit bounds what one leaked data key
 exposes and keeps random GCM nonces far from their collision bound. Unwrapped
 data keys for decryption are kept for a while, in a bounded LRU.
 
-A cached call is a dictionary lookup, a clock read and a comparison with `expires`
-(the earliest of: the version check running out, the data key's age limit, the
-usage flush falling due): no ledger read, no key object built, and the context's
-encoding reused while the calls' contexts are equal. The client renews `expires`
-after re-reading the version, and drops the entry when the ledger says the key changed.
+A cached call finds its sealer or opener (the last one used, else a dictionary
+lookup), reads the clock and compares it with `expires` (the earliest of: the
+version check running out, the data key's age limit, the usage flush falling
+due): no ledger read, no key object built, and the context's encoding reused
+while the calls' contexts are equal. The client renews `expires` after
+re-reading the version, and drops the entry when the ledger says the key
+changed; what a cache drops it revokes (expires), as the client may still hold
+it as the last one used.
 
 Sealers and openers are the records' writer and reader (envelope.py holds the
 format, and `seal` and `open_envelope` spelled out for tests and tools); a cached
@@ -63,7 +66,10 @@ class CacheLimits:
 
 class Sealer:
     """The current data key of one (tenant, key name), ready to seal: its version,
-    the head every record under it starts with, and what it may still seal."""
+    the head every record under it starts with, and what it may still seal.
+
+    Like an opener, it seals from the cache (`seal`) only while the cache holds it:
+    it starts expired, the cache renews it, and revokes it when it drops it."""
 
     __slots__ = (
         "_bound",
@@ -77,6 +83,8 @@ class Sealer:
         "_use",
         "expires",
         "head",
+        "key_name",
+        "tenant",
         "version",
     )
 
@@ -90,11 +98,13 @@ class Sealer:
         use: LastUse,
     ) -> None:
         self.version = version
+        self.tenant = version.tenant
+        self.key_name = version.key_name
         self.head = head
         self._head = bytearray(head)  # each record's buffer starts as a copy of it
         self._cipher = cipher
         self._retires = born + limits.max_age_s
-        self.expires = born
+        self.expires = float("-inf")
         self._messages_left = limits.max_messages
         self._bytes_left = limits.max_bytes
         self._use = use
@@ -103,9 +113,14 @@ class Sealer:
         self._bound = bind_context(None)
 
     def renew(self, version: Version, checked_until: float) -> None:
-        """`version` was read again; it holds until `checked_until`."""
+        """`version` was read again; it holds until `checked_until`. Only for a sealer
+        the cache holds."""
         self.version = version
         self.expires = min(checked_until, self._retires)
+
+    def revoke(self) -> None:
+        """Dropped from the cache: from now on every record goes the checked path."""
+        self.expires = float("-inf")
 
     def seal(self, plaintext: bytes, context: Context | None, now: float) -> bytearray | None:
         """The sealed record, counted against the data key's limits; None when the
@@ -269,6 +284,38 @@ class Opener:
         if len(body) < TAG_BYTES:
             return CiphertextInvalid("keyledger ciphertext is truncated")
         return does_not_open(self.version.id)
+
+
+class SealerCache(dict[tuple[str, str], Sealer]):
+    """Sealers by (tenant, key name). Callers hold a lock for everything but `get`.
+    Every sealer it drops, it revokes."""
+
+    __slots__ = ("limits",)
+
+    def __init__(self, limits: CacheLimits) -> None:
+        super().__init__()
+        self.limits = limits
+
+    def put(self, sealer: Sealer) -> bool:
+        """Whether `sealer` is held now (not when caching is off); the caller renews it."""
+        if self.limits.max_age_s <= 0:
+            return False
+        key = (sealer.tenant, sealer.key_name)
+        replaced = self.get(key)
+        if replaced is not None and replaced is not sealer:
+            replaced.revoke()
+        self[key] = sealer
+        return True
+
+    def drop_key(self, tenant: str, key_name: str) -> None:
+        dropped = self.pop((tenant, key_name), None)
+        if dropped is not None:
+            dropped.revoke()
+
+    def drop_all(self) -> None:
+        for sealer in self.values():
+            sealer.revoke()
+        self.clear()
 
 
 class OpenerCache(dict[bytes, Opener]):

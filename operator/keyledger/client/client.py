@@ -20,7 +20,14 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.client.breakglass import BreakGlass, record_break_glass
-from keyledger.client.cache import ONE_BUFFER_FROM, CacheLimits, Opener, OpenerCache, Sealer
+from keyledger.client.cache import (
+    ONE_BUFFER_FROM,
+    CacheLimits,
+    Opener,
+    OpenerCache,
+    Sealer,
+    SealerCache,
+)
 from keyledger.client.envelope import (
     FORMAT_RECORD,
     FORMAT_STREAM,
@@ -91,9 +98,12 @@ class KeyledgerClient:
         self._clock = clock
         # Guards the two caches' membership; each sealer counts under its own lock.
         self._lock = threading.Lock()
-        self._sealers: dict[tuple[str, str], Sealer] = {}
+        self._sealers = SealerCache(self._limits)
         self._openers = OpenerCache(self._limits)
-        self._recent: Opener | None = None  # the last opener a decrypt used
+        # The last sealer and opener used, tried before the caches; what the caches
+        # drop they revoke, wherever it is still held.
+        self._last_sealer: Sealer | None = None
+        self._last_opener: Opener | None = None
         self._versions = LedgerVersions(
             self._sessions,
             version_check_s,
@@ -118,12 +128,17 @@ class KeyledgerClient:
         The record is returned in the one buffer it was sealed into, a bytearray (at
         1 MiB a copy into bytes costs more than the encryption); call bytes() on it
         where an immutable or hashable value is needed."""
-        sealer = self._sealers.get((tenant, key_name))
-        if sealer is not None:
-            clock = self._clock  # read, then called: see decrypt
-            sealed = sealer.seal(plaintext, context, clock())
-            if sealed is not None:
-                return sealed
+        # The last sealer used first: two name comparisons, no tuple hashed. The clock is
+        # read as an attribute, then called (see decrypt).
+        sealer, clock = self._last_sealer, self._clock
+        if sealer is None or sealer.key_name != key_name or sealer.tenant != tenant:
+            sealer = self._sealers.get((tenant, key_name))
+            if sealer is None:
+                return self._encrypt_checked(tenant, key_name, plaintext, context)
+            self._last_sealer = sealer
+        sealed = sealer.seal(plaintext, context, clock())
+        if sealed is not None:
+            return sealed
         return self._encrypt_checked(tenant, key_name, plaintext, context)
 
     def decrypt(
@@ -143,7 +158,7 @@ class KeyledgerClient:
         # An opener the cache dropped is revoked (expired), wherever it is still held.
         # Callables kept on the instance are read as attributes first, then called: a
         # method-style call of one is looked up afresh on every decrypt.
-        opener, clock = self._recent, self._clock
+        opener, clock = self._last_opener, self._clock
         if opener is None:  # nothing opened yet
             return self._decrypt_other(blob, context, tenant, break_glass)
         split = opener.split
@@ -155,7 +170,7 @@ class KeyledgerClient:
             opener = self._openers.get(head)
             if opener is None:
                 return self._decrypt_other(blob, context, tenant, break_glass)
-            self._recent = opener
+            self._last_opener = opener
         now = clock()
         if now >= opener.expires:
             return self._decrypt_checked(blob, context, tenant, break_glass)
@@ -346,12 +361,13 @@ class KeyledgerClient:
                 self._limits,
                 self.usage.slot(version.id),
             )
-            sealer.renew(version, until)
             sealed = sealer.seal_first(plaintext, context, now)
             with self._lock:
-                # A forget since the read must not be undone by caching what it read.
-                if generation == self._versions.generation and self._limits.max_age_s > 0:
-                    self._sealers[(tenant, key_name)] = sealer
+                # A forget since the read must not be undone by caching what it read; a
+                # sealer not cached stays expired, and sealed this record only.
+                if generation == self._versions.generation and self._sealers.put(sealer):
+                    sealer.renew(version, until)
+        self._last_sealer = sealer
         self.usage.tick(now)
         return sealed
 
@@ -361,7 +377,7 @@ class KeyledgerClient:
         """decrypt of a blob whose head has another length than the last one opened."""
         opener = self._openers.get(record_head(blob))
         if opener is not None:
-            self._recent = opener
+            self._last_opener = opener
             now = self._clock()
             if now < opener.expires:
                 if opener.tenant != tenant:
@@ -385,7 +401,7 @@ class KeyledgerClient:
             version, checked, envelope.head, envelope.header, break_glass, generation
         )
         now = self._clock()
-        self._recent = opener
+        self._last_opener = opener
         head, nonce = opener.split(blob)
         plaintext = opener.open(blob, head, nonce, context, now)
         self.usage.tick(now)
@@ -479,7 +495,7 @@ class KeyledgerClient:
     def _forget_key(self, tenant: str, key_name: str, key_id: uuid.UUID | None) -> None:
         self._versions.forget(tenant, key_name, key_id)
         with self._lock:
-            self._sealers.pop((tenant, key_name), None)
+            self._sealers.drop_key(tenant, key_name)
             self._openers.drop_key(tenant, key_name)
             if key_id is not None:
                 self._openers.drop_version(key_id)
@@ -487,7 +503,7 @@ class KeyledgerClient:
     def _forget_everything(self) -> None:
         self._versions.forget_all()
         with self._lock:
-            self._sealers.clear()
+            self._sealers.drop_all()
             self._openers.drop_all()
 
     def _check_service(self, version: Version) -> None:
