@@ -4,7 +4,10 @@ retires at its limits, another tenant's blob is refused, and uses are recorded."
 
 from __future__ import annotations
 
+import io
+import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,8 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.api import COMPROMISED_REQUESTED_AT, ROTATE_REQUESTED_AT
 from keyledger.client import CacheLimits, KeyledgerClient
-from keyledger.client.envelope import parse
-from keyledger.errors import TenantMismatch, VersionCompromised
+from keyledger.client.envelope import parse, read_head
+from keyledger.errors import (
+    CiphertextInvalid,
+    DecryptionFailed,
+    TenantMismatch,
+    VersionCompromised,
+)
 from keyledger.lifecycle.spec import KeySpec
 from keyledger.operations.keys import KeyOperations
 from keyledger.operations.views import KeyResource
@@ -29,13 +37,17 @@ CONTEXT = {"record": "r-1"}
 class CountingBackend(LocalBackend):
     generated = 0
     unwrapped = 0
+    # What happens elsewhere while the KMS answers (a ledger notification).
+    meanwhile: Callable[[], None] = staticmethod(lambda: None)
 
     def generate_data_key(self, ref: str) -> DataKey:
         self.generated += 1
+        self.meanwhile()
         return super().generate_data_key(ref)
 
     def unwrap_data_key(self, ref: str, wrapped: bytes) -> bytes:
         self.unwrapped += 1
+        self.meanwhile()
         return super().unwrap_data_key(ref, wrapped)
 
 
@@ -84,20 +96,24 @@ class Ledger:
         KeyOperations(self.sessions, actor="test").reconcile(self.key, self.backend, "local")
 
 
+def _key(tenant: str) -> KeyResource:
+    spec = KeySpec.from_resource(
+        "records",
+        {
+            "tenant": tenant,
+            "keyType": "PHI_DATA",
+            "providerRef": {"kind": "ClusterKeyProvider", "name": "local"},
+        },
+    )
+    return KeyResource(str(uuid.uuid4()), tenant, "records", 1, spec, {})
+
+
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     upgrade_database(url)
     sessions = make_session_factory(make_engine(url))
-    spec = KeySpec.from_resource(
-        "records",
-        {
-            "tenant": "acme",
-            "keyType": "PHI_DATA",
-            "providerRef": {"kind": "ClusterKeyProvider", "name": "local"},
-        },
-    )
-    key = KeyResource(str(uuid.uuid4()), "acme", "records", 1, spec, {})
+    key = _key("acme")
     state = Ledger(sessions, CountingBackend(tmp_path / "keys.json"), key)
     KeyOperations(sessions, actor="test").reconcile(key, state.backend, "local")
     return state
@@ -126,6 +142,56 @@ def test_a_forget_drops_the_cached_sealer_and_opener_at_once(ledger: Ledger) -> 
     with pytest.raises(VersionCompromised):
         client.decrypt(blob, CONTEXT, tenant="acme")
     assert parse(client.encrypt("acme", "records", b"phi", CONTEXT)).key_id != leaked
+
+
+def test_an_opener_the_cache_dropped_or_never_held_opens_nothing_from_it(
+    ledger: Ledger,
+) -> None:
+    """decrypt tries the last opener it used before the cache: one that the cache no
+    longer holds (forgotten, evicted) or never held (caching off) must not serve."""
+    client = ledger.client(version_check_s=3600)
+    blob = client.encrypt("acme", "records", b"phi", CONTEXT)
+    client.decrypt(blob, CONTEXT, tenant="acme")
+    client._forget_everything()  # what a lost ledger connection does
+    client.decrypt(blob, CONTEXT, tenant="acme")
+    assert ledger.backend.unwrapped == 2
+    client.encrypt("acme", "records", b"phi", CONTEXT)  # the last sealer, dropped too
+    assert ledger.backend.generated == 2
+
+    bounded = ledger.client(limits=CacheLimits(max_decrypt_entries=1), version_check_s=3600)
+    blob = bounded.encrypt("acme", "records", b"phi", CONTEXT)
+    bounded.decrypt(blob, CONTEXT, tenant="acme")
+    sealed = io.BytesIO()
+    bounded.encrypt_stream("acme", "records", io.BytesIO(b"backup"), sealed, CONTEXT)
+    sealed.seek(0)
+    bounded.decrypt_stream(sealed, io.BytesIO(), CONTEXT, tenant="acme")  # takes the place
+    bounded.decrypt(blob, CONTEXT, tenant="acme")
+    assert ledger.backend.unwrapped == 5
+
+    off = ledger.client(limits=CacheLimits(max_decrypt_entries=0), version_check_s=3600)
+    blob = off.encrypt("acme", "records", b"phi", CONTEXT)
+    for _ in range(2):
+        assert off.decrypt(blob, CONTEXT, tenant="acme") == b"phi"
+    assert ledger.backend.unwrapped == 7
+
+
+def test_a_forget_while_the_kms_answers_is_not_undone_by_caching_its_answer(
+    ledger: Ledger,
+) -> None:
+    """A data key made or unwrapped across a forget serves its own call only: cached
+    (or kept as the last one used) it would outlive what the ledger said changed."""
+    client = ledger.client(version_check_s=3600)
+    ledger.backend.meanwhile = lambda: client._forget_key("acme", "records", None)
+    blob = client.encrypt("acme", "records", b"phi", CONTEXT)
+    for _ in range(2):
+        client.encrypt("acme", "records", b"phi", CONTEXT)
+        assert client.decrypt(blob, CONTEXT, tenant="acme") == b"phi"
+    assert (ledger.backend.generated, ledger.backend.unwrapped) == (3, 2)
+    ledger.backend.meanwhile = lambda: None
+    for _ in range(2):
+        client.encrypt("acme", "records", b"phi", CONTEXT)
+        client.decrypt(blob, CONTEXT, tenant="acme")
+    assert (ledger.backend.generated, ledger.backend.unwrapped) == (4, 3)
 
 
 def test_a_compromise_stops_cached_decrypts_within_the_version_check(ledger: Ledger) -> None:
@@ -201,3 +267,86 @@ def test_cached_calls_record_their_last_use(ledger: Ledger) -> None:
     ledger.clock.now += 30
     client.encrypt("acme", "records", b"phi", CONTEXT)  # the interval is up: flushed
     assert last_used() != first
+
+
+def test_cached_decrypts_write_usage_when_it_falls_due(ledger: Ledger) -> None:
+    client = ledger.client(version_check_s=3600, usage_flush_s=60)
+    blob = client.encrypt("acme", "records", b"phi", CONTEXT)
+    client.decrypt(blob, CONTEXT, tenant="acme")
+    pending = client.usage.flush_due
+    ledger.clock.now += 59
+    client.decrypt(blob, CONTEXT, tenant="acme")
+    assert client.usage.flush_due == pending
+    ledger.clock.now += 1
+    client.decrypt(blob, CONTEXT, tenant="acme")
+    assert client.usage.flush_due == ledger.clock.now + 60  # flushed by that call
+
+
+@pytest.mark.parametrize("size", [0, 1024, (1 << 16) - 1, 1 << 16, 1 << 20])
+def test_cached_decrypts_open_records_of_every_size(ledger: Ledger, size: int) -> None:
+    """decrypt's cached path spells out Opener.open: held to the same results."""
+    client = ledger.client(version_check_s=3600)
+    plaintext = os.urandom(size)
+    blob = client.encrypt("acme", "records", plaintext, CONTEXT)
+    client.decrypt(blob, CONTEXT, tenant="acme")
+    unwrapped = ledger.backend.unwrapped
+    for stored in (blob, bytes(blob)):
+        assert client.decrypt(stored, CONTEXT, tenant="acme") == plaintext
+        with pytest.raises(DecryptionFailed):
+            client.decrypt(stored, {"record": "r-2"}, tenant="acme")
+        altered = bytearray(stored)
+        altered[-1] ^= 1
+        with pytest.raises(DecryptionFailed):
+            client.decrypt(altered, CONTEXT, tenant="acme")
+    assert ledger.backend.unwrapped == unwrapped  # all of them from the cache
+
+
+def test_a_context_changed_in_place_is_bound_afresh(ledger: Ledger) -> None:
+    client = ledger.client()
+    context = {"record": "r-1"}
+    first = client.encrypt("acme", "records", b"one", context)
+    assert client.decrypt(first, context, tenant="acme") == b"one"
+    context["record"] = "r-2"
+    second = client.encrypt("acme", "records", b"two", context)
+    assert client.decrypt(second, {"record": "r-2"}, tenant="acme") == b"two"
+    with pytest.raises(DecryptionFailed):
+        client.decrypt(second, {"record": "r-1"}, tenant="acme")
+    with pytest.raises(DecryptionFailed):
+        client.decrypt(first, context, tenant="acme")
+    assert client.decrypt(first, {"record": "r-1"}, tenant="acme") == b"one"
+
+
+def test_heads_of_other_lengths_are_opened_from_the_cache_too(ledger: Ledger) -> None:
+    """decrypt splits a blob at the length of the last head it opened; a head of
+    another length (a longer tenant name) is read, and its opener still found."""
+    other = _key("globex-health")
+    KeyOperations(ledger.sessions, actor="test").reconcile(other, ledger.backend, "local")
+    client = ledger.client(version_check_s=3600)
+    acme = client.encrypt("acme", "records", b"acme phi", CONTEXT)
+    globex = client.encrypt("globex-health", "records", b"globex phi", CONTEXT)
+    assert len(parse(acme).head.raw) != len(parse(globex).head.raw)
+    for _ in range(3):
+        assert client.decrypt(acme, CONTEXT, tenant="acme") == b"acme phi"
+        assert client.decrypt(bytes(globex), CONTEXT, tenant="globex-health") == b"globex phi"
+    assert ledger.backend.unwrapped == 2
+    with pytest.raises(TenantMismatch):
+        client.decrypt(globex, CONTEXT, tenant="acme")
+    header = len(parse(acme).header)
+    for cut in (header + 15, header - 5, header + 15):  # the tag, the nonce cut short
+        with pytest.raises(CiphertextInvalid, match="truncated"):
+            client.decrypt(acme[:cut], CONTEXT, tenant="acme")
+    assert ledger.backend.unwrapped == 2
+
+
+def test_a_stream_is_not_opened_as_a_record_after_decrypt_stream(ledger: Ledger) -> None:
+    client = ledger.client(version_check_s=3600)
+    blob = client.encrypt("acme", "records", b"phi", CONTEXT)
+    assert client.decrypt(blob, CONTEXT, tenant="acme") == b"phi"
+    sealed = io.BytesIO()
+    client.encrypt_stream("acme", "records", io.BytesIO(b"backup"), sealed, CONTEXT)
+    stream = sealed.getvalue()
+    # The same length as the record's head: decrypt's first split finds the stream's.
+    assert len(read_head(io.BytesIO(stream).read).raw) == len(parse(blob).head.raw)
+    client.decrypt_stream(io.BytesIO(stream), io.BytesIO(), CONTEXT, tenant="acme")
+    with pytest.raises(CiphertextInvalid, match="decrypt_stream"):
+        client.decrypt(stream, CONTEXT, tenant="acme")

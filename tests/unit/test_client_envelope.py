@@ -10,14 +10,17 @@ from dataclasses import replace
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from keyledger.client.cache import CacheLimits, Opener, OpenerCache, Sealer
+from keyledger.client.cache import CacheLimits, Opener, OpenerCache, Sealer, SealerCache
 from keyledger.client.envelope import (
     FORMAT_RECORD,
+    FORMAT_STREAM,
+    aad,
+    bind_context,
     open_envelope,
-    open_record,
     pack_head,
     parse,
     record_head,
+    record_splitter,
     seal,
 )
 from keyledger.client.usage import LastUse
@@ -157,15 +160,82 @@ def test_a_sealer_writes_the_record_format_and_notes_its_use() -> None:
 
 @pytest.mark.parametrize("size", [0, 1024, (1 << 16) - 1, 1 << 16, 1 << 20])
 def test_records_of_every_size_round_trip(size: int) -> None:
+    """The cached writer and reader against the spelled-out ones, both ways."""
     plaintext = os.urandom(size)
-    blob = _blob(plaintext)
-    assert len(blob) == len(parse(blob).header) + size + 16
-    assert open_envelope(parse(blob), DATA_KEY, CONTEXT) == plaintext
-    nonce_at = len(record_head(blob))
-    for stored in (blob, bytes(blob)):
-        assert open_record(AESGCM(DATA_KEY), stored, nonce_at, CONTEXT, KEY_ID) == plaintext
+    head = pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED)
+    big = CacheLimits(max_bytes=1 << 21)
+    sealer = Sealer(VERSION, head, AESGCM(DATA_KEY), 0, big, LastUse())
+    sealer.renew(VERSION, 10)
+    first = sealer.seal_first(plaintext, CONTEXT, now=0)
+    cached = sealer.seal(plaintext, CONTEXT, now=1)  # _write, spelled out below 64 KiB
+    assert cached is not None
+    opener = Opener(VERSION, head, AESGCM(DATA_KEY), 0, big, LastUse())
+    split = record_splitter(len(head))
+    for blob in (first, cached, _blob(plaintext)):
+        assert len(blob) == len(parse(blob).header) + size + 16
+        assert open_envelope(parse(blob), DATA_KEY, CONTEXT) == plaintext
+        for stored in (blob, bytes(blob)):
+            assert opener.open(stored, *split(stored), CONTEXT, now=1) == plaintext
+        with pytest.raises(DecryptionFailed):
+            opener.open(blob, *split(blob), {"other": "context"}, now=1)
+
+
+def test_a_truncated_record_under_a_known_head_says_so() -> None:
+    head = pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED)
+    opener = Opener(VERSION, head, AESGCM(DATA_KEY), 0, LIMITS, LastUse())
+    blob = _blob()[: len(head) + 12 + 15]  # the tag cut short
+    with pytest.raises(CiphertextInvalid, match="truncated"):
+        opener.open(blob, *record_splitter(len(head))(blob), CONTEXT, now=1)
+
+
+def test_a_bound_context_is_what_the_aad_puts_after_the_header() -> None:
+    header = pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED) + bytes(12)
+    copy, tail = bind_context(CONTEXT)
+    assert header + tail == aad(header, CONTEXT) and copy == CONTEXT and copy is not CONTEXT
+    assert bind_context(None) == (None, bind_context({})[1])
+
+
+def test_a_context_changed_after_a_call_is_bound_afresh() -> None:
+    """The sealer and opener keep the last context's encoding; a caller that changes
+    its dict in place gets the new context bound, not the one it held before."""
+    head = pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED)
+    sealer = _sealer()
+    opener = Opener(VERSION, head, AESGCM(DATA_KEY), 0, LIMITS, LastUse())
+    split = record_splitter(len(head))
+    context = {"record": "r-1"}
+    first = sealer.seal_first(b"phi", context, now=0)
+    assert opener.open(first, *split(first), context, now=0) == b"phi"
+    context["record"] = "r-2"
+    second = sealer.seal(b"phi", context, now=0)
+    assert second is not None
+    assert open_envelope(parse(second), DATA_KEY, {"record": "r-2"}) == b"phi"
     with pytest.raises(DecryptionFailed):
-        open_record(AESGCM(DATA_KEY), blob, nonce_at, {"other": "context"}, KEY_ID)
+        opener.open(first, *split(first), context, now=0)  # r-1's record, r-2 asked
+    assert opener.open(second, *split(second), context, now=0) == b"phi"
+    context["record"] = 2  # type: ignore[assignment]  # the wrong type is the point
+    with pytest.raises(TypeError, match="strings to strings"):
+        sealer.seal(b"phi", context, now=0)
+    with pytest.raises(TypeError, match="strings to strings"):
+        opener.open(second, *split(second), context, now=0)
+
+
+def test_an_equal_context_reuses_the_encoding_and_none_is_empty() -> None:
+    head = pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED)
+    opener = Opener(VERSION, head, AESGCM(DATA_KEY), 0, LIMITS, LastUse())
+    split = record_splitter(len(head))
+    blob = _blob(b"phi", {})
+    assert opener.open(blob, *split(blob), None, now=0) == b"phi"
+    assert opener.open(blob, *split(blob), {}, now=0) == b"phi"
+    blob = _blob(b"phi", CONTEXT)
+    for context in (dict(CONTEXT), dict(reversed(CONTEXT.items())), CONTEXT):
+        assert opener.open(blob, *split(blob), context, now=0) == b"phi"
+
+
+def test_a_streams_opener_never_opens_records() -> None:
+    head = pack_head(FORMAT_STREAM, KEY_ID, "acme", WRAPPED)
+    opener = Opener(VERSION, head, AESGCM(DATA_KEY), 0, LIMITS, LastUse())
+    opener.renew(VERSION, 1000)
+    assert opener.expires == float("-inf")  # so `decrypt` never takes it for a record's
 
 
 def test_record_head_finds_record_heads_only() -> None:
@@ -205,6 +275,48 @@ def test_the_opener_cache_drops_a_version_or_a_whole_key() -> None:
     assert set(cache) == {b"head 0", b"head 2"}
     cache.drop_key("acme", "phi")
     assert set(cache) == {b"head 2"}
+
+
+def test_an_opener_opens_from_the_cache_only_while_the_cache_holds_it() -> None:
+    """What the cache drops, it revokes: the client's last opener may still hold it."""
+    fresh = Opener(VERSION, b"head", AESGCM(DATA_KEY), 0, LIMITS, LastUse())
+    assert fresh.expires == float("-inf")  # until the cache renews it
+    other_key = replace(VERSION, id=uuid.uuid4(), key_name="billing")
+    cache = OpenerCache(CacheLimits(max_age_s=60, max_decrypt_entries=3))
+    replaced, evicted = _opener(born=1), _opener(born=0)
+    kept, dropped = _opener(born=2), _opener(other_key, born=3)
+    for head, opener in ((b"a", replaced), (b"a", kept), (b"b", evicted), (b"c", dropped)):
+        assert cache.put(head, opener)
+    assert cache.put(b"d", _opener(born=4))  # one too many: b, the least recently used
+    assert set(cache) == {b"a", b"c", b"d"}
+    cache.drop_key("acme", "billing")
+    assert [o.expires for o in (replaced, evicted, dropped)] == [float("-inf")] * 3
+    assert kept.expires == 62  # held, and renewed: its age limit
+    cache.drop_all()
+    assert not cache and kept.expires == float("-inf")
+    off = OpenerCache(CacheLimits(max_decrypt_entries=0))
+    assert not off.put(b"a", _opener()) and not off
+
+
+def test_a_sealer_seals_from_the_cache_only_while_the_cache_holds_it() -> None:
+    fresh = Sealer(VERSION, b"head", AESGCM(DATA_KEY), 0, LIMITS, LastUse())
+    assert fresh.seal(b"x", CONTEXT, now=0) is None  # until the cache renews it
+    other_key = replace(VERSION, id=uuid.uuid4(), key_name="billing")
+    cache = SealerCache(LIMITS)
+    replaced, kept = _sealer(), _sealer()
+    dropped = Sealer(other_key, b"head", AESGCM(DATA_KEY), 0, LIMITS, LastUse())
+    dropped.renew(other_key, 1000)
+    for sealer in (replaced, kept, dropped):
+        assert cache.put(sealer)
+    assert set(cache) == {("acme", "phi"), ("acme", "billing")}
+    cache.drop_key("acme", "billing")
+    assert replaced.seal(b"x", CONTEXT, now=1) is None
+    assert dropped.seal(b"x", CONTEXT, now=1) is None
+    assert kept.seal(b"x", CONTEXT, now=1) is not None
+    cache.drop_all()
+    assert not cache and kept.seal(b"x", CONTEXT, now=1) is None
+    off = SealerCache(CacheLimits(max_age_s=0))
+    assert not off.put(_sealer()) and not off
 
 
 def test_limits_refuse_nonsense() -> None:

@@ -7,24 +7,34 @@ leaves the KMS except as data keys, which stay in this process's memory.
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.client.breakglass import BreakGlass, record_break_glass
-from keyledger.client.cache import CacheLimits, Opener, OpenerCache, Sealer
+from keyledger.client.cache import (
+    ONE_BUFFER_FROM,
+    CacheLimits,
+    Opener,
+    OpenerCache,
+    Sealer,
+    SealerCache,
+)
 from keyledger.client.envelope import (
     FORMAT_RECORD,
     FORMAT_STREAM,
     Blob,
     Context,
     Head,
+    bind_context,
     pack_head,
     parse,
     read_head,
@@ -88,8 +98,12 @@ class KeyledgerClient:
         self._clock = clock
         # Guards the two caches' membership; each sealer counts under its own lock.
         self._lock = threading.Lock()
-        self._sealers: dict[tuple[str, str], Sealer] = {}
+        self._sealers = SealerCache(self._limits)
         self._openers = OpenerCache(self._limits)
+        # The last sealer and opener used, tried before the caches; what the caches
+        # drop they revoke, wherever it is still held.
+        self._last_sealer: Sealer | None = None
+        self._last_opener: Opener | None = None
         self._versions = LedgerVersions(
             self._sessions,
             version_check_s,
@@ -114,15 +128,18 @@ class KeyledgerClient:
         The record is returned in the one buffer it was sealed into, a bytearray (at
         1 MiB a copy into bytes costs more than the encryption); call bytes() on it
         where an immutable or hashable value is needed."""
-        sealer = self._sealers.get((tenant, key_name))
-        if sealer is not None:
-            now = self._clock()
-            sealed = sealer.seal(plaintext, context or {}, now)
-            if sealed is not None:
-                if now >= self.usage.flush_due:
-                    self.usage.flush()
-                return sealed
-        return self._encrypt_checked(tenant, key_name, plaintext, context or {})
+        # The last sealer used first: two name comparisons, no tuple hashed. The clock is
+        # read as an attribute, then called (see decrypt).
+        sealer, clock = self._last_sealer, self._clock
+        if sealer is None or sealer.key_name != key_name or sealer.tenant != tenant:
+            sealer = self._sealers.get((tenant, key_name))
+            if sealer is None:
+                return self._encrypt_checked(tenant, key_name, plaintext, context)
+            self._last_sealer = sealer
+        sealed = sealer.seal(plaintext, context, clock())
+        if sealed is not None:
+            return sealed
+        return self._encrypt_checked(tenant, key_name, plaintext, context)
 
     def decrypt(
         self,
@@ -134,17 +151,44 @@ class KeyledgerClient:
     ) -> bytes:
         """Open `blob` on behalf of `tenant`; a blob sealed for another tenant is refused
         (TenantMismatch). `break_glass` opens data under a COMPROMISED version, audited."""
-        opener = self._openers.get(record_head(blob))
-        if opener is not None:
-            now = self._clock()
-            if now < opener.expires:
-                if opener.tenant != tenant:
-                    check_sealed_for(opener.tenant, tenant)
-                plaintext = opener.open(blob, context or {}, now)
-                if now >= self.usage.flush_due:
-                    self.usage.flush()
-                return plaintext
-        return self._decrypt_checked(blob, context or {}, tenant, break_glass)
+        # A client mostly opens records under a few data keys, often one, so a blob is
+        # first split at the length of the last opener's head and compared with that
+        # head (no hashing); a head of that length that is another is looked up. A
+        # cached head is a whole head: a blob that starts with one has it as its head.
+        # An opener the cache dropped is revoked (expired), wherever it is still held.
+        # Callables kept on the instance are read as attributes first, then called: a
+        # method-style call of one is looked up afresh on every decrypt.
+        opener, clock = self._last_opener, self._clock
+        if opener is None:  # nothing opened yet
+            return self._decrypt_other(blob, context, tenant, break_glass)
+        split = opener.split
+        try:
+            head, nonce = split(blob)
+        except struct.error:
+            head = nonce = b""
+        if head != opener.head:
+            opener = self._openers.get(head)
+            if opener is None:
+                return self._decrypt_other(blob, context, tenant, break_glass)
+            self._last_opener = opener
+        now = clock()
+        if now >= opener.expires:
+            return self._decrypt_checked(blob, context, tenant, break_glass)
+        if opener.tenant != tenant:
+            check_sealed_for(opener.tenant, tenant)
+        # Opener.open, spelled out: a call less on every cached decrypt (0.08 us of 1.6).
+        copy, tail = opener.bound
+        if context != copy:
+            opener.bound = bound = bind_context(context)
+            tail = bound[1]
+        body_at = opener.body_at
+        body = blob[body_at:] if len(blob) < ONE_BUFFER_FROM else memoryview(blob)[body_at:]
+        try:
+            plaintext = opener.cipher.decrypt(nonce, body, b"".join((head, nonce, tail)))
+        except InvalidTag:
+            raise opener.refusal(body) from None
+        opener.used = opener.use.at = now
+        return plaintext
 
     @ledger_reachable
     def rewrap(
@@ -290,7 +334,7 @@ class KeyledgerClient:
 
     @ledger_reachable
     def _encrypt_checked(
-        self, tenant: str, key_name: str, plaintext: bytes, context: Context
+        self, tenant: str, key_name: str, plaintext: bytes, context: Context | None
     ) -> bytearray:
         """encrypt with the version read again: the cached data key renewed when it is
         still the version's and within its limits, else a new one from the KMS."""
@@ -298,7 +342,7 @@ class KeyledgerClient:
         version, checked = self._versions.active_checked(tenant, key_name)
         self._check_service(version)
         now = self._clock()
-        until = checked + self._versions.check_s
+        until = self._cached_until(checked)
         with self._lock:
             sealer = self._sealers.get((tenant, key_name))
             if sealer is not None and sealer.version.id != version.id:
@@ -317,18 +361,37 @@ class KeyledgerClient:
                 self._limits,
                 self.usage.slot(version.id),
             )
-            sealer.renew(version, until)
             sealed = sealer.seal_first(plaintext, context, now)
             with self._lock:
-                # A forget since the read must not be undone by caching what it read.
-                if generation == self._versions.generation and self._limits.max_age_s > 0:
-                    self._sealers[(tenant, key_name)] = sealer
+                # A forget since the read must not be undone by caching what it read; a
+                # sealer not cached stays expired, and sealed this record only.
+                if generation == self._versions.generation and self._sealers.put(sealer):
+                    sealer.renew(version, until)
+        self._last_sealer = sealer
         self.usage.tick(now)
         return sealed
 
+    def _decrypt_other(
+        self, blob: Blob, context: Context | None, tenant: str, break_glass: BreakGlass | None
+    ) -> bytes:
+        """decrypt of a blob whose head has another length than the last one opened."""
+        opener = self._openers.get(record_head(blob))
+        if opener is not None:
+            self._last_opener = opener
+            now = self._clock()
+            if now < opener.expires:
+                if opener.tenant != tenant:
+                    check_sealed_for(opener.tenant, tenant)
+                try:
+                    head, nonce = opener.split(blob)
+                except struct.error:  # cut off in the nonce: parse says so
+                    return self._decrypt_checked(blob, context, tenant, break_glass)
+                return opener.open(blob, head, nonce, context, now)
+        return self._decrypt_checked(blob, context, tenant, break_glass)
+
     @ledger_reachable
     def _decrypt_checked(
-        self, blob: Blob, context: Context, tenant: str, break_glass: BreakGlass | None
+        self, blob: Blob, context: Context | None, tenant: str, break_glass: BreakGlass | None
     ) -> bytes:
         """decrypt with the version read again (and the data key unwrapped if need be)."""
         envelope = parse(blob)
@@ -338,7 +401,9 @@ class KeyledgerClient:
             version, checked, envelope.head, envelope.header, break_glass, generation
         )
         now = self._clock()
-        plaintext = opener.open(blob, context, now)
+        self._last_opener = opener
+        head, nonce = opener.split(blob)
+        plaintext = opener.open(blob, head, nonce, context, now)
         self.usage.tick(now)
         return plaintext
 
@@ -361,7 +426,7 @@ class KeyledgerClient:
                 f"{version.label} is {version.status.value}: no data was sealed under it"
             )
         now = self._clock()
-        until = checked + self._versions.check_s
+        until = self._cached_until(checked)
         with self._lock:
             opener = self._openers.get(head.raw)
             if opener is not None and (opener.version.id != version.id or opener.retired(now)):
@@ -371,11 +436,18 @@ class KeyledgerClient:
         if opener is None:
             data_key = self._backend_for(version).unwrap_data_key(_ref(version), head.wrapped_key)
             opener = self._new_opener(version, head, data_key)
-            opener.renew(version, until)
             with self._lock:
-                if generation == self._versions.generation:
-                    self._openers.put(head.raw, opener)
+                # A forget since the read must not be undone by caching what it read; an
+                # opener not cached stays expired, and opens only for this call.
+                if generation == self._versions.generation and self._openers.put(head.raw, opener):
+                    opener.renew(version, until)
         return opener
+
+    def _cached_until(self, checked: float) -> float:
+        """Until when a cached sealer or opener, renewed after a version read at `checked`,
+        may serve calls alone: then the version is read again, and usage is written
+        (the cached calls leave both to the slow path)."""
+        return min(checked + self._versions.check_s, self.usage.flush_due)
 
     def _new_opener(self, version: Version, head: Head, data_key: bytes) -> Opener:
         return Opener(
@@ -423,7 +495,7 @@ class KeyledgerClient:
     def _forget_key(self, tenant: str, key_name: str, key_id: uuid.UUID | None) -> None:
         self._versions.forget(tenant, key_name, key_id)
         with self._lock:
-            self._sealers.pop((tenant, key_name), None)
+            self._sealers.drop_key(tenant, key_name)
             self._openers.drop_key(tenant, key_name)
             if key_id is not None:
                 self._openers.drop_version(key_id)
@@ -431,8 +503,8 @@ class KeyledgerClient:
     def _forget_everything(self) -> None:
         self._versions.forget_all()
         with self._lock:
-            self._sealers.clear()
-            self._openers.clear()
+            self._sealers.drop_all()
+            self._openers.drop_all()
 
     def _check_service(self, version: Version) -> None:
         # A guard against a service wired to the wrong tenant's key, not access

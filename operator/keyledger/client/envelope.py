@@ -19,6 +19,7 @@ tenant; its tenant is the one the ledger gives its key version, checked the same
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
@@ -40,9 +41,6 @@ READABLE = (FORMAT_UNBOUND, FORMAT_RECORD, FORMAT_STREAM)
 NONCE_BYTES = 12
 TAG_BYTES = 16
 DATA_KEY_BYTES = 32
-# Below this size copying is cheaper than a view or a pre-sized buffer; above it a
-# second message-sized buffer makes the allocator fault pages in on every call.
-_ONE_BUFFER_FROM = 1 << 16
 _START = struct.Struct(">3sB16s")  # magic, format, key id
 _LENGTH = struct.Struct(">H")
 
@@ -131,34 +129,20 @@ def seal(
     plaintext: bytes,
     context: Context,
 ) -> bytearray:
+    """One format 2 record, spelled out: what the client's sealers write (cache.py),
+    for tests and tools that seal without a client."""
     if len(data_key) != DATA_KEY_BYTES:
         raise ValueError("data keys are AES-256 keys (32 bytes)")
-    head = pack_head(FORMAT_RECORD, key_id, tenant, wrapped_key)
-    return seal_record(AESGCM(data_key), head, plaintext, context)
-
-
-def seal_record(cipher: AESGCM, head: bytes, plaintext: bytes, context: Context) -> bytearray:
-    """A format 2 record: `head` (pack_head's), a fresh nonce, the sealed plaintext.
-
-    One buffer of the record's size is returned, not copied into bytes: at 1 MiB a
-    second buffer costs eight times the encryption."""
-    nonce = os.urandom(NONCE_BYTES)  # a data key seals at most a bounded number of messages
-    header = head + nonce
-    associated = aad(header, context)
-    if len(plaintext) < _ONE_BUFFER_FROM:
-        sealed = bytearray(header)
-        sealed += cipher.encrypt(nonce, plaintext, associated)
-        return sealed
-    sealed = bytearray(len(header) + len(plaintext) + TAG_BYTES)
-    sealed[: len(header)] = header
-    cipher.encrypt_into(nonce, plaintext, associated, memoryview(sealed)[len(header) :])
-    return sealed
+    nonce = os.urandom(NONCE_BYTES)
+    header = pack_head(FORMAT_RECORD, key_id, tenant, wrapped_key) + nonce
+    return bytearray(header + AESGCM(data_key).encrypt(nonce, plaintext, aad(header, context)))
 
 
 def record_head(blob: Blob) -> bytes:
     """A record's head (format 1 or 2, up to the nonce) read by its length fields alone,
-    b"" when `blob` has none: the key of the per-call opener lookup. Nothing is
-    checked here; a head no opener holds goes through `parse`, which says what is wrong."""
+    b"" when `blob` has none: the key of the opener lookup when the blob's first split
+    (record_splitter) finds none. Nothing is checked here; a head no opener holds goes
+    through `parse`, which says what is wrong."""
     try:
         format_ = blob[3]
         at = 22 + (blob[20] << 8 | blob[21]) if format_ == FORMAT_RECORD else 20
@@ -169,20 +153,12 @@ def record_head(blob: Blob) -> bytes:
         return b""
 
 
-def open_record(
-    cipher: AESGCM, blob: Blob, nonce_at: int, context: Context, key_id: uuid.UUID
-) -> bytes:
-    """The plaintext of a record whose nonce starts at `nonce_at` (its head's length)."""
-    body_at = nonce_at + NONCE_BYTES
-    if len(blob) < body_at + TAG_BYTES:
-        raise CiphertextInvalid("keyledger ciphertext is truncated")
-    # At 1 MiB a copy of the ciphertext costs as much as its decryption; at 1 KiB a
-    # view costs more than the copy.
-    body = blob[body_at:] if len(blob) < _ONE_BUFFER_FROM else memoryview(blob)[body_at:]
-    try:
-        return cipher.decrypt(blob[nonce_at:body_at], body, aad(blob[:body_at], context))
-    except InvalidTag:
-        raise _does_not_open(key_id) from None
+@functools.lru_cache(maxsize=64)
+def record_splitter(head_bytes: int) -> Callable[[Blob], tuple[bytes, bytes]]:
+    """What splits a record whose head is `head_bytes` long into that head and its
+    nonce, both bytes (from a bytearray too), in one call: on every decrypt's path.
+    Raises struct.error for a blob shorter than both."""
+    return struct.Struct(f"{head_bytes}s{NONCE_BYTES}s").unpack_from
 
 
 def parse(blob: Blob) -> Envelope:
@@ -251,10 +227,10 @@ def open_envelope(envelope: Envelope, data_key: bytes, context: Context) -> byte
             envelope.nonce, envelope.ciphertext, aad(envelope.header, context)
         )
     except InvalidTag:
-        raise _does_not_open(envelope.key_id) from None
+        raise does_not_open(envelope.key_id) from None
 
 
-def _does_not_open(key_id: uuid.UUID) -> DecryptionFailed:
+def does_not_open(key_id: uuid.UUID) -> DecryptionFailed:
     return DecryptionFailed(
         f"ciphertext under key id {key_id} does not open: it was altered, "
         "or the encryption context differs from the one it was written with"
@@ -263,6 +239,18 @@ def _does_not_open(key_id: uuid.UUID) -> DecryptionFailed:
 
 def aad(header: Blob, context: Context) -> bytes:
     return b"\x00".join((header, _canonical(context)))
+
+
+BoundContext = tuple[dict[str, str] | None, bytes]
+
+
+def bind_context(context: Context | None) -> BoundContext:
+    """What follows a record's header in its AAD (see `aad`), beside a copy of
+    `context`: a sealer or opener keeps the pair, and reuses the bytes while a call's
+    context equals the copy (a copy, as a caller may change its dict between calls;
+    equal contexts encode alike, the same object or not)."""
+    tail = b"\x00" + _canonical(context or {})
+    return (None if context is None else dict(context), tail)
 
 
 def _canonical(context: Context) -> bytes:
