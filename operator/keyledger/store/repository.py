@@ -23,7 +23,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from keyledger.domain import KeyEventType, KeyStatus, KeyType, KmsProvider
-from keyledger.errors import TenantNotGranted
+from keyledger.errors import LedgerConflict, TenantNotGranted
 from keyledger.lifecycle.durations import format_duration
 from keyledger.store.audit import append_to_chain
 from keyledger.store.models import (
@@ -318,26 +318,21 @@ class KeyLedger:
         why: Transition,
         details: dict[str, Any] | None = None,
     ) -> None:
-        """Change one version and write its audit row; flushed at once so that the
-        database checks (one ACTIVE per key) see each step in order."""
-        before = record.status
-        for name, value in fields.items():
-            setattr(record, name, value)
-        if to_status is not None:
-            record.status = to_status
-            if to_status is KeyStatus.ROTATED:
-                record.rotated_by = why.actor
-        record.updated_at = now
-        self.session.flush()
-        self.record_event(
-            record,
+        """`transition` for a version loaded in this session, which is brought up to
+        date with the row afterwards."""
+        changed = self.transition(
+            record.id,
             event_type,
-            from_status=before,
-            to_status=record.status,
+            planned=record.status,
+            to_status=to_status,
+            fields=fields,
             now=now,
             why=why,
-            details=details or None,
+            details=details,
         )
+        if changed is None:
+            raise LedgerConflict(f"version {record.id} changed since it was loaded")
+        self.session.refresh(record)
 
     def mark_used(self, uses: Mapping[uuid.UUID, datetime]) -> None:
         """When versions last encrypted or decrypted; never moves `last_used_at` back.
