@@ -42,7 +42,7 @@ from keyledger.store.repository import KeyLedger, Transition
 from tests.harness.postgres import PostgresServer, create_database, drop_database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0007"
+HEAD = "0008"
 LEDGER_TABLES = {"encryption_keys", "key_events", "handled_requests", "tenant_grants"}
 APPEND_ONLY = "key_events is append-only"
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -362,6 +362,7 @@ def test_audit_rows_written_before_the_chain_are_chained_and_kept_on_the_way_dow
             ("tenant-a", 3, True),
             ("tenant-b", 2, True),
         ]
+    upgrade_database(empty_database_url)  # today's code links rows through 0008's function
     with sessions.begin() as session:
         chained_event(session, session.get_one(EncryptionKeyRecord, keys[0].id))
     with sessions() as session:

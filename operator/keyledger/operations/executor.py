@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import assert_never
+from typing import Any, assert_never
 
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.errors import InvalidSpec, LedgerConflict
@@ -123,8 +124,9 @@ class ActionExecutor:
     ) -> Written:
         spec = key.spec
         statuses = {v.id: v.status for v in planned}
-        settled_on: EncryptionKeyRecord | None = None
+        settled_on: EncryptionKeyRecord | Row[*tuple[Any, ...]] | None = None
         versions: list[KeyVersion] = []
+        record: EncryptionKeyRecord | Row[*tuple[Any, ...]]
         with self.sessions.begin() as session:
             ledger = KeyLedger(session)
             now = self.clock()
@@ -153,20 +155,20 @@ class ActionExecutor:
                         rotation_period=spec.rotation_period,
                     )
                 else:
-                    found = ledger.get_for_transition(change.version_id)
-                    if found is None or found.status is not statuses[change.version_id]:
-                        # Someone else moved this version since we planned: plan again.
-                        raise LedgerConflict(f"version {change.version_id} changed while planning")
-                    record = found
-                    ledger.update_version(
-                        record,
+                    changed = ledger.transition(
+                        change.version_id,
                         change.event,
+                        planned=statuses[change.version_id],
                         to_status=change.to_status,
                         fields=change.fields,
                         now=now,
                         why=why,
                         details=change.details,
                     )
+                    if changed is None:
+                        # Someone else moved this version since we planned: plan again.
+                        raise LedgerConflict(f"version {change.version_id} changed while planning")
+                    record = changed
                 settled_on = settled_on or record
                 versions.append(to_version(record))  # flushed: as the row now stands
             if request is not None and settled_on is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +15,7 @@ from keyledger.lifecycle.versions import KeyVersion
 from keyledger.store.models import EncryptionKeyRecord
 
 Clock = Callable[[], datetime]
+_VERSION_FIELDS = len(fields(KeyVersion))
 
 
 def utcnow() -> datetime:
@@ -42,9 +43,10 @@ class KeyResource:
 def to_version(record: EncryptionKeyRecord | Row[*tuple[Any, ...]]) -> KeyVersion:
     """A version from its ledger record, or from a row of the pass's live-version read."""
     if isinstance(record, Row):
-        # Every column but the last (the managing resource) is a KeyVersion field, in
-        # order: a pass makes these for every version it shows, so by position.
-        return KeyVersion(*record[:-1])
+        # Its first columns are KeyVersion's fields, in order (then the managing
+        # resource, and more): a pass makes these for every version it shows, so by
+        # position.
+        return KeyVersion(*record[:_VERSION_FIELDS])
     return KeyVersion(
         id=record.id,
         version=record.version,

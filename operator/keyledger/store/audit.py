@@ -144,9 +144,6 @@ def link_queued(session: Session) -> None:
     # Core statements on the transaction's connection: no ORM machinery while the
     # tenant's lock is held.
     connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        for tenant in tenants:
-            connection.execute(_LOCK_CHAIN, {"lock_class": AUDIT_LOCK_CLASS, "tenant": tenant})
     heads = {tenant: _head(connection, tenant) for tenant in tenants}
     for event in queued:
         previous = heads[event.tenant_id]
@@ -166,7 +163,12 @@ def _drop_queued(session: Session) -> None:
 
 
 def _head(connection: Connection, tenant: str) -> tuple[int, str] | None:
-    """The id and hash of `tenant`'s newest audit row."""
+    """The id and hash of `tenant`'s newest audit row; on PostgreSQL once the
+    tenant's lock is granted, in the same round trip (migration 0008's function)."""
+    if connection.dialect.name == "postgresql":
+        params = {"lock_class": AUDIT_LOCK_CLASS, "tenant": tenant}
+        locked = connection.execute(_LOCK_AND_HEAD, params).one_or_none()
+        return None if locked is None else (locked.head_id, locked.head_hash)
     found = connection.execute(_HEAD, {"tenant": tenant}).one_or_none()
     return None if found is None else (found.id, found.row_hash)
 
@@ -175,7 +177,7 @@ def _head(connection: Connection, tenant: str) -> tuple[int, str] | None:
 _EVENTS = cast(Table, KeyEventRecord.__table__)
 _INSERTED = tuple(column.key for column in _EVENTS.columns if column.key != "id")
 _INSERT_EVENT = insert(_EVENTS).returning(_EVENTS.c.id)
-_LOCK_CHAIN = text("SELECT pg_advisory_xact_lock(:lock_class, hashtext(:tenant))")
+_LOCK_AND_HEAD = text("SELECT head_id, head_hash FROM keyledger_chain_head(:lock_class, :tenant)")
 _HEAD = (
     select(_EVENTS.c.id, _EVENTS.c.row_hash)
     .where(_EVENTS.c.tenant_id == bindparam("tenant"))

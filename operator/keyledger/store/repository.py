@@ -20,10 +20,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Row
-from sqlalchemy.orm import InstrumentedAttribute, Session, load_only
+from sqlalchemy.orm import Session
 
 from keyledger.domain import KeyEventType, KeyStatus, KeyType, KmsProvider
-from keyledger.errors import TenantNotGranted
+from keyledger.errors import LedgerConflict, TenantNotGranted
 from keyledger.lifecycle.durations import format_duration
 from keyledger.store.audit import append_to_chain
 from keyledger.store.models import (
@@ -156,12 +156,6 @@ class KeyLedger:
     def get(self, key_id: uuid.UUID) -> EncryptionKeyRecord | None:
         return self.session.get(EncryptionKeyRecord, key_id)
 
-    def get_for_transition(self, key_id: uuid.UUID) -> EncryptionKeyRecord | None:
-        """A version with what a transition reads and its audit row names, and none of
-        the JSON columns (tags, services, policy) it would otherwise parse on every
-        transition. A column not loaded is read if asked for."""
-        return self.session.get(EncryptionKeyRecord, key_id, options=[_TRANSITION_LOAD])
-
     def events(self, key_id: uuid.UUID) -> Sequence[KeyEventRecord]:
         return self.session.scalars(
             select(KeyEventRecord)
@@ -269,6 +263,50 @@ class KeyLedger:
         )
         return record
 
+    def transition(
+        self,
+        version_id: uuid.UUID,
+        event_type: KeyEventType,
+        *,
+        planned: KeyStatus,
+        to_status: KeyStatus | None,
+        fields: dict[str, Any],
+        now: datetime,
+        why: Transition,
+        details: dict[str, Any] | None = None,
+    ) -> Row[*tuple[Any, ...]] | None:
+        """Change one version if it is still `planned` (the status its change was
+        planned from), and write its audit row. One UPDATE ... RETURNING, run at once
+        so that the database checks (one ACTIVE per key) see each step in order.
+
+        Returns the version as it now stands (the live-version columns, then its
+        tenant and key name); None when someone else moved it since."""
+        table = EncryptionKeyRecord
+        values: dict[str, Any] = {**fields, "updated_at": now}
+        if to_status is not None:
+            values["status"] = to_status
+            if to_status is KeyStatus.ROTATED:
+                values["rotated_by"] = why.actor
+        changed = self.session.execute(
+            update(table)
+            .where(table.id == version_id, table.status == planned)
+            .values(values)
+            .returning(*_TRANSITIONED)
+            .execution_options(synchronize_session=False)
+        ).one_or_none()
+        if changed is None:
+            return None
+        self.record_event(
+            changed,
+            event_type,
+            from_status=planned,
+            to_status=changed.status,
+            now=now,
+            why=why,
+            details=details or None,
+        )
+        return changed
+
     def update_version(
         self,
         record: EncryptionKeyRecord,
@@ -280,26 +318,21 @@ class KeyLedger:
         why: Transition,
         details: dict[str, Any] | None = None,
     ) -> None:
-        """Change one version and write its audit row; flushed at once so that the
-        database checks (one ACTIVE per key) see each step in order."""
-        before = record.status
-        for name, value in fields.items():
-            setattr(record, name, value)
-        if to_status is not None:
-            record.status = to_status
-            if to_status is KeyStatus.ROTATED:
-                record.rotated_by = why.actor
-        record.updated_at = now
-        self.session.flush()
-        self.record_event(
-            record,
+        """`transition` for a version loaded in this session, which is brought up to
+        date with the row afterwards."""
+        changed = self.transition(
+            record.id,
             event_type,
-            from_status=before,
-            to_status=record.status,
+            planned=record.status,
+            to_status=to_status,
+            fields=fields,
             now=now,
             why=why,
-            details=details or None,
+            details=details,
         )
+        if changed is None:
+            raise LedgerConflict(f"version {record.id} changed since it was loaded")
+        self.session.refresh(record)
 
     def mark_used(self, uses: Mapping[uuid.UUID, datetime]) -> None:
         """When versions last encrypted or decrypted; never moves `last_used_at` back.
@@ -367,7 +400,7 @@ class KeyLedger:
 
     def record_event(
         self,
-        record: EncryptionKeyRecord,
+        record: EncryptionKeyRecord | Row[*tuple[Any, ...]],
         event_type: KeyEventType,
         *,
         from_status: KeyStatus | None,
@@ -397,7 +430,12 @@ class KeyLedger:
         return event
 
     def record_request(
-        self, record: EncryptionKeyRecord, kind: str, token: str, *, now: datetime
+        self,
+        record: EncryptionKeyRecord | Row[*tuple[Any, ...]],
+        kind: str,
+        token: str,
+        *,
+        now: datetime,
     ) -> None:
         """Mark an annotation request settled on `record`, with the action's audit row;
         it becomes the key's latest of its kind."""
@@ -506,12 +544,9 @@ def _live_versions_statement() -> Select[*tuple[Any, ...]]:
     )
 
 
-_TRANSITION_LOAD = load_only(
-    *(column for column in _LIVE_COLUMNS if isinstance(column, InstrumentedAttribute)),
-    EncryptionKeyRecord.parent_key_id,
-    EncryptionKeyRecord.tenant_id,
-    EncryptionKeyRecord.key_name,
-)
+# What a transition returns of the version: the live-version columns, in their order
+# (operations.views.to_version reads them by position), then its tenant and key name.
+_TRANSITIONED = (*_LIVE_COLUMNS, EncryptionKeyRecord.tenant_id, EncryptionKeyRecord.key_name)
 _UNSETTLED_OR_CURRENT = (KeyStatus.PENDING, KeyStatus.ACTIVE, KeyStatus.INACTIVE)
 _LIVE_VERSIONS = _live_versions_statement()
 _HANDLED_REQUESTS: dict[tuple[str, ...], CompoundSelect[Any]] = {}
