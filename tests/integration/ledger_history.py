@@ -55,7 +55,7 @@ def _create(
         compliance_tags={"hipaa": "true"},
         authorized_services=["records-api"],
         access_policy={},
-        parent=parent,
+        parent_id=parent.id if parent else None,
         resource_uid=f"uid-{tenant}-{key_name}",
         resource_name=f"{tenant}/{key_name}",
         now=at,

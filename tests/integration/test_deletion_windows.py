@@ -69,7 +69,7 @@ def test_due_versions_are_destroyed_and_audited(ledger_engine: Engine, tmp_path:
                 compliance_tags={},
                 authorized_services=[],
                 access_policy={},
-                parent=None,
+                parent_id=None,
                 resource_uid="uid",
                 resource_name="ns/phi",
                 now=NOW,

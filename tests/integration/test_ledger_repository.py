@@ -34,7 +34,7 @@ def _pending(
         compliance_tags={"hipaa": "true"},
         authorized_services=["records-api"],
         access_policy={},
-        parent=None,
+        parent_id=None,
         resource_uid="uid-1",
         resource_name="ns/key",
         now=NOW,

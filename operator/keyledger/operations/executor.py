@@ -132,7 +132,6 @@ class ActionExecutor:
             now = self.clock()
             for change in changes:
                 if isinstance(change, NewVersion):
-                    parent = ledger.get(change.parent_id) if change.parent_id else None
                     record = ledger.add_pending(
                         tenant=spec.tenant,
                         key_name=spec.key_name,
@@ -146,7 +145,7 @@ class ActionExecutor:
                         compliance_tags=dict(spec.compliance_tags),
                         authorized_services=list(spec.authorized_services),
                         access_policy=dict(spec.access_policy),
-                        parent=parent,
+                        parent_id=change.parent_id,
                         resource_uid=key.uid,
                         resource_name=key.qualified_name,
                         now=now,
