@@ -11,7 +11,7 @@ import base64
 import logging
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +30,7 @@ from keyledger.providers.base import (
 )
 from keyledger.providers.local.config import read_options
 from keyledger.providers.local.errors import translate_error
-from keyledger.providers.local.keystore import DEV_ONLY_NOTICE, Entries, Keystore, Snapshot
+from keyledger.providers.local.keystore import DEV_ONLY_NOTICE, Entry, Keystore, Snapshot
 from keyledger.providers.local.names import key_id_of, version_ref
 from keyledger.providers.registry import kms_provider_of, register_backend
 from keyledger.settings import Settings
@@ -99,7 +99,7 @@ class LocalBackend:
     def destroy_due(self, now: datetime) -> list[str]:
         """Remove the entries whose deletion date has passed; their material goes with them."""
 
-        def due(keys: dict[str, dict[str, Any]]) -> list[str]:
+        def due(keys: Mapping[str, Entry]) -> list[str]:
             return [
                 key_id
                 for key_id, entry in keys.items()
@@ -139,7 +139,7 @@ class LocalBackend:
             raise translate_error(exc, keystore=self.path) from exc
 
     @contextmanager
-    def _changing(self) -> Iterator[tuple[Entries, dict[str, str]]]:
+    def _changing(self) -> Iterator[tuple[MutableMapping[str, Entry], Mapping[str, str]]]:
         try:
             with self._keystore.changing() as (keys, markers):
                 yield keys, markers
@@ -152,7 +152,7 @@ class LocalBackend:
     def _ref(self, key_id: str) -> str:
         return version_ref(self.path.stem, key_id)
 
-    def _describe_entry(self, key_id: str, entry: dict[str, Any]) -> KmsKey:
+    def _describe_entry(self, key_id: str, entry: Entry) -> KmsKey:
         deletion = entry.get("deletion_date")
         if deletion is not None:
             state = KmsKeyState.PENDING_DELETION
