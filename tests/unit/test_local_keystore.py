@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import threading
 import random
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,3 +131,52 @@ def test_memory_and_file_agree_through_many_changes(tmp_path: Path) -> None:
         if step % 50 == 0:
             assert _contents(Keystore(path).snapshot()) == (model, markers_of_model)
     assert _contents(Keystore(path).snapshot()) == (model, markers_of_model)
+
+
+class _WatchedFileLock:
+    """The keystore's file lock, noting every thread that asks for it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.asked: list[int] = []
+
+    def __enter__(self) -> None:
+        self.asked.append(threading.get_ident())
+        self.inner.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.inner.__exit__(*exc)
+
+
+def test_threads_of_one_process_queue_for_the_file_lock_without_polling_it(
+    tmp_path: Path,
+) -> None:
+    # The file lock is waited for by polling every 50 ms; a thread of the same process
+    # must wait on an in-process lock instead, and reach the file lock only once free.
+    keystore = Keystore(tmp_path / "ks.json")
+    watched = _WatchedFileLock(keystore._lock)
+    keystore._lock = watched  # type: ignore[assignment]
+    inside, leave = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with keystore.changing() as (keys, _):
+            keys["a"] = _entry("a")
+            inside.set()
+            leave.wait(10)
+
+    def second() -> None:
+        with keystore.changing() as (keys, _):
+            keys["b"] = _entry("b")
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    assert inside.wait(10)
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    waiter.join(0.3)  # time enough to reach the file lock, were it let through
+    assert len(watched.asked) == 1, "a second thread is polling the file lock"
+    leave.set()
+    holder.join(10)
+    waiter.join(10)
+    assert len(watched.asked) == 2
+    assert sorted(keystore.snapshot().keys) == ["a", "b"]

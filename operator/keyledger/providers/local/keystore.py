@@ -69,6 +69,10 @@ class Keystore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = FileLock(str(path) + ".lock")
+        # The file lock is taken per thread and waited for by polling (every 50 ms): the
+        # threads of one process queue here instead, so that the next one takes the file
+        # lock the moment the last lets go, and only one of them polls for another process.
+        self._writing = threading.Lock()
         # Every snapshot is made from the newest one under this lock, so the indexes are
         # only ever extended by their newest version, never forked (see index.py).
         self._deriving = threading.Lock()
@@ -91,7 +95,7 @@ class Keystore:
         """The entries and the marker index, under the lock; what the block added, replaced
         or removed is appended to the file when it ends, and nothing if it raises."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with self._lock:
+        with self._writing, self._lock:
             current = self.snapshot()
             keys = StagedChanges(current.keys)
             yield keys, current.markers
