@@ -189,13 +189,17 @@ class ScheduleBoard(Generic[T]):
 
     # -- who lets passes run ---------------------------------------------------------
 
-    def hold(self, holder: str) -> None:
-        """`holder` (a kopf daemon of this replica) runs: passes may run. On the loop."""
-        if not self._holders and self._was_held:
+    def hold(self, holder: str) -> bool:
+        """`holder` (a kopf daemon of this replica) runs: passes may run. On the loop.
+        True when the board is held again after a pause: what the replica knew then
+        may be stale now."""
+        resumed = not self._holders and self._was_held
+        if resumed:
             self._refresh_all()
         self._holders.add(holder)
         self._was_held = True
         self.wake()
+        return resumed
 
     def release(self, holder: str) -> None:
         """`holder` stopped; with no holder left, no new pass starts. On the loop."""

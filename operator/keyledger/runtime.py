@@ -27,6 +27,14 @@ class Runtime:
     # None while the ledger answers, else why not: the readiness probe's check.
     ledger_ready: Callable[[], str | None]
 
+    def hold(self, holder: str) -> None:
+        """`holder` (a provider daemon) runs, so the schedule may run passes."""
+        if self.board.hold(holder):
+            # Resumed after a pause: a peer may have acted meanwhile, so nothing a
+            # backend kept from before (the vault backend's state documents) may
+            # answer now; the backends are opened afresh.
+            self.backends.close()
+
     def close(self) -> None:
         self.backends.close()
 

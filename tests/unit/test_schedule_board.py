@@ -6,6 +6,8 @@ import asyncio
 import random
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import cast
 
 from keyledger.board import (
     FALLBACK,
@@ -17,6 +19,12 @@ from keyledger.board import (
     ScheduleBoard,
     Unchanged,
 )
+from keyledger.lifecycle.spec import ProviderKind
+from keyledger.operations.backends import BackendCache
+from keyledger.operations.keys import KeyOperations
+from keyledger.operations.providers import ProviderView
+from keyledger.runtime import Runtime
+from keyledger.settings import Settings
 
 DUE = datetime(2026, 1, 1, tzinfo=UTC)
 INTERVAL = timedelta(minutes=10)
@@ -245,14 +253,15 @@ def test_a_replica_held_again_reads_every_key_afresh_and_runs_its_whole_pass() -
     async def scenario() -> None:
         board = _board(clock)
         board.start(run_pass, lambda failures: 1.0)
-        board.hold("provider-a")  # the first hold, at start-up: handlers publish keys
+        assert not board.hold("provider-a")  # the first hold, at start-up
         board.publish("uid-1", "body", DUE, READ_EARLY)
         board.publish("uid-2", "body", DUE, READ_EARLY)
         await _settle()
         assert passes == []
         board.release("provider-a")  # paused
         await _settle()
-        board.hold("provider-a")  # resumed
+        assert board.hold("provider-a")  # resumed
+        assert not board.hold("provider-b")  # held already
         await _settle()
         assert sorted(passes) == sorted(
             [(uid, Due(time=True, drift=False, reread=True)) for uid in ("uid-1", "uid-2")]
@@ -326,3 +335,32 @@ def test_a_forgotten_key_gets_no_pass() -> None:
 
     asyncio.run(scenario())
     assert passes == []
+
+
+def test_a_resumed_replica_opens_its_backends_afresh(tmp_path: Path) -> None:
+    """The peer acted while this replica was paused: nothing a backend kept from
+    before (the vault backend's state documents) may answer for what it did."""
+    backends = BackendCache(Settings(data_dir=tmp_path), lambda namespace, name: {})
+    runtime = Runtime(
+        settings=Settings(data_dir=tmp_path),
+        keys=cast(KeyOperations, None),  # no pass runs here
+        backends=backends,
+        board=_board(Clock()),
+        ledger_ready=lambda: None,
+    )
+    view = ProviderView(
+        kind=ProviderKind.CLUSTER,
+        namespace=None,
+        name="local",
+        backend="local",
+        options={"keystore": "k"},
+        ready=True,
+    )
+    before = backends.open(view)
+    runtime.hold("provider-a")  # start-up
+    runtime.hold("provider-b")
+    assert backends.open(view) is before
+    runtime.board.release("provider-a")
+    runtime.board.release("provider-b")  # paused
+    runtime.hold("provider-a")  # resumed
+    assert backends.open(view) is not before

@@ -101,7 +101,7 @@ async def hold_schedule(uid: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, 
     providers' daemons are what says this replica acts."""
     runtime: Runtime = memo.runtime
     start_schedule(runtime, memo)
-    runtime.board.hold(uid)
+    runtime.hold(uid)
     try:
         await stopped.wait()
     finally:

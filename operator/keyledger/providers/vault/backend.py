@@ -12,8 +12,9 @@ re-read the ledger.
 Disable, enable, deletion. Transit has no per-version switch. keyledger keeps
 per-version state (disabled, deletion date, the creating marker) in a KV v2
 mount of the same Vault, see `state`, and checks it before every data-key
-call. Where transit can enforce the same thing it does: when the oldest versions
-are all refused, `min_decryption_version` is raised past them, so Vault refuses
+call (`describe` takes it as this process last read or wrote it, `state.known`).
+Where transit can enforce the same thing it does: when the oldest versions are
+all refused, `min_decryption_version` is raised past them, so Vault refuses
 them to every client, not only keyledger's. A version refused in the middle
 (v2 of 1..3) is refused by keyledger alone: transit cannot express it. Vault
 deletes only whole keys, so `schedule_deletion` records the date and refuses
@@ -141,11 +142,13 @@ class VaultBackend:
         return self._kms_key(target, info, version)
 
     def describe(self, ref: str) -> KmsKey:
+        # One call to Vault per drift check: transit, where changes made outside
+        # keyledger show, is read every time; keyledger's own state as last known.
         target = self._parse(ref)
         info = self.transit.info(target.key)
         if info is None or not info.has(target.version):
             return KmsKey(ref=ref, state=KmsKeyState.MISSING)
-        return self._kms_key(target, info, self.state.read(target.key).version(target.version))
+        return self._kms_key(target, info, self.state.known(target.key).version(target.version))
 
     def make_primary(self, ref: str, request: KeyVersionRequest) -> None:
         target = self._parse(ref)

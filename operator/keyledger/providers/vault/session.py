@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import hvac
 import requests
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 from urllib3.util.retry import Retry
 
 from keyledger.errors import ProviderAccessDenied
@@ -77,14 +78,31 @@ class VaultSession:
     ) -> None:
         self.address = address
         self._auth = auth
+        http = _retrying_session(address)
         # token="" rather than None: hvac would fall back to VAULT_TOKEN / ~/.vault-token.
         self._client: Any = hvac.Client(
             url=address,
             token=auth.token or "",
             namespace=namespace,
             timeout=timeout,
-            session=_retrying_session(address),
+            session=http,
         )
+        self._http = http
+        self._transport = http.get_adapter(address)
+        base = requests.PreparedRequest()
+        base.prepare_url(address, None)
+        self._base_url = str(base.url).rstrip("/")
+        # What hvac hands requests on every call (its adapter's record of TLS
+        # verification, a client certificate, proxies and the timeout), merged with
+        # the session's settings as requests merges them: `get_json` sends these.
+        sent = self._client.adapter._kwargs
+        self._send_settings: dict[str, Any] = {
+            **http.merge_environment_settings(
+                address, sent["proxies"], None, sent["verify"], sent["cert"]
+            ),
+            "stream": False,
+            "timeout": sent["timeout"],
+        }
         self._logged_in = auth.method == "token"
         # Credentials learnt at login (the ServiceAccount JWT, the Vault token).
         self._login_secrets: tuple[str, ...] = ()
@@ -124,8 +142,47 @@ class VaultSession:
 
         return self.call(action, absent_is_none)
 
+    def get_json(self, action: str, path: str) -> dict[str, Any] | None:
+        """GET `path` (from /v1/): Vault's JSON answer, or None when the object does
+        not exist. Errors, logins and retries are those of `read`."""
+        return self.read(action, lambda client: self._get_json(client, path))
+
     def close(self) -> None:
         self._client.adapter.close()
+
+    def _get_json(self, client: Any, path: str) -> Any:
+        """One GET handed straight to the session's transport adapter.
+
+        A drift check reads a transit key, and through hvac and a requests Session
+        that costs about twice what the HTTP exchange does: preparing the request
+        anew (settings, cookies, hooks, URL parsing) and building the response's
+        cookie jar. Here the request carries the headers hvac would send, goes
+        through the same adapter (its connection pools, TLS verification, retries
+        and proxies) with the settings hvac would pass, and requests turns transport
+        failures into its exceptions as before. Vault's API sets no cookies, so none
+        are kept or sent. A redirect (a standby node) is left to hvac, which follows it;
+        an error answer raises hvac's exception for it, as any other call would.
+        """
+        adapter = client.adapter
+        headers: CaseInsensitiveDict[str | bytes] = CaseInsensitiveDict(self._http.headers)
+        if adapter.request_header:
+            headers["X-Vault-Request"] = "true"
+        if adapter.token:
+            headers["X-Vault-Token"] = adapter.token
+        if adapter.namespace:
+            headers["X-Vault-Namespace"] = adapter.namespace
+        # Prepared by hand: the base URL was normalized once, and keyledger's paths
+        # (mount, state path, key names) are of characters no URL encoding touches.
+        request = requests.PreparedRequest()
+        request.method, request.url, request.headers = "GET", f"{self._base_url}{path}", headers
+        response = self._transport.send(request, **self._send_settings)
+        if response.status_code == 200:
+            return response.json()
+        if response.ok:
+            response.close()
+            return adapter.get(path)
+        adapter._raise_for_error("get", request.url, response)
+        raise AssertionError("hvac raises for every error status")  # pragma: no cover
 
     def _logged_in_client(self) -> Any:
         if not self._logged_in:

@@ -20,11 +20,17 @@ deletion and not destroyed yet, because keyledger's policy grants no `list` to
 find them otherwise. The key's document is the authority on a deletion date; the
 list is written after it. Writes use KV v2 check-and-set, so two operator
 replicas never lose each other's update.
+
+A drift check needs the first document too, and reading it costs as much as
+reading the transit key; `known` serves it from what this process last read or
+wrote instead (see there). Every other read goes to Vault.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -37,6 +43,8 @@ from keyledger.providers.vault.session import VaultSession
 
 _MARKER = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}$")
 _CAS_ATTEMPTS = 5
+# How long `known` may answer from a kept document before it reads Vault again.
+KEPT_FOR_S = 3600.0
 
 
 class TransitVersionConflict(ProviderError):
@@ -121,14 +129,53 @@ DeletionSchedule = dict[str, dict[int, datetime]]
 
 
 class TransitStateStore:
-    def __init__(self, session: VaultSession, *, mount: str, path: str, transit_mount: str):
+    def __init__(
+        self,
+        session: VaultSession,
+        *,
+        mount: str,
+        path: str,
+        transit_mount: str,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.session = session
         self.mount = mount
         self.path = path.strip("/")
         self.transit_mount = transit_mount
+        self._clock = clock
+        # Transit key -> (when, its document as this process last read or wrote it).
+        self._kept: dict[str, tuple[float, KeyState]] = {}
+        # Key documents this process has written; a read or write that saw the
+        # count change while it ran cannot tell whether its document is the newer.
+        self._writes = 0
+        self._kept_lock = threading.Lock()
 
     def read(self, key: str) -> KeyState:
-        return _key_state(*self._read_document(self._key_path(key)))
+        """The key's document as Vault holds it now."""
+        started = self._writes
+        state = _key_state(*self._read_document(self._key_path(key)))
+        self._keep(key, state, started)
+        return state
+
+    def known(self, key: str) -> KeyState:
+        """The key's document as this process last read or wrote it; read if it has
+        none, or has had it for KEPT_FOR_S.
+
+        What was kept is what Vault holds: only keyledger writes these documents,
+        only the operator acting on the key writes its document (an HA peer stands
+        by, paused; the client library only reads), and every write this process
+        makes goes through `update` or `forget`, which keep what they wrote. A
+        replica that starts, or resumes after a pause (the operator drops its open
+        backends then), has nothing kept and reads. The age limit bounds what this
+        misses: a peer's write in the seconds two replicas overlap at a hand-over,
+        a document restored by hand. The transit key itself is never kept here: a
+        drift check reads it every time, so changes made to it outside keyledger show.
+        """
+        with self._kept_lock:
+            kept = self._kept.get(key)
+        if kept is not None and self._clock() - kept[0] < KEPT_FOR_S:
+            return kept[1]
+        return self.read(key)
 
     def update(
         self, key: str, change: Callable[[KeyState], Mapping[int, VersionState]]
@@ -140,7 +187,7 @@ class TransitStateStore:
             changed = {**state.versions, **change(state)}
             return {"versions": {str(n): v.to_json() for n, v in sorted(changed.items())}}
 
-        return _key_state(*self._update_document(self._key_path(key), apply))
+        return self._write(key, apply)
 
     def forget(self, key: str) -> None:
         """Drop every version's state: the transit key was deleted."""
@@ -148,7 +195,7 @@ class TransitStateStore:
         def drop(data: dict[str, Any] | None, _: int) -> dict[str, Any] | None:
             return {"versions": {}} if data and data.get("versions") else None
 
-        self._update_document(self._key_path(key), drop)
+        self._write(key, drop)
 
     def read_deletion_schedule(self) -> DeletionSchedule:
         data, _ = self._read_document(self._deletions_path())
@@ -207,6 +254,32 @@ class TransitStateStore:
         if not data or data.get("mount") != self.transit_mount:
             return None
         return str(data["key"]), int(data["version"])
+
+    def _write(
+        self, key: str, change: Callable[[dict[str, Any] | None, int], dict[str, Any] | None]
+    ) -> KeyState:
+        """`_update_document` on the key's document, keeping what it wrote."""
+        started = self._writes
+        try:
+            state = _key_state(*self._update_document(self._key_path(key), change))
+        except BaseException:
+            # The write may have landed (an answer lost to a timeout): keep nothing.
+            self._keep(key, None, started, wrote=True)
+            raise
+        self._keep(key, state, started, wrote=True)
+        return state
+
+    def _keep(self, key: str, state: KeyState | None, started: int, *, wrote: bool = False) -> None:
+        """Keep `state`, read or written by a call that began when `_writes` was
+        `started`; keep nothing if another write ended meanwhile, since either
+        document may be the newer (the next `known` reads)."""
+        with self._kept_lock:
+            if state is not None and self._writes == started:
+                self._kept[key] = (self._clock(), state)
+            else:
+                self._kept.pop(key, None)
+            if wrote:
+                self._writes += 1
 
     # -- KV v2 ----------------------------------------------------------------
 

@@ -40,9 +40,9 @@ class TransitKeys:
         self.mount = mount
 
     def info(self, key: str) -> TransitKeyInfo | None:
-        response = self.session.read(
-            f"reading transit key {self.mount}/{key}",
-            lambda c: c.secrets.transit.read_key(key, mount_point=self.mount),
+        # Every drift check reads this: the session's lean GET, not hvac's read_key.
+        response = self.session.get_json(
+            f"reading transit key {self.mount}/{key}", f"/v1/{self.mount}/keys/{key}"
         )
         if response is None:
             return None
