@@ -42,7 +42,7 @@ def _create(
     rotation_period: timedelta | None,
     parent: EncryptionKeyRecord | None = None,
 ) -> EncryptionKeyRecord:
-    record = ledger.add_pending(
+    created = ledger.add_pending(
         tenant=tenant,
         key_name=key_name,
         key_type=KeyType.PHI_DATA,
@@ -62,6 +62,8 @@ def _create(
         why=Transition(actor=actor, correlation_id=f"{key_name}-v{version}"),
         rotation_period=rotation_period,
     )
+    record = ledger.get(created.id)
+    assert record is not None
     ledger.update_version(
         record,
         KeyEventType.ACTIVATED,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import IntegrityError
 
 from keyledger.cli.main import main
@@ -277,3 +277,46 @@ def test_export_writes_json_lines_for_a_siem(
     assert main(["audit", "export", "--since", "2026-08-01T00:00:00Z"]) == 0
     recent = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {(r["tenant"], r["key_name"]) for r in recent} == {("acme", "invoices")}
+
+
+@postgresql_only
+def test_a_row_hashed_in_the_database_hashes_what_canonical_event_makes(
+    ledger_engine: Engine,
+) -> None:
+    """PostgreSQL hashes each row as it inserts it, over canonical bytes made in Python
+    with the link put in. Details that hold the link's own text, quotes and non-ASCII
+    text must hash as `event_hash` hashes them, in one transaction and across two."""
+    sessions = make_session_factory(ledger_engine)
+    history = write_history(sessions)
+    tricky = {
+        "prev_event_id": None,
+        "prev_hash": "",
+        "nested": {"prev_event_id": 7, "prev_hash": "f" * 64},
+        "note": 'Zürich "quoted" \\ back\nslash \u2603',
+    }
+    for rows in (1, 3):
+        with sessions.begin() as session:
+            ledger = KeyLedger(session)
+            record = ledger.get(history.patients_v2.id)
+            assert record is not None
+            for n in range(rows):
+                ledger.record_event(
+                    record,
+                    KeyEventType.DRIFT_DETECTED,
+                    from_status=record.status,
+                    to_status=record.status,
+                    now=history.now + timedelta(seconds=n),
+                    why=Transition(actor="zoë", reason='"prev_event_id":null,"prev_hash":""'),
+                    details=tricky,
+                )
+    with sessions() as session:
+        stored = session.scalars(
+            select(KeyEventRecord)
+            .where(KeyEventRecord.tenant_id == "acme")
+            .order_by(KeyEventRecord.id.desc())
+            .limit(4)
+        ).all()
+        assert [row.details for row in stored] == [tricky] * 4
+        assert all(row.row_hash == event_hash(row) for row in stored)
+        [result] = verify_chains(session, "acme")
+    assert result.intact

@@ -56,7 +56,7 @@ def test_due_versions_are_destroyed_and_audited(ledger_engine: Engine, tmp_path:
         refs.append(ref)
         with sessions.begin() as session:
             ledger = KeyLedger(session)
-            record = ledger.add_pending(
+            created = ledger.add_pending(
                 tenant="acme",
                 key_name="phi",
                 key_type=KeyType.PHI_DATA,
@@ -75,6 +75,8 @@ def test_due_versions_are_destroyed_and_audited(ledger_engine: Engine, tmp_path:
                 now=NOW,
                 why=Transition(actor="test"),
             )
+            record = ledger.get(created.id)
+            assert record is not None
             ledger.update_version(
                 record,
                 KeyEventType.ACTIVATED,

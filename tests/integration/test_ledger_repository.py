@@ -21,7 +21,7 @@ WHY = Transition(actor="test", correlation_id="corr-1")
 def _pending(
     ledger: KeyLedger, tenant: str, key_name: str, version: int = 1
 ) -> EncryptionKeyRecord:
-    return ledger.add_pending(
+    created = ledger.add_pending(
         tenant=tenant,
         key_name=key_name,
         key_type=KeyType.PHI_DATA,
@@ -40,6 +40,9 @@ def _pending(
         now=NOW,
         why=WHY,
     )
+    record = ledger.get(created.id)  # the row as the ORM loads it, for update_version
+    assert record is not None
+    return record
 
 
 def _activate(ledger: KeyLedger, record: EncryptionKeyRecord, kms_key_id: str) -> None:

@@ -24,10 +24,23 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, text
+from sqlalchemy import (
+    BigInteger,
+    String,
+    Table,
+    Text,
+    bindparam,
+    column,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+)
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningInsert
 
 from keyledger.store.models import KeyEventRecord
 
@@ -96,24 +109,41 @@ def canonical_event(
 
 def event_hash(event: KeyEventRecord) -> str:
     """The hash `event` should carry, from the fields it holds now."""
-    return hashlib.sha256(
-        canonical_event(
-            tenant_id=event.tenant_id,
-            key_id=event.key_id,
-            key_name=event.key_name,
-            version=event.version,
-            event_type=event.event_type,
-            from_status=event.from_status,
-            to_status=event.to_status,
-            actor=event.actor,
-            correlation_id=event.correlation_id,
-            reason=event.reason,
-            details=event.details,
-            occurred_at=event.occurred_at,
-            prev_event_id=event.prev_event_id,
-            prev_hash=event.prev_hash,
-        )
-    ).hexdigest()
+    return hashlib.sha256(_canonical(event, event.prev_event_id, event.prev_hash)).hexdigest()
+
+
+def _canonical(event: KeyEventRecord, prev_event_id: int | None, prev_hash: str) -> bytes:
+    return canonical_event(
+        tenant_id=event.tenant_id,
+        key_id=event.key_id,
+        key_name=event.key_name,
+        version=event.version,
+        event_type=event.event_type,
+        from_status=event.from_status,
+        to_status=event.to_status,
+        actor=event.actor,
+        correlation_id=event.correlation_id,
+        reason=event.reason,
+        details=event.details,
+        occurred_at=event.occurred_at,
+        prev_event_id=prev_event_id,
+        prev_hash=prev_hash,
+    )
+
+
+# The link as it stands in the canonical bytes of a row with no link yet. Keys are
+# sorted, so the top-level link is the last occurrence: only `details` (sorted before
+# it) can hold the same text unescaped, and the fields after it are strings (their
+# quotes escaped) and a number.
+_NO_LINK = '"prev_event_id":null,"prev_hash":""'
+
+
+def around_link(event: KeyEventRecord) -> tuple[str, str]:
+    """`event`'s canonical serialization before and after the link to its previous row,
+    which the database fills in between (see `_INSERT_LINKED`)."""
+    before, found, after = _canonical(event, None, "").decode().rpartition(_NO_LINK)
+    assert found, "the canonical form always holds the link"
+    return before, after
 
 
 def append_to_chain(session: Session, event: KeyEventRecord) -> None:
@@ -140,11 +170,15 @@ def link_queued(session: Session) -> None:
     if not queued:
         return
     session.flush()  # the transaction's other rows first, before the lock is taken
-    tenants = sorted({event.tenant_id for event in queued})  # one order: no deadlocks
     # Core statements on the transaction's connection: no ORM machinery while the
-    # tenant's lock is held.
+    # tenant's lock is held. Tenants in one order, so that writers cannot deadlock.
     connection = session.connection()
-    heads = {tenant: _head(connection, tenant) for tenant in tenants}
+    if connection.dialect.name == "postgresql":
+        # Each row one statement: the tenant's lock, its head, the row linked and hashed.
+        for event in sorted(queued, key=lambda e: e.tenant_id):  # stable: a chain's order
+            _insert_linked(connection, event)
+        return
+    heads = {tenant: _head(connection, tenant) for tenant in sorted({e.tenant_id for e in queued})}
     for event in queued:
         previous = heads[event.tenant_id]
         event.prev_event_id = None if previous is None else previous[0]
@@ -163,21 +197,72 @@ def _drop_queued(session: Session) -> None:
 
 
 def _head(connection: Connection, tenant: str) -> tuple[int, str] | None:
-    """The id and hash of `tenant`'s newest audit row; on PostgreSQL once the
-    tenant's lock is granted, in the same round trip (migration 0008's function)."""
-    if connection.dialect.name == "postgresql":
-        params = {"lock_class": AUDIT_LOCK_CLASS, "tenant": tenant}
-        locked = connection.execute(_LOCK_AND_HEAD, params).one_or_none()
-        return None if locked is None else (locked.head_id, locked.head_hash)
+    """The id and hash of `tenant`'s newest audit row (SQLite: its one writer at a
+    time holds the database, so no lock is needed to read it)."""
     found = connection.execute(_HEAD, {"tenant": tenant}).one_or_none()
     return None if found is None else (found.id, found.row_hash)
+
+
+def _insert_linked(connection: Connection, event: KeyEventRecord) -> None:
+    """Insert `event` at the head of its tenant's chain in one round trip (PostgreSQL).
+
+    The statement calls migration 0008's function, which waits for the tenant's lock
+    and then reads the head with a snapshot of its own, so it sees the row the lock's
+    previous holder committed. The row's hash is taken in the database over the
+    canonical bytes made here with the link put in: the same bytes `event_hash`
+    hashes, which `verify_chain` checks."""
+    before, after = around_link(event)
+    row = {name: getattr(event, name) for name in _UNLINKED}
+    link = {"lock_class": AUDIT_LOCK_CLASS, "lock_tenant": event.tenant_id}
+    params = {**row, **link, "before": before, "after": after}
+    linked = connection.execute(_INSERT_LINKED, params).one()
+    event.id, event.prev_event_id, event.prev_hash, event.row_hash = linked
 
 
 # Built once: both run under the tenant's lock, on every ledger write.
 _EVENTS = cast(Table, KeyEventRecord.__table__)
 _INSERTED = tuple(column.key for column in _EVENTS.columns if column.key != "id")
 _INSERT_EVENT = insert(_EVENTS).returning(_EVENTS.c.id)
-_LOCK_AND_HEAD = text("SELECT head_id, head_hash FROM keyledger_chain_head(:lock_class, :tenant)")
+_LINK = ("prev_event_id", "prev_hash", "row_hash")
+_UNLINKED = tuple(name for name in _INSERTED if name not in _LINK)
+
+
+def _insert_linked_statement() -> ReturningInsert[int, int | None, str, str]:
+    """PostgreSQL: the row, its link and its hash in one INSERT ... SELECT over the
+    chain's head (no row for a tenant's first). The bytes hashed are those
+    canonical_event makes: `before`, the link as json.dumps writes it (a number or
+    null, then a hex string), `after`."""
+    head = (
+        func.keyledger_chain_head(bindparam("lock_class"), bindparam("lock_tenant"))
+        .table_valued(column("head_id", BigInteger), column("head_hash", String))
+        .alias("head")
+    )
+    one = select(literal(1).label("one")).subquery("one")
+    prev_hash = func.coalesce(head.c.head_hash, literal(GENESIS, Text))
+    canonical = (
+        bindparam("before", type_=Text)
+        + literal('"prev_event_id":', Text)
+        + func.coalesce(head.c.head_id.cast(Text), literal("null", Text))
+        + literal(',"prev_hash":"', Text)
+        + prev_hash
+        + literal('"', Text)
+        + bindparam("after", type_=Text)
+    )
+    row_hash = func.encode(func.sha256(func.convert_to(canonical, "UTF8")), "hex")
+    values = (bindparam(name, type_=_EVENTS.c[name].type) for name in _UNLINKED)
+    linked = select(*values, head.c.head_id, prev_hash, row_hash).select_from(
+        one.outerjoin(head, true())
+    )
+    return (
+        insert(_EVENTS)
+        .from_select([*_UNLINKED, *_LINK], linked)
+        .returning(_EVENTS.c.id, _EVENTS.c.prev_event_id, _EVENTS.c.prev_hash, _EVENTS.c.row_hash)
+    )
+
+
+_LINK = ("prev_event_id", "prev_hash", "row_hash")
+_UNLINKED = tuple(name for name in _INSERTED if name not in _LINK)
+_INSERT_LINKED = _insert_linked_statement()
 _HEAD = (
     select(_EVENTS.c.id, _EVENTS.c.row_hash)
     .where(_EVENTS.c.tenant_id == bindparam("tenant"))

@@ -6,12 +6,14 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     CompoundSelect,
     Select,
+    Table,
     bindparam,
+    insert,
     literal,
     or_,
     select,
@@ -217,41 +219,43 @@ class KeyLedger:
         why: Transition,
         details: dict[str, Any] | None = None,
         rotation_period: timedelta | None = None,
-    ) -> EncryptionKeyRecord:
-        """A new PENDING version and its CREATED audit row.
+    ) -> Row[*tuple[Any, ...]]:
+        """A new PENDING version and its CREATED audit row; the version as `transition`
+        returns one (the live-version columns, then its tenant and key name).
 
         `rotation_period` is the spec's rotation policy the version is made under;
         it is kept in the CREATED row's details (hash-chained with it), which is
         where the compliance report reads "overdue" from."""
         if rotation_period is not None:
             details = {**(details or {}), ROTATION_PERIOD: format_duration(rotation_period)}
-        record = EncryptionKeyRecord(
-            id=uuid.uuid4(),
-            created_at=now,
-            updated_at=now,
-            correlation_id=why.correlation_id,
-            tenant_id=tenant,
-            key_name=key_name,
-            key_type=key_type,
-            kms_key_id=None,
-            kms_provider=provider,
-            kms_region=region,
-            kms_endpoint=endpoint,
-            status=KeyStatus.PENDING,
-            version=version,
-            parent_key_id=parent_id,
-            can_rollback=False,
-            key_algorithm=algorithm,
-            key_purpose=purpose,
-            compliance_tags=compliance_tags,
-            authorized_services=authorized_services,
-            access_policy=access_policy,
-            created_by=why.actor,
-            resource_uid=resource_uid,
-            resource_name=resource_name,
-        )
-        self.session.add(record)
-        self.session.flush()
+        # A plain INSERT ... RETURNING on the table, built once: no ORM object to track
+        # and flush, no statement to build and key for the cache on every new version.
+        row = {
+            "id": uuid.uuid4(),
+            "created_at": now,
+            "updated_at": now,
+            "correlation_id": why.correlation_id,
+            "tenant_id": tenant,
+            "key_name": key_name,
+            "key_type": key_type,
+            "kms_key_id": None,
+            "kms_provider": provider,
+            "kms_region": region,
+            "kms_endpoint": endpoint,
+            "status": KeyStatus.PENDING,
+            "version": version,
+            "parent_key_id": parent_id,
+            "can_rollback": False,
+            "key_algorithm": algorithm,
+            "key_purpose": purpose,
+            "compliance_tags": compliance_tags,
+            "authorized_services": authorized_services,
+            "access_policy": access_policy,
+            "created_by": why.actor,
+            "resource_uid": resource_uid,
+            "resource_name": resource_name,
+        }
+        record = self.session.execute(_INSERT_VERSION, row).one()
         self.record_event(
             record,
             KeyEventType.CREATED,
@@ -281,19 +285,16 @@ class KeyLedger:
 
         Returns the version as it now stands (the live-version columns, then its
         tenant and key name); None when someone else moved it since."""
-        table = EncryptionKeyRecord
         values: dict[str, Any] = {**fields, "updated_at": now}
         if to_status is not None:
             values["status"] = to_status
             if to_status is KeyStatus.ROTATED:
                 values["rotated_by"] = why.actor
-        changed = self.session.execute(
-            update(table)
-            .where(table.id == version_id, table.status == planned)
-            .values(values)
-            .returning(*_TRANSITIONED)
-            .execution_options(synchronize_session=False)
-        ).one_or_none()
+        # The table's UPDATE, built once (the ORM's would synchronize the session, and
+        # one built per call is keyed for the cache per call): the columns set are the
+        # parameters that name one.
+        params = {**values, "changed_id": version_id, "planned_status": planned}
+        changed = self.session.execute(_TRANSITION, params).one_or_none()
         if changed is None:
             return None
         self.record_event(
@@ -486,20 +487,21 @@ def _handled_requests_statement(kinds: tuple[str, ...]) -> CompoundSelect[Any]:
 # their order (operations.views.to_version makes a version of a row by position),
 # then the managing resource. Plain rows, not ORM objects: no identity map, and
 # none of the columns a pass never looks at to transfer or parse.
+_KEYS = cast(Table, EncryptionKeyRecord.__table__)
 _LIVE_COLUMNS = (
-    EncryptionKeyRecord.id,
-    EncryptionKeyRecord.version,
-    EncryptionKeyRecord.status,
-    EncryptionKeyRecord.kms_key_id,
-    EncryptionKeyRecord.activated_at,
-    EncryptionKeyRecord.expires_at,
-    EncryptionKeyRecord.rotated_at,
-    EncryptionKeyRecord.last_used_at,
-    EncryptionKeyRecord.can_rollback,
-    EncryptionKeyRecord.rollback_expires_at,
-    EncryptionKeyRecord.parent_key_id.label("parent_id"),
-    EncryptionKeyRecord.created_by,
-    EncryptionKeyRecord.resource_uid,
+    _KEYS.c.id,
+    _KEYS.c.version,
+    _KEYS.c.status,
+    _KEYS.c.kms_key_id,
+    _KEYS.c.activated_at,
+    _KEYS.c.expires_at,
+    _KEYS.c.rotated_at,
+    _KEYS.c.last_used_at,
+    _KEYS.c.can_rollback,
+    _KEYS.c.rollback_expires_at,
+    _KEYS.c.parent_key_id.label("parent_id"),
+    _KEYS.c.created_by,
+    _KEYS.c.resource_uid,
 )
 
 
@@ -507,8 +509,9 @@ def _live_versions_statement() -> Select[*tuple[Any, ...]]:
     """The newest `recent` versions, those acting (ACTING_VERSION), and the parents of
     the newest and of the unsettled or current: each part found by index (the newest
     by the key's version index, the acting by their own, the parents by primary key),
-    so that no part reads the settled history in between."""
-    table = EncryptionKeyRecord
+    so that no part reads the settled history in between. Core columns, not the ORM's:
+    a plain statement, its rows not made into objects."""
+    table = _KEYS.c
     of_key = (table.tenant_id == bindparam("tenant"), table.key_name == bindparam("key_name"))
     recent = (
         select(table.id, table.parent_key_id)
@@ -546,7 +549,16 @@ def _live_versions_statement() -> Select[*tuple[Any, ...]]:
 
 # What a transition returns of the version: the live-version columns, in their order
 # (operations.views.to_version reads them by position), then its tenant and key name.
-_TRANSITIONED = (*_LIVE_COLUMNS, EncryptionKeyRecord.tenant_id, EncryptionKeyRecord.key_name)
+_TRANSITIONED = (*_LIVE_COLUMNS, _KEYS.c.tenant_id, _KEYS.c.key_name)
+_INSERT_VERSION = insert(_KEYS).returning(*_TRANSITIONED)
+_TRANSITION = (
+    update(_KEYS)
+    .where(
+        _KEYS.c.id == bindparam("changed_id", type_=_KEYS.c.id.type),
+        _KEYS.c.status == bindparam("planned_status", type_=_KEYS.c.status.type),
+    )
+    .returning(*_TRANSITIONED)
+)
 _UNSETTLED_OR_CURRENT = (KeyStatus.PENDING, KeyStatus.ACTIVE, KeyStatus.INACTIVE)
 _LIVE_VERSIONS = _live_versions_statement()
 _HANDLED_REQUESTS: dict[tuple[str, ...], CompoundSelect[Any]] = {}
