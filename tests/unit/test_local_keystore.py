@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -180,3 +181,20 @@ def test_threads_of_one_process_queue_for_the_file_lock_without_polling_it(
     waiter.join(10)
     assert len(watched.asked) == 2
     assert sorted(keystore.snapshot().keys) == ["a", "b"]
+
+
+def test_a_line_a_crash_cut_before_its_newline_is_seen_by_its_writer_too(
+    tmp_path: Path,
+) -> None:
+    # A crash can cut a change just before its newline: the next writer closes the line
+    # off, which makes it whole for every reader, the writer itself included.
+    path = tmp_path / "ks.json"
+    writer = _seeded(path, 2)
+    with path.open("a") as journal:  # the crash: a whole record, without its newline
+        journal.write(json.dumps({"id": "cut", "entry": _entry("cut")}, separators=(",", ":")))
+    assert "cut" not in writer.snapshot().keys  # not a whole line yet
+    with writer.changing() as (keys, _):
+        keys["after"] = _entry("after")
+    fresh = Keystore(path).snapshot()
+    assert sorted(fresh.keys) == ["after", "cut", "seed-0", "seed-1"]
+    assert _contents(writer.snapshot()) == _contents(fresh)

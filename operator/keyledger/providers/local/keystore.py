@@ -107,7 +107,11 @@ class Keystore:
                 with self._deriving:
                     self._cached = fresh
                 return
-            inode, size = self._append(current, changes)
+            inode, size, closed_off = self._append(current, changes)
+            if closed_off:
+                # A line a crash cut short just before its newline is whole now, and
+                # other readers take it: so must this one, by reading from `current`.
+                return
             with self._deriving:
                 # Extend `current` only while it is the newest: a reader that has read our
                 # lines already left them in the cache (or the next snapshot() reads them).
@@ -169,8 +173,9 @@ class Keystore:
 
     # -- writing ------------------------------------------------------------------------
 
-    def _append(self, current: Snapshot, changes: Changes) -> tuple[int, int]:
-        """Append `changes` to the file: its inode and size after."""
+    def _append(self, current: Snapshot, changes: Changes) -> tuple[int, int, bool]:
+        """Append `changes` to the file: its inode and size after, and whether a line
+        a crash cut short was closed off first."""
         payload = b"".join(
             _line({"id": k, "deleted": True} if entry is None else {"id": k, "entry": entry})
             for k, entry in changes.items()
@@ -180,12 +185,15 @@ class Keystore:
             found = os.fstat(fd)
             if found.st_size == 0:
                 payload = _line({"notice": DEV_ONLY_NOTICE, "format": FORMAT}) + payload
-            elif found.st_size != current.offset or found.st_ino != current.inode:
+            closed_off = found.st_size != 0 and (
+                found.st_size != current.offset or found.st_ino != current.inode
+            )
+            if closed_off:
                 # A line a crash cut short: close it off, so that ours stays whole.
                 payload = b"\n" + payload
             _write_all(fd, payload)
             os.fsync(fd)
-            return found.st_ino, os.fstat(fd).st_size
+            return found.st_ino, os.fstat(fd).st_size, closed_off
         finally:
             os.close(fd)
 
