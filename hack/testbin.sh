@@ -133,7 +133,15 @@ spawn() {
   local state_dir=$1 name=$2
   shift 2
   "${bin_dir}/${name}" "$@" </dev/null >"${state_dir}/${name}.log" 2>&1 &
-  printf '%s\n' "$!" >"${state_dir}/${name}.pid"
+  local pid=$! tries=0
+  printf '%s\n' "${pid}" >"${state_dir}/${name}.pid"
+  # Until the child has become `name` (or 5 s): before its exec it is a copy of this
+  # shell, whose command line pid_of would not take for ours, and a check made then
+  # would report a process that is only starting as one that has exited.
+  until [[ "$(tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null)" == "${bin_dir}/${name} "* ]]; do
+    ((++tries < 500)) || break
+    sleep 0.01
+  done
 }
 
 # Free loopback ports, picked by the kernel. Another process could take one before we

@@ -6,7 +6,9 @@ tested if a missing permission really fails.
 
 from __future__ import annotations
 
+import os
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,7 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.controlplane import ControlPlane, kubectl, service_account_kubeconfig
+from tests.harness.controlplane import (
+    ControlPlane,
+    kubectl,
+    service_account_kubeconfig,
+    start_control_plane,
+    stop_control_plane,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -85,3 +93,30 @@ def _retry_until_ok(
         if result.returncode == 0 or time.monotonic() > deadline:
             return result
         time.sleep(0.2)
+
+
+def test_a_server_slow_to_start_is_waited_for_not_reported_gone(tmp_path: Path) -> None:
+    """Between its fork and its exec a started server is a copy of the starting shell;
+    a liveness check made then must not report it gone. etcd's log is a pipe here, so
+    the child blocks opening it, before its exec, until a reader comes."""
+    state_dir = tmp_path / "control-plane"
+    state_dir.mkdir()
+    log = state_dir / "etcd.log"
+    os.mkfifo(log)
+    drained: list[bytes] = []
+
+    def drain() -> None:
+        time.sleep(1.0)  # the starting script checks on etcd meanwhile
+        with log.open("rb") as pipe:
+            drained.extend(pipe)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    cp = start_control_plane(state_dir)
+    try:
+        assert kubectl(cp, "get", "namespace", "default", "-o", "name").stdout.strip() == (
+            "namespace/default"
+        )
+    finally:
+        stop_control_plane(cp)
+    reader.join(30)
