@@ -210,7 +210,7 @@ def _insert_linked(connection: Connection, event: KeyEventRecord) -> None:
     and then reads the head with a snapshot of its own, so it sees the row the lock's
     previous holder committed. The row's hash is taken in the database over the
     canonical bytes made here with the link put in: the same bytes `event_hash`
-    hashes, which `verify_chain` checks."""
+    hashes, which `verify_rows` checks."""
     before, after = around_link(event)
     row = {name: getattr(event, name) for name in _UNLINKED}
     link = {"lock_class": AUDIT_LOCK_CLASS, "lock_tenant": event.tenant_id}
@@ -260,8 +260,6 @@ def _insert_linked_statement() -> ReturningInsert[int, int | None, str, str]:
     )
 
 
-_LINK = ("prev_event_id", "prev_hash", "row_hash")
-_UNLINKED = tuple(name for name in _INSERTED if name not in _LINK)
 _INSERT_LINKED = _insert_linked_statement()
 _HEAD = (
     select(_EVENTS.c.id, _EVENTS.c.row_hash)
