@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.fixtures_controlplane",
     "tests.fixtures_postgres",
     "tests.fixtures_operator",
+    "tests.fixtures_openbao",
 ]
 
 

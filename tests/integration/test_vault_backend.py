@@ -30,28 +30,19 @@ from tests.contract.backends.vault import (
     prepare_server,
 )
 from tests.harness.controlplane import ControlPlane, kubectl
-from tests.harness.openbao import OpenBaoServer, start_openbao, stop_openbao
+from tests.harness.openbao import OpenBaoServer
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBaoServer]:
-    started = start_openbao(tmp_path_factory.mktemp("vault"))
-    try:
-        yield started
-    finally:
-        stop_openbao(started)
-
-
-@pytest.fixture(scope="module")
-def backend(server: OpenBaoServer) -> Iterator[VaultBackend]:
-    opened = backend_for(server.address, prepare_server(server))
+def backend(openbao: OpenBaoServer) -> Iterator[VaultBackend]:
+    opened = backend_for(openbao.address, prepare_server(openbao))
     yield opened
     opened.close()
 
 
 @pytest.fixture
-def root(server: OpenBaoServer) -> hvac.Client:
-    return server.root_client()
+def root(openbao: OpenBaoServer) -> hvac.Client:
+    return openbao.root_client()
 
 
 def _request(key_name: str, version: int, marker: str | None = None) -> KeyVersionRequest:
@@ -221,19 +212,19 @@ def test_wrapped_key_of_another_version_is_refused_before_vault_is_asked(
         backend.unwrap_data_key(v1, wrapped)
 
 
-def test_check_names_what_the_token_lacks(server: OpenBaoServer, root: hvac.Client) -> None:
+def test_check_names_what_the_token_lacks(openbao: OpenBaoServer, root: hvac.Client) -> None:
     root.sys.create_or_update_policy(
         "transit-only", f'path "{TRANSIT_MOUNT}/*" {{ capabilities = ["read", "update"] }}'
     )
     token = root.auth.token.create(policies=["transit-only"], ttl="1h")["auth"]["client_token"]
     with pytest.raises(ProviderAccessDenied, match=STATE_MOUNT) as raised:
-        backend_for(server.address, token).check()
+        backend_for(openbao.address, token).check()
     assert token not in raised.value.message
 
 
-def test_check_names_a_mount_of_the_wrong_kind(server: OpenBaoServer, root: hvac.Client) -> None:
+def test_check_names_a_mount_of_the_wrong_kind(openbao: OpenBaoServer, root: hvac.Client) -> None:
     root.sys.enable_secrets_engine("kv", path="kv-one", options={"version": "1"})
-    backend = backend_for(server.address, server.root_token)
+    backend = backend_for(openbao.address, openbao.root_token)
     backend.state.mount = "kv-one"
     with pytest.raises(InvalidSpec, match=r"spec\.vault\.stateMount.*kv v1, not kv v2"):
         backend.check()
@@ -256,7 +247,7 @@ def test_unknown_ref_is_missing_or_not_ours(backend: VaultBackend) -> None:
 @pytest.mark.cluster
 def test_kubernetes_auth_logs_in_with_the_service_account_and_again_when_expired(
     control_plane: ControlPlane,
-    server: OpenBaoServer,
+    openbao: OpenBaoServer,
     backend: VaultBackend,  # mounts transit and the state KV
     root: hvac.Client,
     tmp_path: Path,
@@ -316,7 +307,7 @@ def test_kubernetes_auth_logs_in_with_the_service_account_and_again_when_expired
 
     def backend_as(role: str) -> VaultBackend:
         options = {
-            "address": server.address,
+            "address": openbao.address,
             "mount": TRANSIT_MOUNT,
             "stateMount": STATE_MOUNT,
             "statePath": STATE_PATH,

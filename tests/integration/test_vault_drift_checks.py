@@ -32,33 +32,24 @@ from tests.contract.backends.vault import (
     prepare_server,
 )
 from tests.harness.net import free_port
-from tests.harness.openbao import OpenBaoServer, start_openbao, stop_openbao
+from tests.harness.openbao import OpenBaoServer
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBaoServer]:
-    started = start_openbao(tmp_path_factory.mktemp("vault"))
-    try:
-        yield started
-    finally:
-        stop_openbao(started)
-
-
-@pytest.fixture(scope="module")
-def token(server: OpenBaoServer) -> str:
-    return prepare_server(server)
+def token(openbao: OpenBaoServer) -> str:
+    return prepare_server(openbao)
 
 
 @pytest.fixture
-def backend(server: OpenBaoServer, token: str) -> Iterator[VaultBackend]:
-    opened = backend_for(server.address, token)
+def backend(openbao: OpenBaoServer, token: str) -> Iterator[VaultBackend]:
+    opened = backend_for(openbao.address, token)
     yield opened
     opened.close()
 
 
 @pytest.fixture
-def root(server: OpenBaoServer) -> hvac.Client:
-    return server.root_client()
+def root(openbao: OpenBaoServer) -> hvac.Client:
+    return openbao.root_client()
 
 
 @pytest.fixture
@@ -106,12 +97,12 @@ def test_a_drift_check_is_one_request_for_the_transit_key(
 
 
 def test_a_new_holder_reads_the_state_its_predecessor_wrote_then_keeps_it(
-    server: OpenBaoServer, token: str, backend: VaultBackend, sent: list[str]
+    openbao: OpenBaoServer, token: str, backend: VaultBackend, sent: list[str]
 ) -> None:
     """A failover: the replica taking the key over starts with nothing kept."""
     key, (_, v2, _) = _versions(backend, 3)
     backend.disable(v2)  # a middle version: only keyledger's state says so, not transit
-    successor = backend_for(server.address, token)
+    successor = backend_for(openbao.address, token)
     try:
         sent.clear()
         assert successor.describe(v2).state is KmsKeyState.DISABLED
@@ -140,12 +131,12 @@ def test_keyledgers_own_state_changes_show_at_the_next_drift_check(
 
 
 def test_a_drift_check_fails_as_every_other_vault_call_does(
-    server: OpenBaoServer, token: str, backend: VaultBackend
+    openbao: OpenBaoServer, token: str, backend: VaultBackend
 ) -> None:
     _, (v1,) = _versions(backend, 1)
     bogus = f"s.{uuid.uuid4().hex}"
     with pytest.raises(ProviderAccessDenied, match="denied reading transit key") as denied:
-        backend_for(server.address, bogus).describe(v1)
+        backend_for(openbao.address, bogus).describe(v1)
     assert bogus not in str(denied.value)
     assert denied.value.__cause__ is None
     unreachable = backend_for(f"http://127.0.0.1:{free_port()}", token)
@@ -196,12 +187,12 @@ def test_a_write_whose_answer_was_lost_leaves_nothing_kept(
 
 
 def test_a_peers_write_is_seen_once_the_kept_document_is_old_enough(
-    server: OpenBaoServer, token: str, backend: VaultBackend, sent: list[str]
+    openbao: OpenBaoServer, token: str, backend: VaultBackend, sent: list[str]
 ) -> None:
     """Two replicas overlap for seconds at a hand-over; what the other one wrote
     then is read at the latest KEPT_FOR_S later."""
     now = [0.0]
-    session = VaultSession(server.address, VaultAuth("token", token=token))
+    session = VaultSession(openbao.address, VaultAuth("token", token=token))
     state = TransitStateStore(
         session,
         mount=STATE_MOUNT,
