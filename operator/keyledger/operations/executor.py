@@ -36,7 +36,6 @@ from keyledger.operations.outcome import Outcome
 from keyledger.operations.steps import ADOPTION_REFUSED, check_adoptable, version_request
 from keyledger.operations.views import Clock, KeyResource, Written, to_version
 from keyledger.providers.base import KeyBackend, KmsKeyState
-from keyledger.store.models import EncryptionKeyRecord
 from keyledger.store.repository import KeyLedger, Transition
 
 
@@ -124,9 +123,9 @@ class ActionExecutor:
     ) -> Written:
         spec = key.spec
         statuses = {v.id: v.status for v in planned}
-        settled_on: EncryptionKeyRecord | Row[*tuple[Any, ...]] | None = None
+        settled_on: Row[*tuple[Any, ...]] | None = None
         versions: list[KeyVersion] = []
-        record: EncryptionKeyRecord | Row[*tuple[Any, ...]]
+        record: Row[*tuple[Any, ...]]
         with self.sessions.begin() as session:
             ledger = KeyLedger(session)
             now = self.clock()
@@ -169,7 +168,7 @@ class ActionExecutor:
                         raise LedgerConflict(f"version {change.version_id} changed while planning")
                     record = changed
                 settled_on = settled_on or record
-                versions.append(to_version(record))  # flushed: as the row now stands
+                versions.append(to_version(record))  # as the row now stands
             if request is not None and settled_on is not None:
                 ledger.record_request(settled_on, request.kind.value, request.token, now=now)
         return Written(versions, request if settled_on is not None else None)
