@@ -1,12 +1,6 @@
-"""What every ledger connection to PostgreSQL is set to, whoever opens it.
-
-- Each prepared statement is planned once. PostgreSQL otherwise plans a prepared
-  statement for each run's parameters until it judges a generic plan no costlier,
-  and may never do so: which keys a connection saw first then decided what every
-  later pass on it cost.
-- Timestamps are read in UTC, the zone the ledger's types keep without converting
-  each value, whatever zone the server or the database is set to.
-"""
+"""Every ledger connection to PostgreSQL reads timestamps in UTC, the zone the
+ledger's types keep without converting each value, whatever zone the server or
+the database is set to."""
 
 from __future__ import annotations
 
@@ -17,17 +11,11 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from keyledger.store.engine import make_engine, make_read_session_factory, make_session_factory
-from keyledger.store.repository import KeyLedger
+from keyledger.store.engine import make_engine, make_session_factory
 from tests.integration.ledger_history import write_history
 
 pytestmark = pytest.mark.postgres
 postgresql_only = pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
-
-PREPARED = text(
-    "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-    "WHERE statement LIKE 'WITH recent AS%'"
-)
 
 
 @pytest.fixture
@@ -41,20 +29,6 @@ def engine_in_another_zone(ledger_url: str, ledger_engine: Engine) -> Iterator[E
         yield engine
     finally:
         engine.dispose()
-
-
-@postgresql_only
-def test_a_pass_read_is_planned_once_per_connection(ledger_engine: Engine) -> None:
-    """psycopg prepares a statement on its fifth run; PostgreSQL then tries five
-    plans for the runs' own parameters before it may settle on a generic one."""
-    write_history(make_session_factory(ledger_engine))
-    reads = make_read_session_factory(make_session_factory(ledger_engine))
-    with reads() as session:
-        ledger = KeyLedger(session)
-        for key_name in ("patients", "invoices", "absent") * 4:
-            ledger.live_versions("acme", key_name, 10)
-        generic, custom = session.execute(PREPARED).one()
-    assert custom == 0 and generic > 0, (generic, custom)  # without the setting: 2 and 5
 
 
 @postgresql_only

@@ -146,28 +146,26 @@ def _ping_idle_connections(engine: Engine) -> None:
 
 
 def _configure_postgresql(engine: Engine) -> None:
-    """Two session settings, made once per connection (not as startup options,
-    which connection poolers refuse):
+    """Timestamps read in UTC, whatever zone the server or database is set to.
 
-    - Each prepared statement planned once, not on every run. psycopg prepares a
-      statement on its fifth run; PostgreSQL then plans it for each run's
-      parameters until it judges a generic plan no costlier, and may never do so.
-      Which keys a connection happened to see first decided whether the
-      live-versions read took 0.2 or 0.5 ms, most of it planning. The ledger's
-      statements are index lookups by tenant, key and id, whose best plan does
-      not depend on the values, so one plan serves them all.
-    - Timestamps read in UTC. psycopg gives a timestamp the session's time zone;
-      in UTC it is the one UtcDateTime keeps as it is, with no conversion per value.
-      (A server's `Etc/UTC`, the same instant, still cost a conversion each.)"""
+    psycopg gives a timestamp the session's time zone. In UTC it is the one
+    UtcDateTime keeps as it is; in any other (the test server's `Etc/UTC`, the
+    same instant, included) it converted every value a pass read: five per version.
+    Set per connection, not as a startup option, which connection poolers refuse.
+
+    Prepared statements keep PostgreSQL's own choice between a plan per run and a
+    generic plan: a generic plan forced on every connection is made once, and one
+    made while a table was nearly empty (a new ledger filling up) went on reading
+    the whole table until autovacuum's next ANALYZE."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("SET plan_cache_mode = force_generic_plan; SET TIME ZONE 'UTC'")
+            cursor.execute("SET TIME ZONE 'UTC'")
         finally:
             cursor.close()
-        dbapi_connection.commit()  # the SETs began a transaction (outside autocommit)
+        dbapi_connection.commit()  # the SET began a transaction (outside autocommit)
 
 
 def _configure_sqlite(engine: Engine) -> None:
