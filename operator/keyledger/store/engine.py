@@ -48,7 +48,6 @@ def make_engine(url: str | URL, **engine_options: Any) -> Engine:
         _configure_sqlite(engine)
     else:
         engine = create_engine(parsed, **engine_options)
-        _configure_postgresql(engine)
         if not engine_options.get("pool_pre_ping"):
             _ping_idle_connections(engine)
     log.debug("ledger engine for %s", engine.url.render_as_string(hide_password=True))
@@ -143,29 +142,6 @@ def _ping_idle_connections(engine: Engine) -> None:
             dbapi_connection.rollback()
         except Exception as error:
             raise DisconnectionError("idle ledger connection is dead") from error
-
-
-def _configure_postgresql(engine: Engine) -> None:
-    """Timestamps read in UTC, whatever zone the server or database is set to.
-
-    psycopg gives a timestamp the session's time zone. In UTC it is the one
-    UtcDateTime keeps as it is; in any other (the test server's `Etc/UTC`, the
-    same instant, included) it converted every value a pass read: five per version.
-    Set per connection, not as a startup option, which connection poolers refuse.
-
-    Prepared statements keep PostgreSQL's own choice between a plan per run and a
-    generic plan: a generic plan forced on every connection is made once, and one
-    made while a table was nearly empty (a new ledger filling up) went on reading
-    the whole table until autovacuum's next ANALYZE."""
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("SET TIME ZONE 'UTC'")
-        finally:
-            cursor.close()
-        dbapi_connection.commit()  # the SET began a transaction (outside autocommit)
 
 
 def _configure_sqlite(engine: Engine) -> None:
