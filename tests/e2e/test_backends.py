@@ -31,7 +31,10 @@ from keyledger.providers.base import BackendConfig, KeyBackend, KmsKeyState
 from keyledger.providers.registry import open_backend
 from keyledger.settings import Settings
 from keyledger.store.models import EncryptionKeyRecord
-from tests.contract.backends.vault import STATE_MOUNT, STATE_PATH, TRANSIT_MOUNT, prepare_server
+from tests.contract.backends.vault import (
+    prepare_server,
+    vault_options,
+)
 from tests.fixtures_operator import (
     annotate,
     apply,
@@ -145,22 +148,16 @@ def stack(
         bao = start_openbao(workdir)
         cleanup.callback(stop_openbao, bao)
         token = prepare_server(bao)  # least privilege: keyledger's documented policy only
-        vault_options = {
-            "address": bao.address,
-            "mount": TRANSIT_MOUNT,
-            "stateMount": STATE_MOUNT,
-            "statePath": STATE_PATH,
-            "auth": {"method": "token"},
-        }
+        options = vault_options(bao.address)
         bogus_token = secrets.token_urlsafe(24)
         kms["vault"] = KmsUnderTest(
             spec_field="vault",
-            right=Access(vault_options, {"token": token}),
-            wrong=Access(vault_options, {"token": bogus_token}),
-            corrected=Access(vault_options, {"token": token}),
+            right=Access(options, {"token": token}),
+            wrong=Access(options, {"token": bogus_token}),
+            corrected=Access(options, {"token": token}),
             credential_key="token",
             wrong_value=bogus_token,
-            server_view=_server_view("vault", Access(vault_options, {"token": token}), workdir),
+            server_view=_server_view("vault", Access(options, {"token": token}), workdir),
             secrets=(token, bao.root_token),
         )
 

@@ -31,7 +31,11 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.providers.aws.names import KEY_NAME_TAG, TENANT_TAG, VERSION_TAG
-from tests.contract.backends.vault import STATE_MOUNT, STATE_PATH, TRANSIT_MOUNT, prepare_server
+from tests.contract.backends.vault import (
+    TRANSIT_MOUNT,
+    prepare_server,
+    vault_options,
+)
 from tests.fixtures_operator import (
     annotate,
     apply,
@@ -136,14 +140,7 @@ def stack(
         }
         specs: dict[str, dict[str, Any]] = {
             "aws": {"awsKms": {"region": moto.region, "endpoint": proxies["aws"].url}},
-            "vault": {
-                "vault": {
-                    "address": proxies["vault"].url,
-                    "mount": TRANSIT_MOUNT,
-                    "stateMount": STATE_MOUNT,
-                    "statePath": STATE_PATH,
-                }
-            },
+            "vault": {"vault": vault_options(proxies["vault"].url)},
         }
         for backend in BACKENDS:
             apply(

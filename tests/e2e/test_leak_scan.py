@@ -32,7 +32,10 @@ from keyledger.providers.local.keystore import read_keystore
 from keyledger.providers.registry import open_backend
 from keyledger.settings import Settings
 from keyledger.store.repository import KeyLedger
-from tests.contract.backends.vault import STATE_MOUNT, STATE_PATH, TRANSIT_MOUNT, prepare_server
+from tests.contract.backends.vault import (
+    prepare_server,
+    vault_options,
+)
 from tests.fixtures_operator import (
     annotate,
     apply,
@@ -106,14 +109,7 @@ def world(
         cleanup.callback(stop_openbao, bao)
         token = prepare_server(bao)
         aws_spec = {"awsKms": {"region": aws.region, "endpoint": aws.endpoint}}
-        vault_spec = {
-            "vault": {
-                "address": bao.address,
-                "mount": TRANSIT_MOUNT,
-                "stateMount": STATE_MOUNT,
-                "statePath": STATE_PATH,
-            }
-        }
+        vault_spec = {"vault": vault_options(bao.address)}
         aws_access = {"accessKeyId": aws.access_key_id, "secretAccessKey": aws.secret_access_key}
         # Recognisable canaries where a real credential would be: refused by the server,
         # so they travel the error paths (messages, events, logs) as well.

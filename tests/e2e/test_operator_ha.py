@@ -18,7 +18,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.domain import KeyEventType
 from keyledger.store.repository import KeyLedger
-from tests.contract.backends.vault import STATE_MOUNT, STATE_PATH, TRANSIT_MOUNT, prepare_server
+from tests.contract.backends.vault import (
+    TRANSIT_MOUNT,
+    prepare_server,
+    vault_options,
+)
 from tests.fixtures_operator import (
     annotate,
     apply,
@@ -137,13 +141,7 @@ def pair(
                 "kind": "KeyProvider",
                 "metadata": {"name": "vault", "namespace": namespace},
                 "spec": {
-                    "vault": {
-                        "address": bao.address,
-                        "mount": TRANSIT_MOUNT,
-                        "stateMount": STATE_MOUNT,
-                        "statePath": STATE_PATH,
-                        "auth": {"method": "token"},
-                    },
+                    "vault": vault_options(bao.address),
                     "credentialsRef": {"name": "vault-token"},
                 },
             },

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.contract.backends.vault import STATE_MOUNT, STATE_PATH, TRANSIT_MOUNT, prepare_server
+from tests.contract.backends.vault import (
+    prepare_server,
+    vault_options,
+)
 from tests.fixtures_operator import (
     annotate,
     apply,
@@ -83,13 +86,7 @@ def stack(crds: ControlPlane, operator_database: str, tmp_path: Path) -> Iterato
             "kind": "KeyProvider",
             "metadata": {"name": "vault", "namespace": namespace},
             "spec": {
-                "vault": {
-                    "address": bao.address,
-                    "mount": TRANSIT_MOUNT,
-                    "stateMount": STATE_MOUNT,
-                    "statePath": STATE_PATH,
-                    "auth": {"method": "token"},
-                },
+                "vault": vault_options(bao.address),
                 "credentialsRef": {"name": "vault-token"},
             },
         },

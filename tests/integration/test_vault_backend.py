@@ -28,6 +28,7 @@ from tests.contract.backends.vault import (
     TRANSIT_MOUNT,
     backend_for,
     prepare_server,
+    vault_options,
 )
 from tests.harness.controlplane import ControlPlane, kubectl
 from tests.harness.openbao import OpenBaoServer
@@ -306,18 +307,15 @@ def test_kubernetes_auth_logs_in_with_the_service_account_and_again_when_expired
     token_file.write_text(operator_jwt)
 
     def backend_as(role: str) -> VaultBackend:
-        options = {
-            "address": openbao.address,
-            "mount": TRANSIT_MOUNT,
-            "stateMount": STATE_MOUNT,
-            "statePath": STATE_PATH,
-            "auth": {
+        options = vault_options(
+            openbao.address,
+            auth={
                 "method": "kubernetes",
                 "role": role,
                 "mountPath": auth_mount,
                 "tokenPath": str(token_file),
             },
-        }
+        )
         backend = open_vault_backend(BackendConfig("k8s", "vault", options), Settings())
         assert isinstance(backend, VaultBackend)
         return backend

@@ -10,6 +10,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from keyledger.providers.base import BackendConfig
 from keyledger.providers.vault.backend import VaultBackend, open_vault_backend
@@ -26,16 +27,21 @@ STATE_MOUNT = "keyledger-state"
 STATE_PATH = "contract"
 
 
-def backend_for(address: str, token: str) -> VaultBackend:
-    options = {
+def vault_options(address: str, auth: dict[str, str] | None = None) -> dict[str, Any]:
+    """`spec.vault` of a provider on a server made ready by prepare_server: its
+    mounts and state path, and token auth unless `auth` says otherwise."""
+    return {
         "address": address,
         "mount": TRANSIT_MOUNT,
         "stateMount": STATE_MOUNT,
         "statePath": STATE_PATH,
-        "auth": {"method": "token"},
+        "auth": auth or {"method": "token"},
     }
+
+
+def backend_for(address: str, token: str) -> VaultBackend:
     backend = open_vault_backend(
-        BackendConfig("contract", "vault", options, {"token": token}), Settings()
+        BackendConfig("contract", "vault", vault_options(address), {"token": token}), Settings()
     )
     assert isinstance(backend, VaultBackend)
     return backend
