@@ -183,14 +183,13 @@ class Keystore:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             found = os.fstat(fd)
+            closed_off = False
             if found.st_size == 0:
                 payload = _line({"notice": DEV_ONLY_NOTICE, "format": FORMAT}) + payload
-            closed_off = found.st_size != 0 and (
-                found.st_size != current.offset or found.st_ino != current.inode
-            )
-            if closed_off:
+            elif found.st_size != current.offset or found.st_ino != current.inode:
                 # A line a crash cut short: close it off, so that ours stays whole.
                 payload = b"\n" + payload
+                closed_off = True
             _write_all(fd, payload)
             os.fsync(fd)
             return found.st_ino, os.fstat(fd).st_size, closed_off
