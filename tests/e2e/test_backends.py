@@ -31,10 +31,7 @@ from keyledger.providers.base import BackendConfig, KeyBackend, KmsKeyState
 from keyledger.providers.registry import open_backend
 from keyledger.settings import Settings
 from keyledger.store.models import EncryptionKeyRecord
-from tests.contract.backends.vault import (
-    prepare_server,
-    vault_options,
-)
+from tests.contract.backends.vault import prepare_server, vault_options
 from tests.fixtures_operator import (
     annotate,
     apply,

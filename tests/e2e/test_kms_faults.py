@@ -31,11 +31,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.providers.aws.names import KEY_NAME_TAG, TENANT_TAG, VERSION_TAG
-from tests.contract.backends.vault import (
-    TRANSIT_MOUNT,
-    prepare_server,
-    vault_options,
-)
+from tests.contract.backends.vault import TRANSIT_MOUNT, prepare_server, vault_options
 from tests.fixtures_operator import (
     annotate,
     apply,

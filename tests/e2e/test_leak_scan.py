@@ -32,10 +32,7 @@ from keyledger.providers.local.keystore import read_keystore
 from keyledger.providers.registry import open_backend
 from keyledger.settings import Settings
 from keyledger.store.repository import KeyLedger
-from tests.contract.backends.vault import (
-    prepare_server,
-    vault_options,
-)
+from tests.contract.backends.vault import prepare_server, vault_options
 from tests.fixtures_operator import (
     annotate,
     apply,

@@ -18,11 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.domain import KeyEventType
 from keyledger.store.repository import KeyLedger
-from tests.contract.backends.vault import (
-    TRANSIT_MOUNT,
-    prepare_server,
-    vault_options,
-)
+from tests.contract.backends.vault import TRANSIT_MOUNT, prepare_server, vault_options
 from tests.fixtures_operator import (
     annotate,
     apply,

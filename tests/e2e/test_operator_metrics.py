@@ -12,10 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.contract.backends.vault import (
-    prepare_server,
-    vault_options,
-)
+from tests.contract.backends.vault import prepare_server, vault_options
 from tests.fixtures_operator import (
     annotate,
     apply,
