@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 READY = "Ready"
@@ -23,6 +24,9 @@ class Condition:
     message: str
 
 
+# A status shows the same moments pass after pass (five per version, up to ten
+# versions): each is spelled once while it is among the last few thousand seen.
+@lru_cache(maxsize=4096)
 def rfc3339(moment: datetime) -> str:
     if moment.tzinfo is UTC:
         # The ledger's and the clock's moments, spelled out directly: in half the
