@@ -329,8 +329,53 @@ def test_a_blob_in_the_old_format_still_opens_for_its_tenant_only(
         client.decrypt(old, CONTEXT, tenant="other-tenant")
     # Re-sealing it binds the tenant, even under the same key version.
     bound = client.rewrap(old, CONTEXT, tenant="contract")
-    assert bound[3] == 2 and parse(bound).key_id == parse(old).key_id
+    assert bound[3] == 4 and parse(bound).key_id == parse(old).key_id
     assert client.decrypt(bound, CONTEXT, tenant="contract") == PHI
+
+
+def _format_2(tenant: Tenant, plaintext: bytes, context: dict[str, str]) -> bytes:
+    """A blob as clients sealed it before format 4 (its nonce in the AAD), by hand."""
+    key_id = tenant.active_id()
+    with tenant.sessions() as session:
+        record = KeyLedger(session).get(key_id)
+        assert record is not None and record.kms_key_id is not None
+        ref = record.kms_key_id
+    data_key = tenant.backend.generate_data_key(ref)
+    nonce = os.urandom(12)
+    wrapped = data_key.wrapped
+    header = (
+        b"KLE\x02"
+        + key_id.bytes
+        + b"\x00\x08contract"
+        + len(wrapped).to_bytes(2, "big")
+        + wrapped
+        + nonce
+    )
+    canonical = json.dumps(context, sort_keys=True, separators=(",", ":")).encode()
+    aad = header + b"\x00" + canonical
+    return header + AESGCM(data_key.plaintext).encrypt(nonce, plaintext, aad)
+
+
+def test_a_blob_in_format_2_opens_beside_new_ones_from_the_cache_too(
+    tenant: Tenant, make_client: MakeClient
+) -> None:
+    client, counting = make_client()
+    old = _format_2(tenant, PHI, CONTEXT)
+    new = client.encrypt("contract", tenant.key.spec.key_name, PHI, CONTEXT)
+    assert new[3] == 4
+    assert client.decrypt(old, CONTEXT, tenant="contract") == PHI
+    assert client.decrypt(new, CONTEXT, tenant="contract") == PHI
+    calls = dict(counting.calls)
+    for _ in range(3):  # from the cached openers now, taking turns
+        assert client.decrypt(old, CONTEXT, tenant="contract") == PHI
+        assert client.decrypt(new, CONTEXT, tenant="contract") == PHI
+    assert counting.calls == calls
+    with pytest.raises(DecryptionFailed):
+        client.decrypt(old, {"other": "context"}, tenant="contract")
+    with pytest.raises(TenantMismatch):
+        client.decrypt(old, CONTEXT, tenant="other-tenant")
+    # Under the ACTIVE version and bound to its tenant: nothing to seal again.
+    assert client.rewrap(old, CONTEXT, tenant="contract") is old
 
 
 # -- streams -------------------------------------------------------------------------

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.orm import Session, sessionmaker
 
 from keyledger.api import COMPROMISED_REQUESTED_AT, ROTATE_REQUESTED_AT
 from keyledger.client import CacheLimits, KeyledgerClient
-from keyledger.client.envelope import parse, read_head
+from keyledger.client.envelope import FORMAT_NONCE_BOUND, aad, pack_head, parse, read_head
 from keyledger.errors import (
     CiphertextInvalid,
     DecryptionFailed,
@@ -354,6 +355,39 @@ def test_heads_of_other_lengths_are_opened_from_the_cache_too(ledger: Ledger) ->
         with pytest.raises(CiphertextInvalid, match="truncated"):
             client.decrypt(acme[:cut], CONTEXT, tenant="acme")
     assert ledger.backend.unwrapped == 2
+
+
+def _format_2(ledger: Ledger, plaintext: bytes) -> bytes:
+    """A record as clients sealed it before format 4 (its nonce in the AAD), by hand."""
+    with ledger.sessions() as session:
+        version = KeyLedger(session).active("acme", "records")
+        assert version is not None and version.kms_key_id is not None
+    data_key = ledger.backend.generate_data_key(version.kms_key_id)
+    nonce = os.urandom(12)
+    header = pack_head(FORMAT_NONCE_BOUND, version.id, "acme", data_key.wrapped) + nonce
+    return header + AESGCM(data_key.plaintext).encrypt(nonce, plaintext, aad(header, CONTEXT))
+
+
+def test_format_2_records_open_from_the_cache_beside_format_4_ones(ledger: Ledger) -> None:
+    """decrypt's cached path joins the nonce into a format 2 record's AAD, and only there."""
+    client = ledger.client(version_check_s=3600)
+    old = _format_2(ledger, b"old phi")
+    new = client.encrypt("acme", "records", b"new phi", CONTEXT)
+    assert (old[3], new[3]) == (2, 4)
+    assert client.decrypt(old, CONTEXT, tenant="acme") == b"old phi"
+    assert client.decrypt(new, CONTEXT, tenant="acme") == b"new phi"
+    unwrapped = ledger.backend.unwrapped
+    for _ in range(3):
+        assert client.decrypt(old, CONTEXT, tenant="acme") == b"old phi"
+        assert client.decrypt(new, CONTEXT, tenant="acme") == b"new phi"
+    for blob in (old, bytes(new)):
+        with pytest.raises(DecryptionFailed):
+            client.decrypt(blob, {"record": "r-2"}, tenant="acme")
+        altered = bytearray(blob)
+        altered[len(parse(blob).header) - 1] ^= 1  # the nonce's last byte
+        with pytest.raises(DecryptionFailed):
+            client.decrypt(altered, CONTEXT, tenant="acme")
+    assert ledger.backend.unwrapped == unwrapped  # all of them from the cache
 
 
 def test_a_stream_is_not_opened_as_a_record_after_decrypt_stream(ledger: Ledger) -> None:

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyledger.client.cache import CacheLimits, Opener, OpenerCache, Sealer, SealerCache
 from keyledger.client.envelope import (
+    FORMAT_NONCE_BOUND,
     FORMAT_RECORD,
     FORMAT_STREAM,
     aad,
@@ -42,8 +43,23 @@ def test_round_trip_and_header() -> None:
     blob = _blob()
     envelope = parse(blob)
     assert (envelope.key_id, envelope.wrapped_key, envelope.tenant) == (KEY_ID, WRAPPED, "acme")
-    assert blob[3] == 2  # the format that binds the tenant
+    assert blob[3] == FORMAT_RECORD == 4
     assert open_envelope(envelope, DATA_KEY, dict(reversed(CONTEXT.items()))) == b"phi"
+
+
+def test_a_format_4_record_binds_its_head_and_context_and_gcm_its_nonce() -> None:
+    """The format, as another implementation would read it: AES-256-GCM under the data
+    key, the nonce after the head, and as AAD the head, 0x00 and the sorted compact JSON
+    of the context. The nonce is not in the AAD; GCM's tag depends on it all the same."""
+    blob = bytes(_blob(b"phi"))
+    head = pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED)
+    nonce, body = blob[len(head) : len(head) + 12], blob[len(head) + 12 :]
+    assert blob.startswith(head)
+    canonical = json.dumps(CONTEXT, sort_keys=True, separators=(",", ":")).encode()
+    assert AESGCM(DATA_KEY).decrypt(nonce, body, head + b"\x00" + canonical) == b"phi"
+    other_nonce = bytes([nonce[0] ^ 1]) + nonce[1:]
+    with pytest.raises(DecryptionFailed):
+        open_envelope(parse(head + other_nonce + body), DATA_KEY, CONTEXT)
 
 
 def test_every_byte_is_protected() -> None:
@@ -74,6 +90,33 @@ def _format_1(plaintext: bytes, context: dict[str, str]) -> bytes:
     return header + AESGCM(DATA_KEY).encrypt(nonce, plaintext, header + b"\x00" + canonical)
 
 
+def _format_2(plaintext: bytes, context: dict[str, str]) -> bytes:
+    """A blob as clients wrote it before format 4 (the nonce in the AAD), built by hand."""
+    nonce = os.urandom(12)
+    header = pack_head(FORMAT_NONCE_BOUND, KEY_ID, "acme", WRAPPED) + nonce
+    canonical = json.dumps(context, sort_keys=True, separators=(",", ":")).encode()
+    return header + AESGCM(DATA_KEY).encrypt(nonce, plaintext, header + b"\x00" + canonical)
+
+
+def test_a_format_2_blob_still_parses_and_opens() -> None:
+    blob = _format_2(b"old phi", CONTEXT)
+    envelope = parse(blob)
+    assert (envelope.key_id, envelope.wrapped_key, envelope.tenant) == (KEY_ID, WRAPPED, "acme")
+    assert open_envelope(envelope, DATA_KEY, CONTEXT) == b"old phi"
+    head = pack_head(FORMAT_NONCE_BOUND, KEY_ID, "acme", WRAPPED)
+    opener = Opener(VERSION, head, AESGCM(DATA_KEY), 0, LIMITS, LastUse())
+    split = record_splitter(len(head))
+    for context in (CONTEXT, dict(reversed(CONTEXT.items()))):  # the encoding, reused
+        assert opener.open(blob, *split(blob), context, now=0) == b"old phi"
+    for position in (5, len(head) + 3, len(blob) - 1):  # its key id, nonce and tag
+        altered = bytearray(blob)
+        altered[position] ^= 0x01
+        with pytest.raises(DecryptionFailed):
+            opener.open(bytes(altered), *split(bytes(altered)), CONTEXT, now=0)
+    with pytest.raises(DecryptionFailed):
+        opener.open(blob, *split(blob), {"other": "context"}, now=0)
+
+
 def test_a_format_1_blob_still_parses_and_opens() -> None:
     envelope = parse(_format_1(b"old phi", CONTEXT))
     assert (envelope.key_id, envelope.wrapped_key, envelope.tenant) == (KEY_ID, WRAPPED, None)
@@ -96,6 +139,8 @@ def test_another_context_or_data_key_fails_without_revealing_anything() -> None:
         (b"KLE\x09" + bytes(40), "format 9 is not supported"),
         (b"KLE\x01" + KEY_ID.bytes + b"\x00\x10" + bytes(10), "truncated"),
         (b"KLE\x02" + KEY_ID.bytes + b"\x00\x04acme\x00\x10" + bytes(10), "truncated"),
+        (b"KLE\x04" + KEY_ID.bytes + b"\x00\x04acme\x00\x10" + bytes(10), "truncated"),
+        (b"KLE\x04" + KEY_ID.bytes + b"\x00\x04acme\x00\x02ab" + bytes(27), "truncated"),
         (b"KLE\x03" + KEY_ID.bytes + b"\x00\x04acme\x00\x00" + bytes(40), "decrypt_stream"),
     ],
 )
@@ -189,10 +234,19 @@ def test_a_truncated_record_under_a_known_head_says_so() -> None:
 
 
 def test_a_bound_context_is_what_the_aad_puts_after_the_header() -> None:
-    header = pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED) + bytes(12)
+    head = pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED)
+    copy, whole = bind_context(CONTEXT, head)
+    assert whole == aad(head, CONTEXT) and copy == CONTEXT and copy is not CONTEXT
+    header = pack_head(FORMAT_NONCE_BOUND, KEY_ID, "acme", WRAPPED) + bytes(12)
     copy, tail = bind_context(CONTEXT)
-    assert header + tail == aad(header, CONTEXT) and copy == CONTEXT and copy is not CONTEXT
+    assert header + tail == aad(header, CONTEXT) and copy == CONTEXT
     assert bind_context(None) == (None, bind_context({})[1])
+
+
+def test_a_sealer_writes_format_4_only() -> None:
+    head = pack_head(FORMAT_NONCE_BOUND, KEY_ID, "acme", WRAPPED)
+    with pytest.raises(ValueError, match="format 4"):
+        Sealer(VERSION, head, AESGCM(DATA_KEY), 0, LIMITS, LastUse())
 
 
 def test_a_context_changed_after_a_call_is_bound_afresh() -> None:
@@ -243,6 +297,8 @@ def test_record_head_finds_record_heads_only() -> None:
     assert record_head(blob) == bytes(parse(blob).head.raw)
     old = _format_1(b"old phi", CONTEXT)
     assert record_head(old) == parse(old).head.raw
+    nonce_bound = _format_2(b"old phi", CONTEXT)
+    assert record_head(nonce_bound) == parse(nonce_bound).head.raw
     stream = b"KLE\x03" + KEY_ID.bytes + b"\x00\x04acme\x00\x00" + bytes(40)
     assert record_head(stream) == b""
     assert record_head(b"KLE\x02" + KEY_ID.bytes) == b""  # truncated
@@ -299,12 +355,26 @@ def test_an_opener_opens_from_the_cache_only_while_the_cache_holds_it() -> None:
 
 
 def test_a_sealer_seals_from_the_cache_only_while_the_cache_holds_it() -> None:
-    fresh = Sealer(VERSION, b"head", AESGCM(DATA_KEY), 0, LIMITS, LastUse())
+    fresh = Sealer(
+        VERSION,
+        pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED),
+        AESGCM(DATA_KEY),
+        0,
+        LIMITS,
+        LastUse(),
+    )
     assert fresh.seal(b"x", CONTEXT, now=0) is None  # until the cache renews it
     other_key = replace(VERSION, id=uuid.uuid4(), key_name="billing")
     cache = SealerCache(LIMITS)
     replaced, kept = _sealer(), _sealer()
-    dropped = Sealer(other_key, b"head", AESGCM(DATA_KEY), 0, LIMITS, LastUse())
+    dropped = Sealer(
+        other_key,
+        pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED),
+        AESGCM(DATA_KEY),
+        0,
+        LIMITS,
+        LastUse(),
+    )
     dropped.renew(other_key, 1000)
     for sealer in (replaced, kept, dropped):
         assert cache.put(sealer)

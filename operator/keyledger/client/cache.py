@@ -29,8 +29,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyledger.client.envelope import (
+    FORMAT_RECORD,
     FORMAT_STREAM,
     NONCE_BYTES,
+    NONCE_IN_AAD,
     TAG_BYTES,
     Blob,
     Context,
@@ -97,6 +99,8 @@ class Sealer:
         limits: CacheLimits,
         use: LastUse,
     ) -> None:
+        if head[3] != FORMAT_RECORD:
+            raise ValueError(f"a sealer writes format {FORMAT_RECORD} records only")
         self.version = version
         self.tenant = version.tenant
         self.key_name = version.key_name
@@ -110,7 +114,7 @@ class Sealer:
         self._use = use
         self._lock = threading.Lock()
         self._nonces = NoncePool()  # drawn from under _lock
-        self._bound = bind_context(None)
+        self._bound = bind_context(None, head)  # the whole AAD, for calls without context
 
     def renew(self, version: Version, checked_until: float) -> None:
         """`version` was read again; it holds until `checked_until`. Only for a sealer
@@ -139,15 +143,15 @@ class Sealer:
             self._lock.release()
         self._use.at = now
         # _write, spelled out below ONE_BUFFER_FROM: a call less on every cached encrypt.
-        copy, tail = self._bound
+        copy, aad = self._bound
         if context != copy:
-            self._bound = bound = bind_context(context)
-            tail = bound[1]
+            self._bound = bound = bind_context(context, self.head)
+            aad = bound[1]
         if size >= ONE_BUFFER_FROM:
             return self._write(nonce, plaintext, context)
-        header = self._head + nonce  # a new bytearray: the record's own
-        header += self._cipher.encrypt(nonce, plaintext, header + tail)
-        return header
+        record = self._head + nonce  # a new bytearray: the record's own
+        record += self._cipher.encrypt(nonce, plaintext, aad)
+        return record
 
     def seal_checked(
         self, plaintext: bytes, context: Context | None, now: float
@@ -178,22 +182,22 @@ class Sealer:
         return self._write(nonce, plaintext, context)
 
     def _write(self, nonce: bytes, plaintext: bytes, context: Context | None) -> bytearray:
-        """A format 2 record: the head, `nonce` (fresh from the pool), the sealed
+        """A format 4 record: the head, `nonce` (fresh from the pool), the sealed
         plaintext. One buffer of the record's size is returned, not copied into bytes:
         at 1 MiB a second buffer costs eight times the encryption. `seal` spells out
         the records below ONE_BUFFER_FROM."""
-        copy, tail = self._bound
+        copy, aad = self._bound
         if context != copy:
-            self._bound = bound = bind_context(context)
-            tail = bound[1]
+            self._bound = bound = bind_context(context, self.head)
+            aad = bound[1]
         header = self._head + nonce  # a new bytearray: below 64 KiB, the record's own
         if len(plaintext) < ONE_BUFFER_FROM:
-            header += self._cipher.encrypt(nonce, plaintext, header + tail)
+            header += self._cipher.encrypt(nonce, plaintext, aad)
             return header
         sealed = bytearray(len(header) + len(plaintext) + TAG_BYTES)
         sealed[: len(header)] = header
         body = memoryview(sealed)[len(header) :]
-        self._cipher.encrypt_into(nonce, plaintext, header + tail, body)
+        self._cipher.encrypt_into(nonce, plaintext, aad, body)
         return sealed
 
 
@@ -207,11 +211,13 @@ class Opener:
     __slots__ = (
         "_records",
         "_retires",
+        "aad_head",
         "body_at",
         "bound",
         "cipher",
         "expires",
         "head",
+        "nonce_in_aad",
         "split",
         "tenant",
         "use",
@@ -240,7 +246,11 @@ class Opener:
         self.expires = float("-inf")
         self.used = born
         self.use = use
-        self.bound = bind_context(None)
+        # A format 4 record's AAD is one value per context (kept in `bound`); one of
+        # format 1 or 2 binds its nonce too, and is joined on every record.
+        self.nonce_in_aad = head[3] in NONCE_IN_AAD
+        self.aad_head = b"" if self.nonce_in_aad else head
+        self.bound = bind_context(None, self.aad_head)
 
     def renew(self, version: Version, checked_until: float) -> None:
         """`version` was read again; records open from the cache until `checked_until`.
@@ -262,16 +272,18 @@ class Opener:
     ) -> bytes:
         """The plaintext of the record `blob`, split (`split`) into its `head`, this
         opener's, and `nonce`. KeyledgerClient.decrypt spells it out for cached calls."""
-        copy, tail = self.bound
+        copy, aad = self.bound
         if context != copy:
-            self.bound = bound = bind_context(context)
-            tail = bound[1]
+            self.bound = bound = bind_context(context, self.aad_head)
+            aad = bound[1]
+        if self.nonce_in_aad:
+            aad = b"".join((head, nonce, aad))
         body_at = self.body_at
         # At 1 MiB a copy of the ciphertext costs as much as its decryption; at 1 KiB a
         # view costs more than the copy.
         body = blob[body_at:] if len(blob) < ONE_BUFFER_FROM else memoryview(blob)[body_at:]
         try:
-            plaintext = self.cipher.decrypt(nonce, body, b"".join((head, nonce, tail)))
+            plaintext = self.cipher.decrypt(nonce, body, aad)
         except InvalidTag:
             raise self.refusal(body) from None
         self.used = self.use.at = now

@@ -177,14 +177,16 @@ class KeyledgerClient:
         if opener.tenant != tenant:
             check_sealed_for(opener.tenant, tenant)
         # Opener.open, spelled out: a call less on every cached decrypt (0.08 us of 1.6).
-        copy, tail = opener.bound
+        copy, aad = opener.bound
         if context != copy:
-            opener.bound = bound = bind_context(context)
-            tail = bound[1]
+            opener.bound = bound = bind_context(context, opener.aad_head)
+            aad = bound[1]
+        if opener.nonce_in_aad:  # formats 1 and 2
+            aad = b"".join((head, nonce, aad))
         body_at = opener.body_at
         body = blob[body_at:] if len(blob) < ONE_BUFFER_FROM else memoryview(blob)[body_at:]
         try:
-            plaintext = opener.cipher.decrypt(nonce, body, b"".join((head, nonce, tail)))
+            plaintext = opener.cipher.decrypt(nonce, body, aad)
         except InvalidTag:
             raise opener.refusal(body) from None
         opener.used = opener.use.at = now

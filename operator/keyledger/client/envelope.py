@@ -1,20 +1,29 @@
 """The envelope: a small versioned header, the wrapped data key, AES-256-GCM.
 
-    format 2 (written now):
-    b"KLE" | 0x02 | ledger key id (16) | tenant length (u16) | tenant (UTF-8)
+    format 4 (written now):
+    b"KLE" | 0x04 | ledger key id (16) | tenant length (u16) | tenant (UTF-8)
           | wrapped length (u16) | wrapped key | nonce (12) | ciphertext + tag (16)
+    AAD: everything before the nonce | 0x00 | context
+
+    format 2 (written before format 4; still opened): the same bytes after 0x02,
+    AAD: everything before the ciphertext (the nonce too) | 0x00 | context
 
     format 1 (written before tenants were bound; still opened):
     b"KLE" | 0x01 | ledger key id (16) | wrapped length (u16) | wrapped key
           | nonce (12) | ciphertext + tag (16)
+    AAD: as format 2's
 
     format 3 is a stream (keyledger.client.stream): the same head, then segments.
 
 The header names the ledger row of the key version that wrapped the data key,
 so data written before a rotation still finds its version, and (from format 2)
-the tenant it was sealed for. Header and context are both bound as AAD:
-changing either, or the ciphertext, fails the tag. A format 1 blob carries no
-tenant; its tenant is the one the ledger gives its key version, checked the same way.
+the tenant it was sealed for. Head and context are both bound as AAD:
+changing either, or the ciphertext, fails the tag. So does changing the nonce,
+which GCM authenticates itself (the tag is masked with the encryption of the
+nonce's first counter block): format 4 leaves it out of the AAD, which makes the
+AAD one value per data key and context, made once instead of on every record.
+A format 1 blob carries no tenant; its tenant is the one the ledger gives its
+key version, checked the same way.
 """
 
 from __future__ import annotations
@@ -34,10 +43,13 @@ from keyledger.errors import CiphertextInvalid, DecryptionFailed
 
 MAGIC = b"KLE"
 FORMAT_UNBOUND = 1  # no tenant in the header: written by clients before format 2
-FORMAT_RECORD = 2
+FORMAT_NONCE_BOUND = 2  # the nonce in the AAD: written by clients before format 4
 FORMAT_STREAM = 3
+FORMAT_RECORD = 4
 FORMAT_VERSION = FORMAT_RECORD  # what `seal` writes
-READABLE = (FORMAT_UNBOUND, FORMAT_RECORD, FORMAT_STREAM)
+READABLE = (FORMAT_UNBOUND, FORMAT_NONCE_BOUND, FORMAT_STREAM, FORMAT_RECORD)
+# The record formats whose AAD starts with the head and the nonce, not the head alone.
+NONCE_IN_AAD = (FORMAT_UNBOUND, FORMAT_NONCE_BOUND)
 NONCE_BYTES = 12
 TAG_BYTES = 16
 DATA_KEY_BYTES = 32
@@ -64,7 +76,13 @@ class Envelope:
     head: Head
     nonce: bytes
     ciphertext: bytes | memoryview  # with the GCM tag at its end
-    header: bytes  # everything before the ciphertext, as bound into the AAD
+    header: bytes  # everything before the ciphertext
+
+    @property
+    def bound(self) -> bytes:
+        """What of the header the AAD binds (before the context): the head, and in
+        formats 1 and 2 the nonce too."""
+        return self.header if self.head.format in NONCE_IN_AAD else self.head.raw
 
     @property
     def key_id(self) -> uuid.UUID:
@@ -129,24 +147,28 @@ def seal(
     plaintext: bytes,
     context: Context,
 ) -> bytearray:
-    """One format 2 record, spelled out: what the client's sealers write (cache.py),
+    """One format 4 record, spelled out: what the client's sealers write (cache.py),
     for tests and tools that seal without a client."""
     if len(data_key) != DATA_KEY_BYTES:
         raise ValueError("data keys are AES-256 keys (32 bytes)")
     nonce = os.urandom(NONCE_BYTES)
-    header = pack_head(FORMAT_RECORD, key_id, tenant, wrapped_key) + nonce
-    return bytearray(header + AESGCM(data_key).encrypt(nonce, plaintext, aad(header, context)))
+    head = pack_head(FORMAT_RECORD, key_id, tenant, wrapped_key)
+    sealed = AESGCM(data_key).encrypt(nonce, plaintext, aad(head, context))
+    return bytearray(head + nonce + sealed)
 
 
 def record_head(blob: Blob) -> bytes:
-    """A record's head (format 1 or 2, up to the nonce) read by its length fields alone,
-    b"" when `blob` has none: the key of the opener lookup when the blob's first split
-    (record_splitter) finds none. Nothing is checked here; a head no opener holds goes
-    through `parse`, which says what is wrong."""
+    """A record's head (format 1, 2 or 4, up to the nonce) read by its length fields
+    alone, b"" when `blob` has none: the key of the opener lookup when the blob's first
+    split (record_splitter) finds none. Nothing is checked here; a head no opener holds
+    goes through `parse`, which says what is wrong."""
     try:
         format_ = blob[3]
-        at = 22 + (blob[20] << 8 | blob[21]) if format_ == FORMAT_RECORD else 20
-        if format_ > FORMAT_RECORD:
+        if format_ == FORMAT_UNBOUND:
+            at = 20
+        elif format_ in (FORMAT_NONCE_BOUND, FORMAT_RECORD):
+            at = 22 + (blob[20] << 8 | blob[21])
+        else:
             return b""
         return bytes(blob[: at + 2 + (blob[at] << 8 | blob[at + 1])])
     except IndexError:
@@ -224,7 +246,7 @@ def _tenant(encoded: bytes | bytearray) -> str:
 def open_envelope(envelope: Envelope, data_key: bytes, context: Context) -> bytes:
     try:
         return AESGCM(data_key).decrypt(
-            envelope.nonce, envelope.ciphertext, aad(envelope.header, context)
+            envelope.nonce, envelope.ciphertext, aad(envelope.bound, context)
         )
     except InvalidTag:
         raise does_not_open(envelope.key_id) from None
@@ -237,20 +259,22 @@ def does_not_open(key_id: uuid.UUID) -> DecryptionFailed:
     )
 
 
-def aad(header: Blob, context: Context) -> bytes:
-    return b"\x00".join((header, _canonical(context)))
+def aad(bound: Blob, context: Context) -> bytes:
+    """The AAD of a record or stream whose header binds `bound` (Envelope.bound)."""
+    return b"\x00".join((bound, _canonical(context)))
 
 
 BoundContext = tuple[dict[str, str] | None, bytes]
 
 
-def bind_context(context: Context | None) -> BoundContext:
-    """What follows a record's header in its AAD (see `aad`), beside a copy of
-    `context`: a sealer or opener keeps the pair, and reuses the bytes while a call's
-    context equals the copy (a copy, as a caller may change its dict between calls;
-    equal contexts encode alike, the same object or not)."""
+def bind_context(context: Context | None, head: bytes = b"") -> BoundContext:
+    """A record's AAD from `head` on (see `aad`), beside a copy of `context`: a sealer
+    or opener keeps the pair, and reuses the bytes while a call's context equals the
+    copy (a copy, as a caller may change its dict between calls; equal contexts encode
+    alike, the same object or not). `head` is a format 4 record's head: its AAD is then
+    whole. A format 1 or 2 opener passes none and puts the head and nonce before it."""
     tail = b"\x00" + _canonical(context or {})
-    return (None if context is None else dict(context), tail)
+    return (None if context is None else dict(context), head + tail)
 
 
 def _canonical(context: Context) -> bytes:
