@@ -200,10 +200,10 @@ def lookups(report: Report, sessions: sessionmaker[Session], backend: LocalBacke
         return store.active(tenant, key_name)
 
     assert through_client() is not None and through_store() is not None
-    # Each floor runs on the connection of the read it is the floor of: the same
-    # server process. On this machine a round trip costs 80 or 125 us depending on
-    # where the scheduler puts the server process against this one, and a floor on
-    # a connection of its own was 1.0-1.6x of the same read from run to run.
+    # Each floor runs on the connection of the read it is the floor of (the same
+    # server process), and the four take turns call by call: a floor on a connection
+    # of its own, timed in rounds of its own, came out at 1.0-1.6x of the same read
+    # from run to run.
     own = {"client": client._versions._lookup, "store": store}
 
     def floor(name: str) -> Callable[[], object]:

@@ -109,12 +109,11 @@ def alternating(
     """`interleaved`, call by call: each call timed on its own, the operations taking
     turns within a round, so that every call follows the same mix of the others.
 
-    For operations that each wait on a server: on a machine of two virtual cores a
-    round trip took 80 or 125 us depending on how long the server process had been
-    idle and where it ran against the caller, and a run of 2,000 calls of one
-    operation settles into one of those and stays there (a raw query's floor moved
-    between 82 and 128 us from run to run, against 130-144 us for the reads built
-    on it). Taking turns call by call puts every operation in the same conditions."""
+    For operations that each wait on a server. In rounds of 2,000 calls of one
+    operation, a raw query's round trip came out anywhere from 82 to 128 us from
+    one run to the next, against 130-144 us for the reads built on it: a round of
+    one operation settles into one speed and keeps it. Taken in turns, call by
+    call, the operations share whatever the machine is doing."""
     names = list(operations)
     best = dict.fromkeys(names, float("inf"))
     clock = time.perf_counter

@@ -25,6 +25,7 @@ from keyledger.lifecycle.actions import (
     Rollback,
     Trigger,
 )
+from keyledger.lifecycle.conditions import rfc3339
 from keyledger.lifecycle.requests import Requests
 from keyledger.lifecycle.schedule import rotation_due_at
 from keyledger.lifecycle.spec import DesiredState, KeySpec
@@ -117,7 +118,7 @@ def rollback_refusal(
         or (target.rollback_expires_at <= now)
     ):
         closed = target.rollback_expires_at
-        when = f" at {closed.isoformat()}" if closed else ""
+        when = f" at {rfc3339(closed)}" if closed else ""
         return (
             "RollbackWindowClosed",
             f"the rollback window of version {target.version} closed{when}; "

@@ -119,8 +119,10 @@ class KeyLedger:
     ) -> Sequence[Row[*tuple[Any, ...]]]:
         """The versions a pass can act on or show, newest first: the `recent` newest,
         every PENDING, ACTIVE and INACTIVE one, every one whose rollback window is
-        open or that can still expire, and the parents of the newest and of the
-        PENDING, ACTIVE and INACTIVE ones. The rest (long ROTATED, EXPIRED or
+        open or that can still expire, and the parents of the `recent` newest and of
+        the PENDING, ACTIVE and INACTIVE ones (the current version, the one whose
+        parent a rollback and the status name, need not be the newest: a COMPROMISED
+        one is followed by its PENDING replacement). The rest (long ROTATED, EXPIRED or
         COMPROMISED history) stays in the database, unread, so that a pass over a
         key rotated for years reads what one over a young key does."""
         # One statement built once (its cache key and compiled form are kept), not
