@@ -47,6 +47,15 @@ def test_rfc3339_spells_every_moment_as_isoformat_would(moment: datetime) -> Non
     assert rfc3339(moment) == moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def test_rfc3339_spells_an_instant_in_the_zone_it_is_given() -> None:
+    """UTC spellings are kept; the same instant in another zone is not one of them."""
+    moment = datetime(2026, 11, 30, 12, 0, 5, tzinfo=UTC)
+    assert rfc3339(moment) == "2026-11-30T12:00:05Z"
+    east = moment.astimezone(timezone(timedelta(hours=2)))
+    assert east == moment and rfc3339(east) == "2026-11-30T14:00:05+02:00"
+    assert rfc3339(moment) == "2026-11-30T12:00:05Z"
+
+
 @given(st.integers(min_value=1, max_value=10**8))
 def test_format_then_parse_round_trips(seconds: int) -> None:
     delta = timedelta(seconds=seconds)

@@ -24,22 +24,27 @@ class Condition:
     message: str
 
 
-# A status shows the same moments pass after pass (five per version, up to ten
-# versions): each is spelled once while it is among the last few thousand seen.
-@lru_cache(maxsize=4096)
 def rfc3339(moment: datetime) -> str:
     if moment.tzinfo is UTC:
-        # The ledger's and the clock's moments, spelled out directly: in half the
-        # time isoformat (or an f-string) takes, and a status shows several per version.
-        return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (  # noqa: UP031
-            moment.year,
-            moment.month,
-            moment.day,
-            moment.hour,
-            moment.minute,
-            moment.second,
-        )
+        return _utc_rfc3339(moment)
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# A status shows the same moments pass after pass (five per version, up to ten
+# versions): each is spelled once while it is among the last few thousand seen. UTC
+# moments only: equal instants in other zones are equal keys, spelled otherwise.
+@lru_cache(maxsize=4096)
+def _utc_rfc3339(moment: datetime) -> str:
+    # The ledger's and the clock's moments, spelled out directly: in half the time
+    # isoformat (or an f-string) takes, and a status shows several per version.
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (  # noqa: UP031
+        moment.year,
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+    )
 
 
 def merge_conditions(
