@@ -3,12 +3,13 @@ the startup options a URL gives: its moments come back in UTC, not converted aga
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, timedelta
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, select, text, type_coerce
 
 from keyledger.store.engine import make_engine
+from keyledger.store.types import UtcDateTime
 
 POSTGRES = pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
 
@@ -54,5 +55,24 @@ def test_startup_options_of_the_caller_are_kept(empty_database_url: str) -> None
         with engine.connect() as connection:
             assert connection.execute(text("SHOW statement_timeout")).scalar_one() == "1234ms"
             assert connection.execute(text("SHOW timezone")).scalar_one() == "UTC"
+    finally:
+        engine.dispose()
+
+
+@POSTGRES
+def test_moments_read_in_another_zone_come_back_in_utc(empty_database_url: str) -> None:
+    """A session keyledger did not open (a service's own engine, in its server's zone):
+    the ledger's timestamp type still hands out UTC."""
+    engine = create_engine(
+        empty_database_url.replace("postgresql://", "postgresql+psycopg://"),
+        connect_args={"options": "-c TimeZone=America/New_York"},
+    )
+    try:
+        with engine.connect() as connection:
+            raw, typed = connection.execute(
+                select(func.now(), type_coerce(func.now(), UtcDateTime()))
+            ).one()
+        assert raw.tzinfo is not UTC and raw.utcoffset() != timedelta(0)
+        assert typed.tzinfo is UTC and typed == raw
     finally:
         engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,11 +30,24 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None or value.tzinfo is UTC:
-            return value  # as psycopg reads it from a session in UTC: no copy to make
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        return _in_utc(value)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any]:
+        # TypeDecorator's own wraps the impl's processor and process_result_value in a
+        # function of its own: two calls per value, five values per version a pass reads.
+        # The same steps, the impl's kept, one call fewer (none on psycopg: no impl's).
+        parse = self.impl_instance.result_processor(dialect, coltype)
+        if parse is None:
+            return _in_utc
+        return lambda value: _in_utc(parse(value))
+
+
+def _in_utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is UTC:
+        return value  # as psycopg reads it from a session in UTC: no copy to make
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 # JSONB on PostgreSQL (indexable, compact), plain JSON text elsewhere.
