@@ -47,19 +47,22 @@ def make_engine(url: str | URL, **engine_options: Any) -> Engine:
         engine = create_engine(parsed, **engine_options)
         _configure_sqlite(engine)
     else:
-        engine = create_engine(parsed, **_in_utc(parsed, engine_options))
+        engine = create_engine(parsed, **_sessions_in_utc(parsed, engine_options))
         if not engine_options.get("pool_pre_ping"):
             _ping_idle_connections(engine)
     log.debug("ledger engine for %s", engine.url.render_as_string(hide_password=True))
     return engine
 
 
-def _in_utc(url: URL, engine_options: dict[str, Any]) -> dict[str, Any]:
+def _sessions_in_utc(url: URL, engine_options: dict[str, Any]) -> dict[str, Any]:
     """`engine_options` with every connection's session in UTC, set as it connects
     (a startup option: no round trip). The ledger's moments are UTC; read in the
     server's zone (often Etc/UTC, a different tzinfo for the same instant), each one
     a pass reads would be converted again, five per version. Startup options the
-    URL or the caller gives are kept, before ours."""
+    URL or the caller gives are kept, before ours. Only libpq's drivers take them;
+    with another, sessions keep the server's zone and UtcDateTime converts."""
+    if url.get_driver_name() not in ("psycopg", "psycopg2"):
+        return engine_options
     connect_args = dict(engine_options.get("connect_args", {}))
     given = connect_args.get("options", url.query.get("options", ""))
     if isinstance(given, tuple):
