@@ -47,28 +47,12 @@ def make_engine(url: str | URL, **engine_options: Any) -> Engine:
         engine = create_engine(parsed, **engine_options)
         _configure_sqlite(engine)
     else:
-        engine = create_engine(parsed, **_sessions_in_utc(parsed, engine_options))
+        engine = create_engine(parsed, **engine_options)
+        _sessions_in_utc(engine)
         if not engine_options.get("pool_pre_ping"):
             _ping_idle_connections(engine)
     log.debug("ledger engine for %s", engine.url.render_as_string(hide_password=True))
     return engine
-
-
-def _sessions_in_utc(url: URL, engine_options: dict[str, Any]) -> dict[str, Any]:
-    """`engine_options` with every connection's session in UTC, set as it connects
-    (a startup option: no round trip). The ledger's moments are UTC; read in the
-    server's zone (often Etc/UTC, a different tzinfo for the same instant), each one
-    a pass reads would be converted again, five per version. Startup options the
-    URL or the caller gives are kept, before ours. Only libpq's drivers take them;
-    with another, sessions keep the server's zone and UtcDateTime converts."""
-    if url.get_driver_name() not in ("psycopg", "psycopg2"):
-        return engine_options
-    connect_args = dict(engine_options.get("connect_args", {}))
-    given = connect_args.get("options", url.query.get("options", ""))
-    if isinstance(given, tuple):
-        given = " ".join(given)
-    connect_args["options"] = f"{given} -c TimeZone=UTC".strip()
-    return {**engine_options, "connect_args": connect_args}
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -126,6 +110,30 @@ def _create_sqlite_parent_dir(url: URL) -> None:
     if not database or database == ":memory:" or database.startswith("file:"):
         return
     Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sessions_in_utc(engine: Engine) -> None:
+    """Every new connection's session in UTC, set once as it opens (one round trip).
+
+    The ledger's moments are UTC. Read in the server's zone (often Etc/UTC: the same
+    instant, another tzinfo), each one a pass reads was converted again, five per
+    version. A SET, not a startup option: PgBouncer before 1.20 refuses a connection
+    that sends `options` (unless told to ignore them, which would leave the zone
+    unset), and it carries TimeZone over to whichever server connection it hands
+    out, in transaction pooling too. A session in another zone still reads right:
+    UtcDateTime converts."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # In autocommit, or the SET would open a transaction: three round trips.
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SET TIME ZONE 'UTC'")
+        finally:
+            cursor.close()
+            dbapi_connection.autocommit = autocommit
 
 
 def _ping_idle_connections(engine: Engine) -> None:
