@@ -301,8 +301,9 @@ def test_a_blob_is_refused_on_behalf_of_another_tenant(
     assert client.decrypt(theirs, CONTEXT, tenant="other-tenant") == PHI
 
 
-def _format_1(tenant: Tenant, plaintext: bytes, context: dict[str, str]) -> bytes:
-    """A blob as clients sealed it before tenants were bound (format 1), built by hand."""
+def _old_record(tenant: Tenant, format_: int, plaintext: bytes, context: dict[str, str]) -> bytes:
+    """A blob as clients sealed it before format 4, built by hand: format 1 (before
+    tenants were bound) or 2 (the tenant bound); both bind the nonce into the AAD."""
     key_id = tenant.active_id()
     with tenant.sessions() as session:
         record = KeyLedger(session).get(key_id)
@@ -311,7 +312,16 @@ def _format_1(tenant: Tenant, plaintext: bytes, context: dict[str, str]) -> byte
     data_key = tenant.backend.generate_data_key(ref)
     nonce = os.urandom(12)
     wrapped = data_key.wrapped
-    header = b"KLE\x01" + key_id.bytes + len(wrapped).to_bytes(2, "big") + wrapped + nonce
+    bound_tenant = b"" if format_ == 1 else b"\x00\x08contract"
+    header = (
+        b"KLE"
+        + bytes([format_])
+        + key_id.bytes
+        + bound_tenant
+        + len(wrapped).to_bytes(2, "big")
+        + wrapped
+        + nonce
+    )
     canonical = json.dumps(context, sort_keys=True, separators=(",", ":")).encode()
     aad = header + b"\x00" + canonical
     return header + AESGCM(data_key.plaintext).encrypt(nonce, plaintext, aad)
@@ -322,7 +332,7 @@ def test_a_blob_in_the_old_format_still_opens_for_its_tenant_only(
 ) -> None:
     _new_key(target, tenant.sessions, "other-tenant")
     client, _ = make_client()
-    old = _format_1(tenant, PHI, CONTEXT)
+    old = _old_record(tenant, 1, PHI, CONTEXT)
     assert client.decrypt(old, CONTEXT, tenant="contract") == PHI
     # No tenant in its header: the ledger's owner of its key version decides.
     with pytest.raises(TenantMismatch, match="sealed for tenant 'contract'"):
@@ -333,34 +343,11 @@ def test_a_blob_in_the_old_format_still_opens_for_its_tenant_only(
     assert client.decrypt(bound, CONTEXT, tenant="contract") == PHI
 
 
-def _format_2(tenant: Tenant, plaintext: bytes, context: dict[str, str]) -> bytes:
-    """A blob as clients sealed it before format 4 (its nonce in the AAD), by hand."""
-    key_id = tenant.active_id()
-    with tenant.sessions() as session:
-        record = KeyLedger(session).get(key_id)
-        assert record is not None and record.kms_key_id is not None
-        ref = record.kms_key_id
-    data_key = tenant.backend.generate_data_key(ref)
-    nonce = os.urandom(12)
-    wrapped = data_key.wrapped
-    header = (
-        b"KLE\x02"
-        + key_id.bytes
-        + b"\x00\x08contract"
-        + len(wrapped).to_bytes(2, "big")
-        + wrapped
-        + nonce
-    )
-    canonical = json.dumps(context, sort_keys=True, separators=(",", ":")).encode()
-    aad = header + b"\x00" + canonical
-    return header + AESGCM(data_key.plaintext).encrypt(nonce, plaintext, aad)
-
-
 def test_a_blob_in_format_2_opens_beside_new_ones_from_the_cache_too(
     tenant: Tenant, make_client: MakeClient
 ) -> None:
     client, counting = make_client()
-    old = _format_2(tenant, PHI, CONTEXT)
+    old = _old_record(tenant, 2, PHI, CONTEXT)
     new = client.encrypt("contract", tenant.key.spec.key_name, PHI, CONTEXT)
     assert new[3] == 4
     assert client.decrypt(old, CONTEXT, tenant="contract") == PHI

@@ -4,6 +4,7 @@ the startup options a URL gives: its moments come back in UTC, not converted aga
 from __future__ import annotations
 
 from datetime import UTC, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, func, select, text, type_coerce
@@ -38,22 +39,20 @@ def test_sessions_are_in_utc_on_a_server_in_another_zone(empty_database_url: str
 
 
 @POSTGRES
-def test_startup_options_of_the_url_are_kept(empty_database_url: str) -> None:
-    engine = make_engine(f"{empty_database_url}?options=-c%20statement_timeout%3D4321")
+@pytest.mark.parametrize(
+    ("query", "options", "timeout"),
+    [
+        ("?options=-c%20statement_timeout%3D4321", {}, "4321ms"),  # the URL's
+        ("", {"connect_args": {"options": "-c statement_timeout=1234"}}, "1234ms"),  # the caller's
+    ],
+)
+def test_startup_options_are_kept(
+    empty_database_url: str, query: str, options: dict[str, Any], timeout: str
+) -> None:
+    engine = make_engine(f"{empty_database_url}{query}", **options)
     try:
         with engine.connect() as connection:
-            assert connection.execute(text("SHOW statement_timeout")).scalar_one() == "4321ms"
-            assert connection.execute(text("SHOW timezone")).scalar_one() == "UTC"
-    finally:
-        engine.dispose()
-
-
-@POSTGRES
-def test_startup_options_of_the_caller_are_kept(empty_database_url: str) -> None:
-    engine = make_engine(empty_database_url, connect_args={"options": "-c statement_timeout=1234"})
-    try:
-        with engine.connect() as connection:
-            assert connection.execute(text("SHOW statement_timeout")).scalar_one() == "1234ms"
+            assert connection.execute(text("SHOW statement_timeout")).scalar_one() == timeout
             assert connection.execute(text("SHOW timezone")).scalar_one() == "UTC"
     finally:
         engine.dispose()

@@ -158,6 +158,7 @@ VERSION = Version(
     KEY_ID, "acme", "phi", 1, KeyStatus.ACTIVE, "ref", KmsProvider.LOCAL_SOFTWARE, None, None, ()
 )
 LIMITS = CacheLimits(max_age_s=60, max_messages=3, max_bytes=100)
+HEAD = pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED)
 
 
 def _sealer(born: float = 0.0, checked_until: float = 1000.0) -> Sealer:
@@ -355,26 +356,12 @@ def test_an_opener_opens_from_the_cache_only_while_the_cache_holds_it() -> None:
 
 
 def test_a_sealer_seals_from_the_cache_only_while_the_cache_holds_it() -> None:
-    fresh = Sealer(
-        VERSION,
-        pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED),
-        AESGCM(DATA_KEY),
-        0,
-        LIMITS,
-        LastUse(),
-    )
+    fresh = Sealer(VERSION, HEAD, AESGCM(DATA_KEY), 0, LIMITS, LastUse())
     assert fresh.seal(b"x", CONTEXT, now=0) is None  # until the cache renews it
     other_key = replace(VERSION, id=uuid.uuid4(), key_name="billing")
     cache = SealerCache(LIMITS)
     replaced, kept = _sealer(), _sealer()
-    dropped = Sealer(
-        other_key,
-        pack_head(FORMAT_RECORD, KEY_ID, "acme", WRAPPED),
-        AESGCM(DATA_KEY),
-        0,
-        LIMITS,
-        LastUse(),
-    )
+    dropped = Sealer(other_key, HEAD, AESGCM(DATA_KEY), 0, LIMITS, LastUse())
     dropped.renew(other_key, 1000)
     for sealer in (replaced, kept, dropped):
         assert cache.put(sealer)
