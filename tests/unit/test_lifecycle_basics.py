@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 
 from keyledger.domain import KeyStatus
 from keyledger.errors import InvalidSpec
+from keyledger.lifecycle import status as status_module
 from keyledger.lifecycle.conditions import READY, Condition, merge_conditions, rfc3339
 from keyledger.lifecycle.durations import format_duration, parse_duration
 from keyledger.lifecycle.spec import DeletionPolicy, KeySpec, ProviderKind
-from keyledger.lifecycle.status import VERSION_HISTORY_LIMIT, build_status
+from keyledger.lifecycle.status import VERSION_HISTORY_LIMIT, build_status, key_id_text
 from keyledger.lifecycle.versions import KeyVersion
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -54,6 +55,14 @@ def test_rfc3339_spells_an_instant_in_the_zone_it_is_given() -> None:
     east = moment.astimezone(timezone(timedelta(hours=2)))
     assert east == moment and rfc3339(east) == "2026-11-30T14:00:05+02:00"
     assert rfc3339(moment) == "2026-11-30T12:00:05Z"
+
+
+def test_a_version_id_is_spelled_as_str_spells_it_while_remembered_and_after() -> None:
+    """Version ids' text is remembered by number, a bounded number of them."""
+    ids = [uuid.UUID(int=n) for n in range(1, 5000)] + [uuid.uuid4() for _ in range(100)]
+    for key_id in ids + ids[:10]:  # past the bound, then ones it forgot
+        assert key_id_text(key_id) == str(key_id)
+    assert len(status_module._KEY_IDS) <= status_module._KEY_IDS_KEPT
 
 
 @given(st.integers(min_value=1, max_value=10**8))

@@ -10,9 +10,9 @@ from typing import Any, cast
 
 from sqlalchemy import (
     CompoundSelect,
-    Select,
     Table,
     bindparam,
+    func,
     insert,
     literal,
     or_,
@@ -507,46 +507,53 @@ _LIVE_COLUMNS = (
 )
 
 
-def _live_versions_statement() -> Select[*tuple[Any, ...]]:
-    """The newest `recent` versions, those acting (ACTING_VERSION), and the parents of
-    the newest and of the unsettled or current: each part found by index (the newest
-    by the key's version index, the acting by their own, the parents by primary key),
-    so that no part reads the settled history in between. Core columns, not the ORM's:
-    a plain statement, its rows not made into objects."""
+def _live_versions_statement() -> CompoundSelect[Any]:
+    """The newest `recent` versions, the older ones acting (ACTING_VERSION), and the
+    parents of both that neither holds (of the acting, only the unsettled or current
+    ones' parents). The newest come whole from the key's version index, the older
+    acting from their own, the missing parents by primary key: no part reads the
+    settled history in between. Core columns, not the ORM's: a plain statement, its
+    rows not made into objects.
+
+    The newest are read whole as the index finds them, not as ids looked up again by
+    primary key: ten versions more cost PostgreSQL 40 us this way, against 50-60 us
+    (a key with one version costs 6-9 us more)."""
     table = _KEYS.c
     of_key = (table.tenant_id == bindparam("tenant"), table.key_name == bindparam("key_name"))
     recent = (
-        select(table.id, table.parent_key_id)
+        select(*_LIVE_COLUMNS)
         .where(*of_key)
         .order_by(table.version.desc())
         .limit(bindparam("recent"))
         .cte("recent")
     )
+    # Older than the oldest of the newest: exactly the acting versions `recent` lacks.
     acting = (
-        select(table.id, table.parent_key_id, table.status)
-        .where(*of_key, ACTING_VERSION)
+        select(*_LIVE_COLUMNS)
+        .where(
+            *of_key,
+            ACTING_VERSION,
+            table.version < select(func.min(recent.c.version)).scalar_subquery(),
+        )
         .cte("acting")
     )
-    unsettled_or_current = acting.c.status.in_(_UNSETTLED_OR_CURRENT)
-    wanted = union_all(
-        select(recent.c.id),
-        select(acting.c.id),
-        select(recent.c.parent_key_id),
-        select(acting.c.parent_key_id).where(unsettled_or_current),
+    known = select(recent.c.id).union_all(select(acting.c.id))
+    missing_parents = union_all(
+        select(recent.c.parent_id).where(recent.c.parent_id.not_in(known)),
+        select(acting.c.parent_id).where(
+            acting.c.status.in_(_UNSETTLED_OR_CURRENT), acting.c.parent_id.not_in(known)
+        ),
     )
     # A parent must be a version of this key too. Compared with IS NOT DISTINCT FROM
     # (the columns are NOT NULL: the same as =), which PostgreSQL cannot answer from
     # an index: with =, it may prefer reading the key's whole history through the
     # version index to the few primary-key lookups of the wanted ids.
-    return (
-        select(*_LIVE_COLUMNS)
-        .where(
-            table.id.in_(wanted),
-            table.tenant_id.is_not_distinct_from(bindparam("tenant")),
-            table.key_name.is_not_distinct_from(bindparam("key_name")),
-        )
-        .order_by(table.version.desc())
+    parents = select(*_LIVE_COLUMNS).where(
+        table.id.in_(missing_parents),
+        table.tenant_id.is_not_distinct_from(bindparam("tenant")),
+        table.key_name.is_not_distinct_from(bindparam("key_name")),
     )
+    return union_all(select(recent), select(acting), parents).order_by(recent.c.version.desc())
 
 
 # What a transition returns of the version: the live-version columns, in their order
