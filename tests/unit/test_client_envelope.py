@@ -239,9 +239,9 @@ def test_a_bound_context_is_what_the_aad_puts_after_the_header() -> None:
     copy, whole = bind_context(CONTEXT, head)
     assert whole == aad(head, CONTEXT) and copy == CONTEXT and copy is not CONTEXT
     header = pack_head(FORMAT_NONCE_BOUND, KEY_ID, "acme", WRAPPED) + bytes(12)
-    copy, tail = bind_context(CONTEXT)
+    copy, tail = bind_context(CONTEXT, b"")
     assert header + tail == aad(header, CONTEXT) and copy == CONTEXT
-    assert bind_context(None) == (None, bind_context({})[1])
+    assert bind_context(None, b"") == (None, bind_context({}, b"")[1])
 
 
 def test_a_sealer_writes_format_4_only() -> None:

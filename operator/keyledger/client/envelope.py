@@ -267,14 +267,13 @@ def aad(bound: Blob, context: Context) -> bytes:
 BoundContext = tuple[dict[str, str] | None, bytes]
 
 
-def bind_context(context: Context | None, head: bytes = b"") -> BoundContext:
+def bind_context(context: Context | None, head: bytes) -> BoundContext:
     """A record's AAD from `head` on (see `aad`), beside a copy of `context`: a sealer
     or opener keeps the pair, and reuses the bytes while a call's context equals the
     copy (a copy, as a caller may change its dict between calls; equal contexts encode
     alike, the same object or not). `head` is a format 4 record's head: its AAD is then
-    whole. A format 1 or 2 opener passes none and puts the head and nonce before it."""
-    tail = b"\x00" + _canonical(context or {})
-    return (None if context is None else dict(context), head + tail)
+    whole. A format 1 or 2 opener passes b"" and puts the head and nonce before it."""
+    return (None if context is None else dict(context), aad(head, context or {}))
 
 
 def _canonical(context: Context) -> bytes:

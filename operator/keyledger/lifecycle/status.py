@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from keyledger.domain import KeyStatus
@@ -50,17 +51,13 @@ def _time(moment: datetime | None) -> str | None:
 # A status names the same versions pass after pass. The Enum's `value` is a property
 # and a UUID spells itself in Python: together half of what an entry costs to make.
 _PHASES = {status: status.value for status in KeyStatus}
-_KEY_IDS: dict[int, str] = {}  # a version id's text, by its number: ints hash in C
-_KEY_IDS_KEPT = 4096
 
 
-def key_id_text(key_id: uuid.UUID) -> str:
-    text = _KEY_IDS.get(key_id.int)
-    if text is None:
-        if len(_KEY_IDS) >= _KEY_IDS_KEPT:
-            _KEY_IDS.clear()
-        text = _KEY_IDS[key_id.int] = str(key_id)
-    return text
+# The last few thousand version ids' text, remembered as rfc3339 remembers moments;
+# by the id's number, which hashes in C (a UUID hashes in Python).
+@lru_cache(maxsize=4096)
+def key_id_text(number: int) -> str:
+    return str(uuid.UUID(int=number))
 
 
 def _version_entry(version: KeyVersion) -> dict[str, Any]:
@@ -69,7 +66,7 @@ def _version_entry(version: KeyVersion) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "version": version.version,
         "phase": _PHASES[version.status],
-        "keyId": key_id_text(version.id),
+        "keyId": key_id_text(version.id.int),
     }
     if version.kms_key_id is not None:
         entry["kmsKeyRef"] = version.kms_key_id
@@ -143,9 +140,9 @@ def build_status(
     entries = [_version_entry(v) for v in shown]
     fields.update(
         {
-            "phase": current.status.value,
+            "phase": _PHASES[current.status],
             "version": current.version,
-            "keyId": key_id_text(current.id),
+            "keyId": key_id_text(current.id.int),
             "kmsKeyRef": current.kms_key_id,
             "activatedAt": _time(current.activated_at),
             "expiresAt": _time(current.expires_at),
